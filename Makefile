@@ -1,0 +1,70 @@
+# Two commands a newcomer needs: `make image` and `make test`.
+# Every target installs what it needs, idempotently.
+
+CARGO   ?= cargo
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMPS  := target/.stamps
+
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all build release image test lint unit e2e bench run deps venv clean
+
+all: build
+
+## build: debug build of the whole workspace
+build:
+	$(CARGO) build --workspace
+
+## release: the optimised pilot-discovery binary
+release:
+	$(CARGO) build --release -p pilot --bin pilot-discovery
+
+## image: the hardened pilot images (see docs/); for now, the release binary
+image: release
+	@echo "built target/release/pilot-discovery"
+
+## run: istiod locally on the example mesh (no cluster needed)
+run:
+	$(CARGO) run -p pilot --bin pilot-discovery -- discovery \
+	  --configDir docs/examples/mesh --registries= \
+	  --grpcAddr 127.0.0.1:15010 --httpAddr 127.0.0.1:8080 --monitoringAddr 127.0.0.1:15014 \
+	  --secureGRPCAddr= --httpsAddr=
+
+## test: lint, unit tests and end-to-end tests against real peers
+test: deps venv lint unit e2e
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+e2e: venv
+	$(CARGO) build -p pilot --bin pilot-discovery
+	PILOT_DISCOVERY=$(CURDIR)/target/debug/pilot-discovery $(PY) -m pytest -v tests
+
+## bench: generation and push benchmarks (results: docs/performance.md)
+bench:
+	$(CARGO) bench -p pilot --bench generation
+	$(CARGO) build --release -p pilot --bin pilot-discovery --example push_load
+	target/release/examples/push_load --binary target/release/pilot-discovery
+
+## deps: Debian packages the tests use
+deps: $(STAMPS)/deps
+$(STAMPS)/deps: scripts/install-deps.sh
+	bash scripts/install-deps.sh
+	@mkdir -p $(STAMPS) && touch $@
+
+## venv: Python peers for the end-to-end tests
+venv: $(VENV)/.installed
+$(VENV)/.installed: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r tests/requirements.txt
+	@touch $@
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) out
