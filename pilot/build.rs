@@ -1,0 +1,15 @@
+//! Generates the Rust code for our protobuf APIs. Uses `protox` (a pure-Rust protobuf
+//! compiler) so that building needs no `protoc` binary.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/istio/v1/auth/ca.proto"];
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}
