@@ -1,1 +1,162 @@
-fn main() {}
+//! `imagebuilder`: assembles `pilot-discovery` into hardened, reproducible OCI images from
+//! Debian 12 packages, with CycloneDX SBOMs, and pushes them to registries.
+
+mod assemble;
+mod debian;
+mod image;
+mod layer;
+mod policy;
+mod variant;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+/// Builds and pushes the hardened pilot images.
+#[derive(Debug, Parser)]
+#[command(name = "imagebuilder", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build the runtime and dev images into the output directory.
+    Build(BuildArgs),
+    /// Build twice and fail unless every digest is identical.
+    VerifyReproducible(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    /// The pilot-discovery binary to ship.
+    #[arg(long, default_value = "target/release/pilot-discovery")]
+    binary: PathBuf,
+    /// Output directory (OCI layout, docker archives, SBOMs, refs.json).
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Cache of downloaded .deb files (default: $XDG_CACHE_HOME/imagebuilder or ~/.cache/imagebuilder).
+    #[arg(long, env = "IMAGEBUILDER_CACHE")]
+    cache: Option<PathBuf>,
+    /// The package lock file.
+    #[arg(long, default_value = "imagebuilder/packages.lock.json")]
+    lock: PathBuf,
+    /// Debian mirror root (default: the host's apt sources).
+    #[arg(long, env = "IMAGEBUILDER_MIRROR")]
+    mirror: Option<String>,
+    /// Debian security mirror root, used with --mirror.
+    #[arg(long)]
+    security_mirror: Option<String>,
+    /// Keyring that InRelease signatures are checked against.
+    #[arg(long, default_value = debian::verify::DEBIAN_KEYRING)]
+    keyring: PathBuf,
+    /// Build from the lock file and cache only; never touch the network.
+    #[arg(long)]
+    offline: bool,
+    /// Re-resolve packages from the indexes and rewrite the lock file.
+    #[arg(long)]
+    update_lock: bool,
+    /// Image repository.
+    #[arg(long, default_value = "dhi.io/istio-pilot")]
+    repository: String,
+    /// Version tag of the runtime image (the dev image gets `-dev`).
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    version: String,
+    /// User of the runtime image (uid:gid, not root).
+    #[arg(long, default_value = "1337:1337")]
+    user: String,
+    /// Creation time and file mtimes (default: the last commit's time).
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    source_date_epoch: Option<u64>,
+    /// Source revision label (default: git HEAD).
+    #[arg(long)]
+    revision: Option<String>,
+    /// Source repository label.
+    #[arg(long, default_value = "https://github.com/hardened-mesh/istio-pilot")]
+    source_url: String,
+    /// Workspace manifest used to list the crates in the binary.
+    #[arg(long, default_value = "Cargo.toml")]
+    cargo_manifest: PathBuf,
+    /// Package that builds the binary.
+    #[arg(long, default_value = "pilot")]
+    cargo_package: String,
+    /// Size budget of the runtime image, compressed, in MiB.
+    #[arg(long, default_value_t = 40)]
+    size_budget_mib: u64,
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn default_cache() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("imagebuilder");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache/imagebuilder"),
+        None => PathBuf::from("target/imagebuilder-cache"),
+    }
+}
+
+impl BuildArgs {
+    fn options(self) -> Result<assemble::BuildOptions> {
+        let source_date_epoch = match self.source_date_epoch {
+            Some(e) => e,
+            None => git(&["log", "-1", "--format=%ct"])
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+        };
+        Ok(assemble::BuildOptions {
+            binary: self.binary,
+            out: self.out,
+            cache: self.cache.unwrap_or_else(default_cache),
+            lock: self.lock,
+            mirror: self.mirror,
+            security_mirror: self.security_mirror,
+            keyring: self.keyring,
+            offline: self.offline,
+            update_lock: self.update_lock,
+            repository: self.repository,
+            version: self.version,
+            user: self.user,
+            source_date_epoch,
+            revision: self
+                .revision
+                .or_else(|| git(&["rev-parse", "HEAD"]))
+                .unwrap_or_else(|| "unknown".into()),
+            source_url: self.source_url,
+            cargo_manifest: self.cargo_manifest,
+            cargo_package: self.cargo_package,
+            max_compressed_bytes: self.size_budget_mib * 1024 * 1024,
+        })
+    }
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Cmd::Build(a) => {
+            let refs = assemble::build(&a.options()?)?;
+            println!("{}", serde_json::to_string_pretty(&refs)?);
+        }
+        Cmd::VerifyReproducible(a) => {
+            let refs = assemble::verify_reproducible(&a.options()?)?;
+            println!("reproducible: index {}", refs.index);
+        }
+    }
+    Ok(())
+}
