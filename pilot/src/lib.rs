@@ -1,1 +1,15 @@
-//! placeholder
+//! istiod (`pilot-discovery`): Istio's control plane.
+//!
+//! Data flows one way: config sources → [`config::ConfigStore`] → [`model::PushContext`]
+//! (an immutable snapshot) → [`xds`] generators (pure functions of snapshot and proxy) →
+//! connections.
+
+pub mod app;
+pub mod ca;
+pub mod config;
+pub mod model;
+pub mod security;
+pub mod server;
+pub mod testing;
+pub mod version;
+pub mod xds;

@@ -1,0 +1,240 @@
+//! Builds every subsystem, binds the listeners and runs until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::args::{listen_addr, DiscoveryArgs, Features};
+use crate::config::file::{self, DirSource};
+use crate::config::ConfigStore;
+use crate::model::MeshConfig;
+use crate::server::debug::{self, DebugState};
+use crate::server::{http, monitoring};
+use crate::xds::discovery::build_push;
+use crate::xds::{metrics, AdsService, DiscoveryServer};
+
+/// Largest xDS request accepted (`ISTIO_GPRC_MAXRECVMSGSIZE`).
+const MAX_RECV_MSG_SIZE: usize = 4 * 1024 * 1024;
+
+/// A running istiod: its bound addresses, and the handle to stop it.
+pub struct App {
+    /// Plaintext xDS (15010).
+    pub grpc_addr: Option<SocketAddr>,
+    /// Readiness and debug HTTP (8080).
+    pub http_addr: Option<SocketAddr>,
+    /// Metrics (15014).
+    pub monitoring_addr: Option<SocketAddr>,
+    pub discovery: Arc<DiscoveryServer>,
+    pub store: ConfigStore,
+    shutdown: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+    drain: Duration,
+}
+
+impl App {
+    /// Loads config, binds every listener and starts serving. Listeners on port 0 get
+    /// ephemeral ports, reported in the returned [`App`].
+    pub async fn start(args: DiscoveryArgs, features: Features) -> anyhow::Result<App> {
+        let registries: Vec<&str> = args
+            .registries
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(r) = registries.iter().find(|r| **r != "Mock") {
+            anyhow::bail!(
+                "service registry {r:?} is not available in this build; run with --registries= --configDir DIR to serve a folder of manifests"
+            );
+        }
+        if args.config_dir.is_empty() {
+            anyhow::bail!(
+                "no configuration source: pass --configDir DIR (a folder of Kubernetes-style YAML)"
+            );
+        }
+        let mesh = MeshConfig::load(&args.mesh_config, &args.namespace)?;
+        let mut registry = Registry::default();
+        let xds_metrics = metrics::Metrics::new(&mut registry);
+        let file_metrics = file::Metrics::new(&mut registry);
+        let ready = Arc::new(AtomicBool::new(false));
+
+        // Config: load everything once before serving, so the first push is complete.
+        let store = ConfigStore::new();
+        let changes = store.subscribe();
+        let source = DirSource::new(&args.config_dir, store.clone(), file_metrics);
+        source
+            .sync()
+            .with_context(|| format!("reading --configDir {}", args.config_dir))?;
+        let discovery = DiscoveryServer::new(
+            features.clone(),
+            xds_metrics,
+            build_push(&store, &mesh, &args.domain),
+        );
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn({
+            let shutdown = shutdown.clone();
+            async move { source.run(shutdown).await }
+        });
+        tasks.spawn({
+            let (d, store, mesh, domain, shutdown) = (
+                discovery.clone(),
+                store.clone(),
+                mesh.clone(),
+                args.domain.clone(),
+                shutdown.clone(),
+            );
+            async move {
+                d.run_pushes(store, changes, mesh, domain, shutdown).await;
+                Ok(())
+            }
+        });
+
+        let ads = AdsService::new(discovery.clone());
+        let grpc_addr = match bind(&args.grpc_addr, "grpcAddr").await? {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                info!(%addr, "serving plaintext xDS");
+                let server = tonic::transport::Server::builder()
+                    .http2_keepalive_interval(Some(args.keepalive_interval))
+                    .http2_keepalive_timeout(Some(args.keepalive_timeout))
+                    .max_connection_age(
+                        args.keepalive_max_server_connection_age
+                            .unwrap_or(Duration::MAX),
+                    )
+                    .add_service(
+                        AggregatedDiscoveryServiceServer::new(ads.clone())
+                            .max_decoding_message_size(MAX_RECV_MSG_SIZE),
+                    );
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    server
+                        .serve_with_incoming_shutdown(
+                            TcpListenerStream::new(listener),
+                            shutdown.cancelled_owned(),
+                        )
+                        .await
+                        .context("plaintext xDS server")
+                });
+                Some(addr)
+            }
+            None => None,
+        };
+
+        // Secure gRPC (15012: xDS + CA over TLS) is wired here by the CA subsystem.
+
+        let registry = Arc::new(Mutex::new(registry));
+        let debug_state = DebugState {
+            discovery: discovery.clone(),
+            store: store.clone(),
+        };
+        let monitoring_addr = match bind(&args.monitoring_addr, "monitoringAddr").await? {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                let router =
+                    monitoring::routes(registry.clone()).merge(debug::routes(debug_state.clone()));
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    Ok(http::serve("monitoring", listener, router, shutdown).await?)
+                });
+                Some(addr)
+            }
+            None => None,
+        };
+        let http_addr = match bind(&args.http_addr, "httpAddr").await? {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                let mut router = Router::new()
+                    .route("/ready", get(ready_handler))
+                    .with_state(ready.clone());
+                if features.enable_debug_on_http {
+                    router = router.merge(debug::routes(debug_state));
+                }
+                let shutdown = shutdown.clone();
+                tasks.spawn(
+                    async move { Ok(http::serve("http", listener, router, shutdown).await?) },
+                );
+                Some(addr)
+            }
+            None => None,
+        };
+        if !args.https_addr.is_empty() {
+            warn!(addr = %args.https_addr, "webhook server (--httpsAddr) is not available in this build; not listening");
+        }
+
+        // Config is loaded and the first push context exists: ready to serve proxies.
+        ready.store(true, Ordering::SeqCst);
+        info!(version = crate::version::VERSION, "istiod ready");
+        Ok(App {
+            grpc_addr,
+            http_addr,
+            monitoring_addr,
+            discovery,
+            store,
+            shutdown,
+            tasks,
+            drain: args.shutdown_duration,
+        })
+    }
+
+    /// A handle that stops the app when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs until a task fails or shutdown is requested, then drains within the
+    /// shutdown duration.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let result = tokio::select! {
+            _ = self.shutdown.cancelled() => Ok(()),
+            Some(res) = self.tasks.join_next() => match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("task panicked: {e}")),
+            },
+        };
+        self.shutdown.cancel();
+        let drained = tokio::time::timeout(self.drain, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(timeout = ?self.drain, "drain deadline passed; closing remaining connections");
+            self.tasks.abort_all();
+        }
+        result
+    }
+}
+
+async fn ready_handler(
+    axum::extract::State(ready): axum::extract::State<Arc<AtomicBool>>,
+) -> (StatusCode, &'static str) {
+    if ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn bind(value: &str, flag: &str) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = listen_addr(flag, value).map_err(anyhow::Error::msg)? else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on --{flag}={value}"))?;
+    Ok(Some(listener))
+}

@@ -1,0 +1,12 @@
+//! Configuration: command-line flags and environment, the config store, and its sources.
+
+pub mod args;
+pub mod file;
+pub mod istio;
+pub mod kind;
+pub mod object;
+pub mod store;
+
+pub use kind::Kind;
+pub use object::{Config, ConfigKey, Spec};
+pub use store::{ChangeSet, ConfigStore, Snapshot};

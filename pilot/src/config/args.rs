@@ -1,0 +1,300 @@
+//! `pilot-discovery discovery` flags (upstream names and defaults) and the environment
+//! variables istiod reads (`features`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgAction, Args};
+
+/// Flags of `pilot-discovery discovery`, as upstream istiod and its Helm chart spell them.
+#[derive(Debug, Clone, Args)]
+#[command(rename_all = "verbatim")]
+pub struct DiscoveryArgs {
+    /// Comma-separated service registries to read from (`Kubernetes`, `Mock`); empty for the
+    /// file-only mode with `--configDir`.
+    #[arg(long, value_delimiter = ',', default_value = "Kubernetes")]
+    pub registries: Vec<String>,
+    /// Namespace holding remote-cluster secrets.
+    #[arg(
+        long = "clusterRegistriesNamespace",
+        env = "POD_NAMESPACE",
+        default_value = "istio-system"
+    )]
+    pub cluster_registries_namespace: String,
+    /// Kubeconfig file; else `KUBECONFIG`, else in-cluster config.
+    #[arg(long, default_value = "")]
+    pub kubeconfig: String,
+    /// Mesh config file.
+    #[arg(long = "meshConfig", default_value = "./etc/istio/config/mesh")]
+    pub mesh_config: String,
+    /// Mesh networks file.
+    #[arg(
+        long = "networksConfig",
+        default_value = "./etc/istio/config/meshNetworks"
+    )]
+    pub networks_config: String,
+    /// Namespace istiod runs in.
+    #[arg(
+        short = 'n',
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "istio-system"
+    )]
+    pub namespace: String,
+    /// Namespace of the Istio CNI plugin.
+    #[arg(long = "cniNamespace", default_value = "")]
+    pub cni_namespace: String,
+    /// Time to drain connections on shutdown.
+    #[arg(long = "shutdownDuration", default_value = "10s", value_parser = go_duration)]
+    pub shutdown_duration: Duration,
+    /// Folder of Kubernetes-style YAML manifests to serve (watched for changes).
+    #[arg(long = "configDir", default_value = "")]
+    pub config_dir: String,
+    /// DNS domain suffix of services.
+    #[arg(long, default_value = "cluster.local")]
+    pub domain: String,
+    /// Name of this cluster.
+    #[arg(long = "clusterID", env = "CLUSTER_ID", default_value = "Kubernetes")]
+    pub cluster_id: String,
+    /// Aliases of cluster IDs (`alias=cluster`).
+    #[arg(long = "clusterAliases", value_delimiter = ',')]
+    pub cluster_aliases: Vec<String>,
+    /// Readiness and debug HTTP address.
+    #[arg(long = "httpAddr", default_value = ":8080")]
+    pub http_addr: String,
+    /// HTTPS address of the webhooks.
+    #[arg(long = "httpsAddr", default_value = ":15017")]
+    pub https_addr: String,
+    /// Plaintext xDS gRPC address.
+    #[arg(long = "grpcAddr", default_value = ":15010")]
+    pub grpc_addr: String,
+    /// xDS and CA gRPC address over TLS.
+    #[arg(long = "secureGRPCAddr", default_value = ":15012")]
+    pub secure_grpc_addr: String,
+    /// Metrics (Prometheus) address.
+    #[arg(long = "monitoringAddr", default_value = ":15014")]
+    pub monitoring_addr: String,
+    /// Serve profiling endpoints under /debug/pprof.
+    #[arg(long, default_value = "true", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub profile: bool,
+    /// Kubernetes API client queries per second.
+    #[arg(long = "kubernetesApiQPS", default_value = "80")]
+    pub kubernetes_api_qps: f32,
+    /// Kubernetes API client burst.
+    #[arg(long = "kubernetesApiBurst", default_value = "160")]
+    pub kubernetes_api_burst: u32,
+    /// gRPC keepalive ping interval.
+    #[arg(long = "keepaliveInterval", env = "GRPC_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = go_duration)]
+    pub keepalive_interval: Duration,
+    /// gRPC keepalive ping timeout.
+    #[arg(long = "keepaliveTimeout", env = "GRPC_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = go_duration)]
+    pub keepalive_timeout: Duration,
+    /// Maximum age of a gRPC connection before the server asks the client to reconnect.
+    #[arg(long = "keepaliveMaxServerConnectionAge", value_parser = go_duration)]
+    pub keepalive_max_server_connection_age: Option<Duration>,
+    /// Address of the ControlZ introspection port (accepted for compatibility).
+    #[arg(long = "ctrlz_address", default_value = "localhost")]
+    pub ctrlz_address: String,
+    /// ControlZ port (accepted for compatibility).
+    #[arg(long = "ctrlz_port", default_value = "9876")]
+    pub ctrlz_port: u16,
+    /// Log levels per scope, `scope:level,...` (`default:info`).
+    #[arg(long = "log_output_level", default_value = "default:info")]
+    pub log_output_level: String,
+    /// Log as JSON.
+    #[arg(long = "log_as_json", default_value = "false", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub log_as_json: bool,
+    /// Log output paths (accepted for compatibility; logs go to stderr/stdout).
+    #[arg(long = "log_target", value_delimiter = ',', default_value = "stdout")]
+    pub log_target: Vec<String>,
+    /// Scopes whose messages include the caller (accepted for compatibility).
+    #[arg(long = "log_caller", default_value = "")]
+    pub log_caller: String,
+    /// Minimum level at which stack traces are captured (accepted for compatibility).
+    #[arg(long = "log_stacktrace_level", default_value = "default:none")]
+    pub log_stacktrace_level: String,
+}
+
+/// Parses a listen address as Go does: `:15010` means every interface; empty disables.
+pub fn listen_addr(flag: &str, value: &str) -> Result<Option<SocketAddr>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let full = if value.starts_with(':') {
+        format!("0.0.0.0{value}")
+    } else if let Some(port) = value.strip_prefix("localhost:") {
+        format!("127.0.0.1:{port}")
+    } else {
+        value.to_owned()
+    };
+    full.parse().map(Some).map_err(|e| {
+        format!("--{flag}={value:?} is not a listen address (host:port or :port): {e}")
+    })
+}
+
+/// Parses a Go `time.Duration` string (`10s`, `30m`, `1h30m`, `100ms`).
+pub fn go_duration(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    super::istio::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 100ms, 10s or 1h30m"))
+}
+
+/// Parses a Go `strconv.ParseBool` string.
+pub fn go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean (true or false)")),
+    }
+}
+
+/// An environment variable that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?}: {reason}")]
+pub struct EnvError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Tunables read from the environment, with upstream's names and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    /// `PILOT_DEBOUNCE_AFTER`: quiet time before a push starts.
+    pub debounce_after: Duration,
+    /// `PILOT_DEBOUNCE_MAX`: longest a push waits for quiet.
+    pub debounce_max: Duration,
+    /// `PILOT_ENABLE_EDS_DEBOUNCE`: endpoint changes wait for the debounce too.
+    pub enable_eds_debounce: bool,
+    /// `PILOT_PUSH_THROTTLE`: connections pushed at once.
+    pub push_throttle: usize,
+    /// `PILOT_MAX_REQUESTS_PER_SECOND`: new xDS streams accepted per second.
+    pub max_requests_per_second: f64,
+    /// `REVISION`: the control-plane revision.
+    pub revision: String,
+    /// `POD_NAME`.
+    pub pod_name: String,
+    /// `PILOT_ENABLE_XDS_IDENTITY_CHECK`: a TLS caller may only claim its own namespace.
+    pub xds_identity_check: bool,
+    /// `ENABLE_DEBUG_ON_HTTP`: serve `/debug/*` on the HTTP port.
+    pub enable_debug_on_http: bool,
+    /// `PILOT_ENABLE_AMBIENT`: accept ztunnel connections.
+    pub enable_ambient: bool,
+}
+
+pub const PILOT_DEBOUNCE_AFTER: &str = "PILOT_DEBOUNCE_AFTER";
+pub const PILOT_DEBOUNCE_MAX: &str = "PILOT_DEBOUNCE_MAX";
+pub const PILOT_ENABLE_EDS_DEBOUNCE: &str = "PILOT_ENABLE_EDS_DEBOUNCE";
+pub const PILOT_PUSH_THROTTLE: &str = "PILOT_PUSH_THROTTLE";
+pub const PILOT_MAX_REQUESTS_PER_SECOND: &str = "PILOT_MAX_REQUESTS_PER_SECOND";
+pub const REVISION: &str = "REVISION";
+pub const POD_NAME: &str = "POD_NAME";
+pub const PILOT_ENABLE_XDS_IDENTITY_CHECK: &str = "PILOT_ENABLE_XDS_IDENTITY_CHECK";
+pub const ENABLE_DEBUG_ON_HTTP: &str = "ENABLE_DEBUG_ON_HTTP";
+pub const PILOT_ENABLE_AMBIENT: &str = "PILOT_ENABLE_AMBIENT";
+
+impl Features {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, EnvError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Builds the features from any lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Upstream's heuristic for both limits: min(15 + 5 * cores, 100).
+        let auto_limit = (15 + 5 * cpus).min(100);
+        let throttle = parse(&get, PILOT_PUSH_THROTTLE, 0usize, |s| {
+            s.parse().map_err(|e| format!("{e}"))
+        })?;
+        let rps = parse(&get, PILOT_MAX_REQUESTS_PER_SECOND, 0f64, |s| {
+            s.parse::<f64>().map_err(|e| format!("{e}")).and_then(|v| {
+                if v >= 0.0 {
+                    Ok(v)
+                } else {
+                    Err("must not be negative".into())
+                }
+            })
+        })?;
+        Ok(Features {
+            debounce_after: parse(
+                &get,
+                PILOT_DEBOUNCE_AFTER,
+                Duration::from_millis(100),
+                go_duration,
+            )?,
+            debounce_max: parse(
+                &get,
+                PILOT_DEBOUNCE_MAX,
+                Duration::from_secs(10),
+                go_duration,
+            )?,
+            enable_eds_debounce: parse(&get, PILOT_ENABLE_EDS_DEBOUNCE, true, go_bool)?,
+            push_throttle: if throttle == 0 { auto_limit } else { throttle },
+            max_requests_per_second: if rps == 0.0 { auto_limit as f64 } else { rps },
+            revision: get(REVISION).unwrap_or_default(),
+            pod_name: get(POD_NAME).unwrap_or_default(),
+            xds_identity_check: parse(&get, PILOT_ENABLE_XDS_IDENTITY_CHECK, true, go_bool)?,
+            enable_debug_on_http: parse(&get, ENABLE_DEBUG_ON_HTTP, true, go_bool)?,
+            enable_ambient: parse(&get, PILOT_ENABLE_AMBIENT, false, go_bool)?,
+        })
+    }
+}
+
+fn parse<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, EnvError> {
+    match get(name) {
+        None => Ok(default),
+        Some(v) if v.is_empty() => Ok(default),
+        Some(v) => f(&v).map_err(|reason| EnvError {
+            name,
+            value: v,
+            reason,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            listen_addr("grpcAddr", ":15010").unwrap(),
+            Some("0.0.0.0:15010".parse().unwrap())
+        );
+        assert_eq!(
+            listen_addr("grpcAddr", "127.0.0.1:0").unwrap(),
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+        assert_eq!(listen_addr("grpcAddr", "").unwrap(), None);
+        let err = listen_addr("grpcAddr", "nope").unwrap_err();
+        assert!(err.contains("--grpcAddr"), "{err}");
+    }
+
+    #[test]
+    fn features_defaults_and_errors() {
+        let f = Features::from_lookup(|_| None).unwrap();
+        assert_eq!(f.debounce_after, Duration::from_millis(100));
+        assert_eq!(f.debounce_max, Duration::from_secs(10));
+        assert!(f.push_throttle >= 20 && f.push_throttle <= 100);
+
+        let env = HashMap::from([(PILOT_DEBOUNCE_AFTER, "1s"), (PILOT_PUSH_THROTTLE, "7")]);
+        let f = Features::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(f.debounce_after, Duration::from_secs(1));
+        assert_eq!(f.push_throttle, 7);
+
+        let env = HashMap::from([(PILOT_DEBOUNCE_MAX, "soon")]);
+        let err = Features::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err();
+        assert_eq!(err.name, PILOT_DEBOUNCE_MAX);
+        assert!(err.to_string().contains("\"soon\""), "{err}");
+    }
+}

@@ -1,0 +1,194 @@
+//! The directory source: Kubernetes-style YAML files in a watched folder (`--configDir`).
+//!
+//! Every change triggers a rescan of the folder; unchanged files produce no events because
+//! the store compares contents. A file that fails to parse is reported (log, metric,
+//! `/debug/configz`) and its last good objects keep serving.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::object::parse_manifests;
+use super::store::ConfigStore;
+
+/// How long to wait for a burst of file events to settle before rescanning.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// Metrics of the directory source.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    file_errors: Counter,
+}
+
+impl Metrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "pilot_config_file_errors",
+            "Configuration files that could not be read or parsed",
+            m.file_errors.clone(),
+        );
+        m
+    }
+}
+
+/// Reads and watches a folder of manifests.
+pub struct DirSource {
+    dir: PathBuf,
+    store: ConfigStore,
+    metrics: Metrics,
+}
+
+impl DirSource {
+    pub fn new(dir: impl Into<PathBuf>, store: ConfigStore, metrics: Metrics) -> Self {
+        DirSource {
+            dir: dir.into(),
+            store,
+            metrics,
+        }
+    }
+
+    /// Loads every file once. Errors in files are recorded, not returned: only an unreadable
+    /// folder is an error.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let mut files = Vec::new();
+        collect_files(&self.dir, &mut files)?;
+        files.sort();
+        let seen: std::collections::BTreeSet<String> =
+            files.iter().map(|p| p.display().to_string()).collect();
+        for source in self.store.sources() {
+            if !seen.contains(&source) {
+                info!(file = %source, "config file removed");
+                self.store.remove_source(&source);
+            }
+        }
+        for path in files {
+            self.load_file(&path);
+        }
+        Ok(())
+    }
+
+    fn load_file(&self, path: &Path) {
+        let source = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.fail(&source, format!("cannot read: {e}"));
+                return;
+            }
+        };
+        match parse_manifests(&text) {
+            Ok(parsed) => {
+                for skipped in &parsed.skipped {
+                    debug!(file = %source, kind = %skipped, "skipping kind istiod does not use");
+                }
+                let changes = self.store.replace_source(&source, parsed.configs);
+                if !changes.is_empty() {
+                    info!(file = %source, kinds = ?changes.kinds, "config updated");
+                }
+            }
+            Err(e) => self.fail(&source, e.to_string()),
+        }
+    }
+
+    fn fail(&self, source: &str, error: String) {
+        warn!(file = %source, %error, "rejecting config file; keeping its last good version");
+        self.metrics.file_errors.inc();
+        self.store.record_error(source, error);
+    }
+
+    /// Syncs, then rescans on every change in the folder until `shutdown` fires.
+    pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            // The receiver only needs a nudge; the folder is rescanned as a whole.
+            let _ = tx.send(ev.map(|_| ()));
+        })?;
+        watcher.watch(&self.dir, RecursiveMode::Recursive)?;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                ev = rx.recv() => {
+                    match ev {
+                        None => return Ok(()),
+                        Some(Err(e)) => warn!(error = %e, "watching config dir"),
+                        Some(Ok(())) => {}
+                    }
+                    // Coalesce a burst of events (an editor writes, renames, chmods).
+                    tokio::time::sleep(SETTLE).await;
+                    while rx.try_recv().is_ok() {}
+                    if let Err(e) = self.sync() {
+                        warn!(dir = %self.dir.display(), error = %e, "rescanning config dir");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue; // editor swap files, Kubernetes ConfigMap `..data` links
+        }
+        if path.is_dir() {
+            collect_files(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::kind::Kind;
+
+    #[test]
+    fn bad_file_keeps_last_good_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("svc.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: ns}\nspec: {ports: [{port: 80}]}\n",
+        )
+        .unwrap();
+        let store = ConfigStore::new();
+        let src = DirSource::new(dir.path(), store.clone(), Metrics::default());
+        src.sync().unwrap();
+        assert_eq!(store.snapshot().of_kind(Kind::Service).count(), 1);
+
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: [\n").unwrap();
+        src.sync().unwrap();
+        let snap = store.snapshot();
+        assert_eq!(
+            snap.of_kind(Kind::Service).count(),
+            1,
+            "last good config kept"
+        );
+        assert!(
+            snap.errors[0].error.contains("invalid YAML"),
+            "{:?}",
+            snap.errors
+        );
+        assert_eq!(src.metrics.file_errors.get(), 1);
+
+        std::fs::remove_file(&file).unwrap();
+        src.sync().unwrap();
+        let snap = store.snapshot();
+        assert!(snap.configs.is_empty() && snap.errors.is_empty());
+    }
+}

@@ -1,0 +1,289 @@
+//! A configuration object as stored: identity, metadata, typed spec and the raw manifest.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::{Deserialize, Serialize};
+
+use super::istio;
+use super::kind::Kind;
+
+/// Identity of an object: kind, namespace (empty for cluster-scoped) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ConfigKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ConfigKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.kind, self.name)
+        } else {
+            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// The typed body of an object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spec {
+    Namespace(Box<Namespace>),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Pod(Box<Pod>),
+    ServiceEntry(istio::ServiceEntry),
+    WorkloadEntry(istio::WorkloadEntry),
+    VirtualService(istio::VirtualService),
+    DestinationRule(istio::DestinationRule),
+    Sidecar(istio::Sidecar),
+    Gateway(istio::Gateway),
+    PeerAuthentication(istio::PeerAuthentication),
+}
+
+/// One configuration object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub key: ConfigKey,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub spec: Spec,
+    /// The manifest as read, for `/debug/configz`.
+    pub raw: serde_json::Value,
+}
+
+/// Why a manifest could not be turned into a [`Config`].
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("document {doc}: invalid YAML: {source}")]
+    Yaml {
+        doc: usize,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("document {doc}: missing {field}")]
+    Missing { doc: usize, field: &'static str },
+    #[error("document {doc}: {kind} {name}: invalid {what}: {source}")]
+    Spec {
+        doc: usize,
+        kind: Kind,
+        name: String,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Deserialize)]
+struct TypeMeta {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Metadata {
+    name: Option<String>,
+    namespace: Option<String>,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+/// What a manifest file held: the objects understood, and the kinds it skipped.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub configs: Vec<Config>,
+    pub skipped: Vec<String>,
+}
+
+/// Parses a multi-document YAML (or JSON) text. A `List` is flattened. Kinds istiod does not
+/// use are skipped and named in [`Parsed::skipped`]; any error rejects the whole text, so a
+/// half-edited file never replaces a good one.
+pub fn parse_manifests(text: &str) -> Result<Parsed, ParseError> {
+    let mut parsed = Parsed::default();
+    for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = serde_json::Value::deserialize(de)
+            .map_err(|source| ParseError::Yaml { doc, source })?;
+        collect(doc, value, &mut parsed)?;
+    }
+    Ok(parsed)
+}
+
+fn collect(doc: usize, value: serde_json::Value, out: &mut Parsed) -> Result<(), ParseError> {
+    if value.is_null() {
+        return Ok(()); // an empty document (`---` at the end of a file)
+    }
+    let tm: TypeMeta =
+        serde_json::from_value(value.clone()).map_err(|source| ParseError::Spec {
+            doc,
+            kind: Kind::Namespace,
+            name: String::new(),
+            what: "type metadata",
+            source,
+        })?;
+    let api_version = tm.api_version.ok_or(ParseError::Missing {
+        doc,
+        field: "apiVersion",
+    })?;
+    let kind_name = tm.kind.ok_or(ParseError::Missing { doc, field: "kind" })?;
+    if kind_name == "List" {
+        if let Some(items) = value.get("items").and_then(|i| i.as_array()) {
+            for item in items {
+                collect(doc, item.clone(), out)?;
+            }
+        }
+        return Ok(());
+    }
+    let Some(kind) = Kind::from_type_meta(&api_version, &kind_name) else {
+        out.skipped.push(format!("{api_version}/{kind_name}"));
+        return Ok(());
+    };
+    out.configs.push(to_config(doc, kind, value)?);
+    Ok(())
+}
+
+fn to_config(doc: usize, kind: Kind, value: serde_json::Value) -> Result<Config, ParseError> {
+    let meta: Metadata = match value.get("metadata") {
+        Some(m) => serde_json::from_value(m.clone()).map_err(|source| ParseError::Spec {
+            doc,
+            kind,
+            name: String::new(),
+            what: "metadata",
+            source,
+        })?,
+        None => {
+            return Err(ParseError::Missing {
+                doc,
+                field: "metadata",
+            })
+        }
+    };
+    let name = meta
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or(ParseError::Missing {
+            doc,
+            field: "metadata.name",
+        })?;
+    let namespace = if kind.is_namespaced() {
+        meta.namespace.unwrap_or_else(|| "default".to_owned())
+    } else {
+        String::new()
+    };
+    let spec_err = |what, source| ParseError::Spec {
+        doc,
+        kind,
+        name: name.clone(),
+        what,
+        source,
+    };
+    let whole = |v: &serde_json::Value| v.clone();
+    let istio_spec = |v: &serde_json::Value| v.get("spec").cloned().unwrap_or_default();
+    let spec = match kind {
+        Kind::Namespace => Spec::Namespace(Box::new(
+            serde_json::from_value(whole(&value)).map_err(|e| spec_err("Namespace", e))?,
+        )),
+        Kind::Service => Spec::Service(Box::new(
+            serde_json::from_value(whole(&value)).map_err(|e| spec_err("Service", e))?,
+        )),
+        Kind::EndpointSlice => Spec::EndpointSlice(Box::new(
+            serde_json::from_value(whole(&value)).map_err(|e| spec_err("EndpointSlice", e))?,
+        )),
+        Kind::Pod => Spec::Pod(Box::new(
+            serde_json::from_value(whole(&value)).map_err(|e| spec_err("Pod", e))?,
+        )),
+        Kind::ServiceEntry => Spec::ServiceEntry(
+            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
+        ),
+        Kind::WorkloadEntry => Spec::WorkloadEntry(
+            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
+        ),
+        Kind::VirtualService => Spec::VirtualService(
+            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
+        ),
+        Kind::DestinationRule => Spec::DestinationRule(
+            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
+        ),
+        Kind::Sidecar => Spec::Sidecar(
+            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
+        ),
+        Kind::Gateway => Spec::Gateway(
+            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
+        ),
+        Kind::PeerAuthentication => Spec::PeerAuthentication(
+            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
+        ),
+    };
+    Ok(Config {
+        key: ConfigKey {
+            kind,
+            namespace,
+            name,
+        },
+        labels: meta.labels,
+        annotations: meta.annotations,
+        spec,
+        raw: value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_multi_document_files() {
+        let text = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: demo}
+spec:
+  ports: [{name: grpc, port: 7070}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo}
+spec:
+  hosts: [echo.demo.svc.cluster.local]
+  http:
+  - route:
+    - destination: {host: echo.demo.svc.cluster.local, subset: v2}
+      weight: 100
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: ignored}
+---
+"#;
+        let parsed = parse_manifests(text).unwrap();
+        assert_eq!(parsed.configs.len(), 2);
+        assert_eq!(parsed.skipped, vec!["v1/ConfigMap"]);
+        assert_eq!(parsed.configs[1].key.namespace, "default");
+        let Spec::VirtualService(vs) = &parsed.configs[1].spec else {
+            panic!("not a VirtualService")
+        };
+        assert_eq!(vs.http[0].route[0].destination.subset, "v2");
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let cases = [
+            ("kind: Service\nmetadata: {name: a}\n", "missing apiVersion"),
+            ("apiVersion: v1\nkind: Service\n", "missing metadata"),
+            ("apiVersion: v1\nkind: Service\nmetadata: {}\n", "missing metadata.name"),
+            ("a: [\n", "invalid YAML"),
+            (
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec: {hosts: 3}\n",
+                "VirtualService x: invalid spec",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse_manifests(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+}

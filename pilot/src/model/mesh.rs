@@ -1,0 +1,117 @@
+//! Mesh-wide settings (`MeshConfig`), read from `--meshConfig` when the file exists.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The subset of Istio's MeshConfig istiod acts on. Unknown fields are accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MeshConfig {
+    pub trust_domain: String,
+    pub root_namespace: String,
+    pub connect_timeout: String,
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+    pub enable_auto_mtls: bool,
+    pub default_config: ProxyConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OutboundTrafficPolicy {
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProxyConfig {
+    pub discovery_address: String,
+    pub proxy_listen_port: u16,
+    pub proxy_inbound_listen_port: u16,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            trust_domain: "cluster.local".into(),
+            root_namespace: "istio-system".into(),
+            connect_timeout: "10s".into(),
+            outbound_traffic_policy: OutboundTrafficPolicy::default(),
+            enable_auto_mtls: true,
+            default_config: ProxyConfig::default(),
+        }
+    }
+}
+
+impl Default for OutboundTrafficPolicy {
+    fn default() -> Self {
+        OutboundTrafficPolicy {
+            mode: "ALLOW_ANY".into(),
+        }
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            discovery_address: "istiod.istio-system.svc:15012".into(),
+            proxy_listen_port: 15001,
+            proxy_inbound_listen_port: 15006,
+        }
+    }
+}
+
+/// Why the mesh config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshConfigError {
+    #[error("reading mesh config {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing mesh config {path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+}
+
+impl MeshConfig {
+    /// Loads the file at `path`; a missing file gives the defaults, as upstream does.
+    /// `root_namespace` defaults to istiod's namespace.
+    pub fn load(path: &str, istiod_namespace: &str) -> Result<MeshConfig, MeshConfigError> {
+        let mut mesh = match std::fs::read_to_string(path) {
+            Ok(text) if text.trim().is_empty() => MeshConfig::default(),
+            Ok(text) => serde_yaml::from_str(&text).map_err(|source| MeshConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut m = MeshConfig::default();
+                m.root_namespace = istiod_namespace.to_owned();
+                m
+            }
+            Err(source) => {
+                return Err(MeshConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        if mesh.root_namespace.is_empty() {
+            mesh.root_namespace = istiod_namespace.to_owned();
+        }
+        Ok(mesh)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        crate::config::istio::parse_duration(&self.connect_timeout)
+            .unwrap_or(Duration::from_secs(10))
+    }
+
+    pub fn registry_only(&self) -> bool {
+        self.outbound_traffic_policy.mode == "REGISTRY_ONLY"
+    }
+}

@@ -1,0 +1,240 @@
+//! A connected proxy: who it is (node id, metadata) and what it runs as.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{value::Kind as ValueKind, Struct, Value};
+use serde::Serialize;
+
+/// The kind of proxy, the first field of the node id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum NodeType {
+    Sidecar,
+    Router,
+    Waypoint,
+    Ztunnel,
+}
+
+impl NodeType {
+    fn parse(s: &str) -> Option<NodeType> {
+        Some(match s {
+            "sidecar" => NodeType::Sidecar,
+            "router" => NodeType::Router,
+            "waypoint" => NodeType::Waypoint,
+            "ztunnel" => NodeType::Ztunnel,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for NodeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeType::Sidecar => "sidecar",
+            NodeType::Router => "router",
+            NodeType::Waypoint => "waypoint",
+            NodeType::Ztunnel => "ztunnel",
+        })
+    }
+}
+
+/// Why a node could not be accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProxyError {
+    #[error("node is required on the first request of a stream")]
+    MissingNode,
+    #[error("invalid node id {0:?}: want 4 parts <type>~<ip>~<id>~<domain>, like sidecar~10.1.2.3~pod.ns~ns.svc.cluster.local")]
+    NodeIdParts(String),
+    #[error("invalid node id {id:?}: unknown proxy type {kind:?} (want sidecar, router, waypoint or ztunnel)")]
+    NodeType { id: String, kind: String },
+    #[error("invalid node id {0:?}: empty IP address")]
+    NodeIp(String),
+}
+
+/// A proxy as istiod models it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Proxy {
+    /// The full node id.
+    pub node_id: String,
+    pub kind: NodeType,
+    /// `pod.ns` part of the node id.
+    pub id: String,
+    pub dns_domain: String,
+    pub ip_addresses: Vec<String>,
+    /// Namespace whose config applies (metadata `NAMESPACE`, else from the DNS domain).
+    pub config_namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub cluster_id: String,
+    pub istio_version: String,
+    /// Metadata `GENERATOR`: `grpc` for proxyless gRPC clients.
+    pub generator: String,
+    /// Whether metadata had a `PROXY_CONFIG` (an Envoy sidecar started by the agent).
+    pub has_proxy_config: bool,
+    /// `region/zone/subzone`.
+    pub locality: String,
+}
+
+impl Proxy {
+    /// Builds the proxy from the node of the first discovery request.
+    pub fn from_node(node: Option<&Node>) -> Result<Proxy, ProxyError> {
+        let node = node.ok_or(ProxyError::MissingNode)?;
+        let parts: Vec<&str> = node.id.split('~').collect();
+        let [kind, ip, id, domain] = parts.as_slice() else {
+            return Err(ProxyError::NodeIdParts(node.id.clone()));
+        };
+        let kind = NodeType::parse(kind).ok_or_else(|| ProxyError::NodeType {
+            id: node.id.clone(),
+            kind: kind.to_string(),
+        })?;
+        if ip.is_empty() {
+            return Err(ProxyError::NodeIp(node.id.clone()));
+        }
+        let md = node.metadata.as_ref();
+        let instance_ips: Vec<String> = string_field(md, "INSTANCE_IPS")
+            .map(|s| {
+                s.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ip_addresses = if instance_ips.is_empty() {
+            vec![ip.to_string()]
+        } else {
+            instance_ips
+        };
+        let config_namespace = string_field(md, "NAMESPACE")
+            .or_else(|| {
+                domain
+                    .split('.')
+                    .next()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "default".to_owned());
+        let locality = node
+            .locality
+            .as_ref()
+            .map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone))
+            .filter(|l| l != "//")
+            .unwrap_or_default();
+        Ok(Proxy {
+            node_id: node.id.clone(),
+            kind,
+            id: id.to_string(),
+            dns_domain: domain.to_string(),
+            ip_addresses,
+            config_namespace,
+            labels: struct_field(md, "LABELS"),
+            service_account: string_field(md, "SERVICE_ACCOUNT").unwrap_or_default(),
+            cluster_id: string_field(md, "CLUSTER_ID").unwrap_or_default(),
+            istio_version: string_field(md, "ISTIO_VERSION").unwrap_or_default(),
+            generator: string_field(md, "GENERATOR").unwrap_or_default(),
+            has_proxy_config: md.is_some_and(|m| m.fields.contains_key("PROXY_CONFIG")),
+            locality,
+        })
+    }
+
+    /// Proxyless gRPC clients get gRPC-shaped config.
+    pub fn is_proxyless_grpc(&self) -> bool {
+        self.generator == "grpc"
+    }
+
+    /// Version label for the `pilot_xds` gauge.
+    pub fn version_label(&self) -> &str {
+        if self.istio_version.is_empty() {
+            "unknown"
+        } else {
+            &self.istio_version
+        }
+    }
+}
+
+fn string_field(md: Option<&Struct>, key: &str) -> Option<String> {
+    match md?.fields.get(key)?.kind.as_ref()? {
+        ValueKind::StringValue(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn struct_field(md: Option<&Struct>, key: &str) -> BTreeMap<String, String> {
+    let Some(Value {
+        kind: Some(ValueKind::StructValue(s)),
+    }) = md.and_then(|m| m.fields.get(key))
+    else {
+        return BTreeMap::new();
+    };
+    s.fields
+        .iter()
+        .filter_map(|(k, v)| match &v.kind {
+            Some(ValueKind::StringValue(s)) => Some((k.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, md: &[(&str, &str)]) -> Node {
+        Node {
+            id: id.to_owned(),
+            metadata: Some(Struct {
+                fields: md
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            Value {
+                                kind: Some(ValueKind::StringValue(v.to_string())),
+                            },
+                        )
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn parses_sidecar_node() {
+        let p = Proxy::from_node(Some(&node(
+            "sidecar~10.1.2.3~echo-1.demo~demo.svc.cluster.local",
+            &[("GENERATOR", "grpc"), ("ISTIO_VERSION", "1.32.0")],
+        )))
+        .unwrap();
+        assert_eq!(p.kind, NodeType::Sidecar);
+        assert_eq!(p.ip_addresses, vec!["10.1.2.3"]);
+        assert_eq!(p.config_namespace, "demo");
+        assert!(p.is_proxyless_grpc());
+    }
+
+    #[test]
+    fn rejects_bad_node_ids() {
+        for (id, want) in [
+            ("sidecar~10.1.2.3~x", "want 4 parts"),
+            ("gateway~10.1.2.3~x~y", "unknown proxy type"),
+            ("sidecar~~x~y", "empty IP"),
+        ] {
+            let err = Proxy::from_node(Some(&node(id, &[])))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{id}: {err}");
+        }
+        assert_eq!(Proxy::from_node(None), Err(ProxyError::MissingNode));
+    }
+
+    #[test]
+    fn metadata_namespace_and_ips_win() {
+        let p = Proxy::from_node(Some(&node(
+            "sidecar~10.0.0.1~a.b~b.svc.cluster.local",
+            &[("NAMESPACE", "other"), ("INSTANCE_IPS", "10.0.0.2,fd00::2")],
+        )))
+        .unwrap();
+        assert_eq!(p.config_namespace, "other");
+        assert_eq!(p.ip_addresses, vec!["10.0.0.2", "fd00::2"]);
+    }
+}

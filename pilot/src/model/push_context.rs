@@ -1,0 +1,343 @@
+//! The push context: an immutable snapshot of everything generators need, built once per
+//! push and shared by every connection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::mesh::MeshConfig;
+use super::proxy::Proxy;
+use super::registry::{self, PodInfo};
+use super::service::{labels_match, Endpoint, ExportTo, Service};
+use crate::config::istio::{DestinationRule, Sidecar, VirtualService};
+use crate::config::store::SourceError;
+use crate::config::{Kind, Snapshot, Spec};
+
+/// A named Istio object of type `T` with its namespace and visibility.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Named<T> {
+    pub name: String,
+    pub namespace: String,
+    pub export_to: ExportTo,
+    pub spec: T,
+}
+
+/// The snapshot generators read.
+#[derive(Debug, Default)]
+pub struct PushContext {
+    /// Version stamped on every response of this push: `RFC3339/<counter>`.
+    pub version: String,
+    pub mesh: MeshConfig,
+    pub domain: String,
+    /// Every service, sorted by host name.
+    pub services: Vec<Arc<Service>>,
+    service_by_host: HashMap<String, Arc<Service>>,
+    endpoints: HashMap<String, Vec<Endpoint>>,
+    pub pods_by_ip: HashMap<String, PodInfo>,
+    /// Virtual services with their hosts resolved to FQDNs, sorted by namespace/name.
+    pub virtual_services: Vec<Arc<Named<VirtualService>>>,
+    destination_rules: HashMap<String, Vec<Arc<Named<DestinationRule>>>>,
+    sidecars: Vec<Arc<Named<Sidecar>>>,
+    /// Errors of config sources, for `/debug/configz`.
+    pub errors: Vec<SourceError>,
+}
+
+impl PushContext {
+    /// Builds a push context from a store snapshot.
+    pub fn build(
+        snapshot: &Snapshot,
+        mesh: MeshConfig,
+        domain: &str,
+        version: String,
+    ) -> PushContext {
+        let index = registry::build(snapshot, domain, &mesh.trust_domain);
+        let services: Vec<Arc<Service>> = index.services.into_iter().map(Arc::new).collect();
+        let mut service_by_host = HashMap::new();
+        for s in &services {
+            // Kubernetes services win over ServiceEntries for the same host (sorted first).
+            service_by_host
+                .entry(s.hostname.clone())
+                .or_insert_with(|| s.clone());
+        }
+        let mut virtual_services = Vec::new();
+        let mut destination_rules: HashMap<String, Vec<Arc<Named<DestinationRule>>>> =
+            HashMap::new();
+        let mut sidecars = Vec::new();
+        for c in snapshot.configs.values() {
+            let ns = &c.key.namespace;
+            match &c.spec {
+                Spec::VirtualService(vs) => {
+                    let mut vs = vs.clone();
+                    vs.hosts = vs
+                        .hosts
+                        .iter()
+                        .map(|h| resolve_host(h, ns, domain))
+                        .collect();
+                    for route in &mut vs.http {
+                        for d in &mut route.route {
+                            d.destination.host = resolve_host(&d.destination.host, ns, domain);
+                        }
+                        if let Some(m) = &mut route.mirror {
+                            m.host = resolve_host(&m.host, ns, domain);
+                        }
+                        for m in &mut route.mirrors {
+                            m.destination.host = resolve_host(&m.destination.host, ns, domain);
+                        }
+                    }
+                    for route in &mut vs.tcp {
+                        for d in &mut route.route {
+                            d.destination.host = resolve_host(&d.destination.host, ns, domain);
+                        }
+                    }
+                    virtual_services.push(Arc::new(Named {
+                        name: c.key.name.clone(),
+                        namespace: ns.clone(),
+                        export_to: ExportTo::from_list(&vs.export_to, ns),
+                        spec: vs,
+                    }));
+                }
+                Spec::DestinationRule(dr) => {
+                    let mut dr = dr.clone();
+                    dr.host = resolve_host(&dr.host, ns, domain);
+                    destination_rules
+                        .entry(dr.host.clone())
+                        .or_default()
+                        .push(Arc::new(Named {
+                            name: c.key.name.clone(),
+                            namespace: ns.clone(),
+                            export_to: ExportTo::from_list(&dr.export_to, ns),
+                            spec: dr,
+                        }));
+                }
+                Spec::Sidecar(sc) => sidecars.push(Arc::new(Named {
+                    name: c.key.name.clone(),
+                    namespace: ns.clone(),
+                    export_to: ExportTo::All,
+                    spec: sc.clone(),
+                })),
+                _ => {}
+            }
+        }
+        PushContext {
+            version,
+            mesh,
+            domain: domain.to_owned(),
+            services,
+            service_by_host,
+            endpoints: index.endpoints,
+            pods_by_ip: index.pods_by_ip,
+            virtual_services,
+            destination_rules,
+            sidecars,
+            errors: snapshot.errors.clone(),
+        }
+    }
+
+    pub fn service(&self, host: &str) -> Option<&Arc<Service>> {
+        self.service_by_host.get(host)
+    }
+
+    /// All endpoints of a host, every port.
+    pub fn endpoints(&self, host: &str) -> &[Endpoint] {
+        self.endpoints.get(host).map_or(&[], |v| v.as_slice())
+    }
+
+    /// Number of endpoints across services, for metrics and debug pages.
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.values().map(Vec::len).sum()
+    }
+
+    /// The DestinationRule that applies to `host` for a proxy in `proxy_ns`: the proxy's
+    /// namespace first, then the service's, then the root namespace; exact hosts beat
+    /// wildcards.
+    pub fn destination_rule(&self, proxy_ns: &str, host: &str) -> Option<&Named<DestinationRule>> {
+        let service_ns = self.service(host).map(|s| s.namespace.as_str());
+        let candidates = self
+            .destination_rules
+            .get(host)
+            .into_iter()
+            .flatten()
+            .chain(
+                self.destination_rules
+                    .iter()
+                    .filter(|(h, _)| h.starts_with('*') && host_matches(h, host))
+                    .flat_map(|(_, v)| v),
+            );
+        let mut best: Option<(u8, &Named<DestinationRule>)> = None;
+        for dr in candidates {
+            if !dr.export_to.visible_in(proxy_ns) {
+                continue;
+            }
+            let rank = if dr.namespace == proxy_ns {
+                0
+            } else if Some(dr.namespace.as_str()) == service_ns {
+                1
+            } else if dr.namespace == self.mesh.root_namespace {
+                2
+            } else {
+                3
+            };
+            let exact = u8::from(dr.spec.host != host);
+            let score = rank * 2 + exact;
+            if best.is_none_or(|(s, _)| score < s) {
+                best = Some((score, dr));
+            }
+        }
+        best.map(|(_, dr)| dr)
+    }
+
+    /// The Sidecar resource that scopes `proxy`, if any.
+    pub fn sidecar_for<'a>(&'a self, proxy: &'a Proxy) -> Option<&'a Arc<Named<Sidecar>>> {
+        fn in_ns<'a>(
+            all: &'a [Arc<Named<Sidecar>>],
+            ns: &'a str,
+        ) -> impl Iterator<Item = &'a Arc<Named<Sidecar>>> {
+            all.iter().filter(move |s| s.namespace == ns)
+        }
+        in_ns(&self.sidecars, &proxy.config_namespace)
+            .find(|s| {
+                s.spec.workload_selector.as_ref().is_some_and(|sel| {
+                    !sel.labels.is_empty() && labels_match(&sel.labels, &proxy.labels)
+                })
+            })
+            .or_else(|| {
+                in_ns(&self.sidecars, &proxy.config_namespace).find(|s| {
+                    s.spec
+                        .workload_selector
+                        .as_ref()
+                        .is_none_or(|sel| sel.labels.is_empty())
+                })
+            })
+            .or_else(|| {
+                in_ns(&self.sidecars, &self.mesh.root_namespace).find(|s| {
+                    s.spec
+                        .workload_selector
+                        .as_ref()
+                        .is_none_or(|sel| sel.labels.is_empty())
+                })
+            })
+    }
+
+    /// What `proxy` sees of the mesh.
+    pub fn sidecar_scope(&self, proxy: &Proxy) -> SidecarScope {
+        let sidecar = self.sidecar_for(proxy).cloned();
+        let ns = proxy.config_namespace.as_str();
+        let egress: Vec<(String, String)> = sidecar
+            .iter()
+            .flat_map(|s| s.spec.egress.iter())
+            .flat_map(|e| e.hosts.iter())
+            .filter_map(|h| h.split_once('/'))
+            .map(|(n, h)| {
+                let n = if n == "." {
+                    ns.to_owned()
+                } else {
+                    n.to_owned()
+                };
+                (n, h.to_owned())
+            })
+            .collect();
+        let visible = |svc_ns: &str, host: &str| -> bool {
+            if sidecar.is_none() {
+                return true;
+            }
+            egress
+                .iter()
+                .any(|(n, h)| (n == "*" || n == svc_ns) && host_matches(h, host))
+        };
+        let services: Vec<Arc<Service>> = self
+            .services
+            .iter()
+            .filter(|s| s.export_to.visible_in(ns) && visible(&s.namespace, &s.hostname))
+            .cloned()
+            .collect();
+        let virtual_services = self
+            .virtual_services
+            .iter()
+            .filter(|vs| {
+                vs.export_to.visible_in(ns) && vs.spec.gateways.iter().all(|g| g == "mesh")
+            })
+            .filter(|vs| vs.spec.hosts.iter().any(|h| visible(&vs.namespace, h)))
+            .cloned()
+            .collect();
+        let registry_only = sidecar
+            .as_ref()
+            .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
+            .and_then(|p| p.mode.as_deref())
+            .map_or(self.mesh.registry_only(), |m| m == "REGISTRY_ONLY");
+        SidecarScope {
+            namespace: ns.to_owned(),
+            sidecar: sidecar.map(|s| format!("{}/{}", s.namespace, s.name)),
+            services,
+            virtual_services,
+            registry_only,
+        }
+    }
+}
+
+/// The services and routes one proxy sees (after `exportTo` and its `Sidecar`).
+#[derive(Debug, Clone)]
+pub struct SidecarScope {
+    pub namespace: String,
+    /// `namespace/name` of the Sidecar applied, if any.
+    pub sidecar: Option<String>,
+    pub services: Vec<Arc<Service>>,
+    pub virtual_services: Vec<Arc<Named<VirtualService>>>,
+    /// `REGISTRY_ONLY`: unknown destinations are dropped instead of passed through.
+    pub registry_only: bool,
+}
+
+impl SidecarScope {
+    /// The first virtual service (in namespace/name order) that claims `host`.
+    pub fn virtual_service_for(&self, host: &str) -> Option<&Named<VirtualService>> {
+        self.virtual_services
+            .iter()
+            .find(|vs| vs.spec.hosts.iter().any(|h| h == host))
+            .or_else(|| {
+                self.virtual_services.iter().find(|vs| {
+                    vs.spec
+                        .hosts
+                        .iter()
+                        .any(|h| h.starts_with('*') && host_matches(h, host))
+                })
+            })
+            .map(|vs| vs.as_ref())
+    }
+}
+
+/// Expands a short host name (`reviews`) to `reviews.<ns>.svc.<domain>`, as Istio does for
+/// names without a dot.
+pub fn resolve_host(host: &str, namespace: &str, domain: &str) -> String {
+    if host.is_empty() || host == "*" || host.contains('.') {
+        host.to_owned()
+    } else {
+        format!("{host}.{namespace}.svc.{domain}")
+    }
+}
+
+/// Matches `host` against a pattern that may be `*` or start with `*.`.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix),
+        None => pattern == host,
+    }
+}
+
+/// Builds the push context of a snapshot with defaults (tests and benchmarks).
+pub fn from_snapshot(snapshot: &Snapshot) -> PushContext {
+    PushContext::build(
+        snapshot,
+        MeshConfig::default(),
+        "cluster.local",
+        "test/1".into(),
+    )
+}
+
+/// Counts objects of a kind in a snapshot (for metrics such as `pilot_virt_services`).
+pub fn count(snapshot: &Snapshot, kind: Kind) -> usize {
+    snapshot.of_kind(kind).count()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,86 @@
+use super::*;
+use crate::testing::{push_context, sidecar};
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: ns1}
+spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b, namespace: ns2}
+spec: {clusterIP: 10.0.0.2, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: private, namespace: ns2, annotations: {networking.istio.io/exportTo: "."}}
+spec: {clusterIP: 10.0.0.3, ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a-global, namespace: ns1}
+spec: {host: a}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a-local, namespace: ns2}
+spec: {host: a.ns1.svc.cluster.local}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a, namespace: ns1}
+spec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}
+"#;
+
+#[test]
+fn export_to_hides_private_services() {
+    let push = push_context(MESH);
+    let hosts = |ns: &str| -> Vec<String> {
+        push.sidecar_scope(&sidecar("10.9.9.9", ns))
+            .services
+            .iter()
+            .map(|s| s.hostname.clone())
+            .collect()
+    };
+    assert_eq!(
+        hosts("ns1"),
+        ["a.ns1.svc.cluster.local", "b.ns2.svc.cluster.local"]
+    );
+    assert_eq!(hosts("ns2").len(), 3);
+}
+
+#[test]
+fn sidecar_egress_scopes_services() {
+    let push = push_context(&format!(
+        "{MESH}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: ns1}}\nspec: {{egress: [{{hosts: [\"./*\"]}}]}}\n"
+    ));
+    let scope = push.sidecar_scope(&sidecar("10.9.9.9", "ns1"));
+    let hosts: Vec<&str> = scope.services.iter().map(|s| s.hostname.as_str()).collect();
+    assert_eq!(hosts, ["a.ns1.svc.cluster.local"]);
+    assert_eq!(scope.sidecar.as_deref(), Some("ns1/default"));
+    assert!(scope
+        .virtual_service_for("a.ns1.svc.cluster.local")
+        .is_some());
+}
+
+#[test]
+fn destination_rule_prefers_proxy_namespace() {
+    let push = push_context(MESH);
+    let host = "a.ns1.svc.cluster.local";
+    assert_eq!(push.destination_rule("ns2", host).unwrap().name, "a-local");
+    assert_eq!(push.destination_rule("ns1", host).unwrap().name, "a-global");
+    assert_eq!(push.destination_rule("ns3", host).unwrap().name, "a-global");
+}
+
+#[test]
+fn host_patterns() {
+    assert!(host_matches("*", "x.y"));
+    assert!(host_matches("*.example.com", "a.example.com"));
+    assert!(!host_matches("*.example.com", "example.org"));
+    assert_eq!(
+        resolve_host("a", "ns", "cluster.local"),
+        "a.ns.svc.cluster.local"
+    );
+    assert_eq!(resolve_host("a.b", "ns", "cluster.local"), "a.b");
+}

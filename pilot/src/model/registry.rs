@@ -1,0 +1,464 @@
+//! The service registry: services and endpoints derived from the config store's Kubernetes
+//! objects (Service, EndpointSlice, Pod) and Istio objects (ServiceEntry, WorkloadEntry).
+//!
+//! A pure function of a store snapshot, so every source (folder, Kubernetes API) that fills
+//! the store with the same objects yields the same registry.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::Pod;
+
+use super::service::{
+    labels_match, Endpoint, ExportTo, Health, Port, Protocol, Registry, Resolution, Service,
+};
+use crate::config::istio::WorkloadEntry;
+use crate::config::{Kind, Snapshot, Spec};
+
+/// Annotation that sets a Kubernetes service's `exportTo`.
+pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
+/// Label linking an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Facts about a pod that proxies and endpoints need.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PodInfo {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+}
+
+/// Every service with its endpoints, and pods by IP.
+#[derive(Debug, Default, Clone)]
+pub struct ServiceIndex {
+    pub services: Vec<Service>,
+    /// Endpoints per service host name.
+    pub endpoints: HashMap<String, Vec<Endpoint>>,
+    pub pods_by_ip: HashMap<String, PodInfo>,
+}
+
+/// Builds the registry from a snapshot. `domain` is the cluster DNS suffix.
+pub fn build(snapshot: &Snapshot, domain: &str, trust_domain: &str) -> ServiceIndex {
+    let mut index = ServiceIndex::default();
+    for c in snapshot.of_kind(Kind::Pod) {
+        if let Spec::Pod(pod) = &c.spec {
+            if let Some((ip, info)) = pod_info(pod, &c.key.namespace, &c.key.name, &c.labels) {
+                index.pods_by_ip.insert(ip, info);
+            }
+        }
+    }
+    kube_services(snapshot, domain, trust_domain, &mut index);
+    service_entries(snapshot, trust_domain, &mut index);
+    index.services.sort_by(|a, b| {
+        a.hostname
+            .cmp(&b.hostname)
+            .then(a.namespace.cmp(&b.namespace))
+    });
+    for eps in index.endpoints.values_mut() {
+        eps.sort_by(|a, b| {
+            (a.service_port, &a.address, a.port).cmp(&(b.service_port, &b.address, b.port))
+        });
+    }
+    index
+}
+
+/// The SPIFFE identity of a service account.
+pub fn spiffe(trust_domain: &str, namespace: &str, sa: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}")
+}
+
+fn pod_info(
+    pod: &Pod,
+    namespace: &str,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Option<(String, PodInfo)> {
+    let ip = pod.status.as_ref()?.pod_ip.clone()?;
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    Some((
+        ip,
+        PodInfo {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            labels: labels.clone(),
+            service_account: sa,
+        },
+    ))
+}
+
+fn kube_services(snapshot: &Snapshot, domain: &str, trust_domain: &str, index: &mut ServiceIndex) {
+    // Slices grouped by (namespace, service name).
+    let mut slices: HashMap<(&str, &str), Vec<&k8s_openapi::api::discovery::v1::EndpointSlice>> =
+        HashMap::new();
+    for c in snapshot.of_kind(Kind::EndpointSlice) {
+        if let (Spec::EndpointSlice(s), Some(svc)) = (&c.spec, c.labels.get(SERVICE_NAME_LABEL)) {
+            slices
+                .entry((c.key.namespace.as_str(), svc.as_str()))
+                .or_default()
+                .push(s);
+        }
+    }
+    for c in snapshot.of_kind(Kind::Service) {
+        let Spec::Service(svc) = &c.spec else {
+            continue;
+        };
+        let Some(spec) = svc.spec.as_ref() else {
+            continue;
+        };
+        let ns = c.key.namespace.as_str();
+        let hostname = format!("{}.{}.svc.{}", c.key.name, ns, domain);
+        let ports: Vec<Port> = spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(Port {
+                    name: p.name.clone().unwrap_or_default(),
+                    port: u16::try_from(p.port).ok()?,
+                    protocol: Protocol::of_kube_port(
+                        p.name.as_deref().unwrap_or_default(),
+                        p.app_protocol.as_deref(),
+                        p.protocol.as_deref(),
+                    ),
+                })
+            })
+            .collect();
+        let external_name = (spec.type_.as_deref() == Some("ExternalName"))
+            .then(|| spec.external_name.clone())
+            .flatten();
+        let cluster_ip = spec.cluster_ip.clone().filter(|ip| !ip.is_empty());
+        let headless = cluster_ip.as_deref() == Some("None");
+        let resolution = if external_name.is_some() {
+            Resolution::DnsLb
+        } else if headless {
+            Resolution::Passthrough
+        } else {
+            Resolution::ClientSideLb
+        };
+        let export_to = c
+            .annotations
+            .get(EXPORT_TO_ANNOTATION)
+            .map(|v| {
+                let list: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
+                ExportTo::from_list(&list, ns)
+            })
+            .unwrap_or(ExportTo::All);
+
+        let mut endpoints = Vec::new();
+        if let Some(target) = &external_name {
+            for p in &ports {
+                endpoints.push(Endpoint {
+                    address: target.clone(),
+                    port: p.port,
+                    service_port: p.port,
+                    labels: BTreeMap::new(),
+                    identity: None,
+                    locality: String::new(),
+                    health: Health::Healthy,
+                    weight: 1,
+                });
+            }
+        }
+        for slice in slices.get(&(ns, c.key.name.as_str())).into_iter().flatten() {
+            for ep in &slice.endpoints {
+                let cond = ep.conditions.as_ref();
+                let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+                let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+                let health = if terminating {
+                    Health::Draining
+                } else if ready {
+                    Health::Healthy
+                } else {
+                    Health::Unhealthy
+                };
+                let locality = ep
+                    .zone
+                    .as_ref()
+                    .map(|z| format!("/{z}/"))
+                    .unwrap_or_default();
+                for addr in &ep.addresses {
+                    let pod = index.pods_by_ip.get(addr);
+                    for sp in slice.ports.iter().flatten() {
+                        let Some(port) = sp.port.and_then(|p| u16::try_from(p).ok()) else {
+                            continue;
+                        };
+                        let slice_port_name = sp.name.clone().unwrap_or_default();
+                        // Match the service port by name; an unnamed single port matches.
+                        let Some(svc_port) = ports.iter().find(|p| p.name == slice_port_name)
+                        else {
+                            continue;
+                        };
+                        endpoints.push(Endpoint {
+                            address: addr.clone(),
+                            port,
+                            service_port: svc_port.port,
+                            labels: pod.map(|p| p.labels.clone()).unwrap_or_default(),
+                            identity: pod
+                                .map(|p| spiffe(trust_domain, &p.namespace, &p.service_account)),
+                            locality: locality.clone(),
+                            health,
+                            weight: 1,
+                        });
+                    }
+                }
+            }
+        }
+        index.endpoints.insert(hostname.clone(), endpoints);
+        index.services.push(Service {
+            hostname,
+            namespace: ns.to_owned(),
+            name: c.key.name.clone(),
+            address: if headless { None } else { cluster_ip },
+            ports,
+            resolution,
+            registry: Registry::Kubernetes,
+            mesh_external: false,
+            export_to,
+        });
+    }
+}
+
+fn service_entries(snapshot: &Snapshot, trust_domain: &str, index: &mut ServiceIndex) {
+    let workload_entries: Vec<(&str, &BTreeMap<String, String>, &WorkloadEntry)> = snapshot
+        .of_kind(Kind::WorkloadEntry)
+        .filter_map(|c| match &c.spec {
+            Spec::WorkloadEntry(we) => Some((c.key.namespace.as_str(), &c.labels, we)),
+            _ => None,
+        })
+        .collect();
+    for c in snapshot.of_kind(Kind::ServiceEntry) {
+        let Spec::ServiceEntry(se) = &c.spec else {
+            continue;
+        };
+        let ns = c.key.namespace.as_str();
+        let ports: Vec<Port> = se
+            .ports
+            .iter()
+            .filter_map(|p| {
+                Some(Port {
+                    name: p.name.clone(),
+                    port: u16::try_from(p.number).ok()?,
+                    protocol: Protocol::parse(&p.protocol),
+                })
+            })
+            .collect();
+        let resolution = match se.resolution.as_deref() {
+            Some("STATIC") => Resolution::ClientSideLb,
+            Some("DNS") => Resolution::DnsLb,
+            Some("DNS_ROUND_ROBIN") => Resolution::DnsRoundRobin,
+            _ => Resolution::Passthrough,
+        };
+        // Workloads: inline endpoints, plus selected WorkloadEntries and Pods.
+        let mut workloads: Vec<(WorkloadEntry, Option<String>)> =
+            se.endpoints.iter().map(|we| (we.clone(), None)).collect();
+        if let Some(sel) = se
+            .workload_selector
+            .as_ref()
+            .filter(|s| !s.labels.is_empty())
+        {
+            for (we_ns, we_labels, we) in &workload_entries {
+                let mut labels = (*we_labels).clone();
+                labels.extend(we.labels.clone());
+                if *we_ns == ns && labels_match(&sel.labels, &labels) {
+                    let mut we = (*we).clone();
+                    we.labels = labels;
+                    workloads.push((we, Some(ns.to_owned())));
+                }
+            }
+            let mut pods: Vec<(&String, &PodInfo)> = index.pods_by_ip.iter().collect();
+            pods.sort_by(|a, b| a.0.cmp(b.0));
+            for (ip, pod) in pods {
+                if pod.namespace == ns && labels_match(&sel.labels, &pod.labels) {
+                    workloads.push((
+                        WorkloadEntry {
+                            address: ip.clone(),
+                            labels: pod.labels.clone(),
+                            service_account: pod.service_account.clone(),
+                            ..Default::default()
+                        },
+                        Some(ns.to_owned()),
+                    ));
+                }
+            }
+        }
+        for host in &se.hosts {
+            let mut endpoints = Vec::new();
+            for (we, we_ns) in &workloads {
+                for p in &se.ports {
+                    let Ok(service_port) = u16::try_from(p.number) else {
+                        continue;
+                    };
+                    let target = we
+                        .ports
+                        .get(&p.name)
+                        .copied()
+                        .or(p.target_port)
+                        .unwrap_or(p.number);
+                    let Ok(port) = u16::try_from(target) else {
+                        continue;
+                    };
+                    endpoints.push(Endpoint {
+                        address: we.address.clone(),
+                        port,
+                        service_port,
+                        labels: we.labels.clone(),
+                        identity: (!we.service_account.is_empty()).then(|| {
+                            spiffe(
+                                trust_domain,
+                                we_ns.as_deref().unwrap_or(ns),
+                                &we.service_account,
+                            )
+                        }),
+                        locality: we.locality.clone(),
+                        health: Health::Healthy,
+                        weight: we.weight.filter(|w| *w > 0).unwrap_or(1),
+                    });
+                }
+            }
+            if endpoints.is_empty()
+                && matches!(resolution, Resolution::DnsLb | Resolution::DnsRoundRobin)
+            {
+                // DNS entries without endpoints resolve the host itself.
+                for p in &ports {
+                    endpoints.push(Endpoint {
+                        address: host.clone(),
+                        port: p.port,
+                        service_port: p.port,
+                        labels: BTreeMap::new(),
+                        identity: None,
+                        locality: String::new(),
+                        health: Health::Healthy,
+                        weight: 1,
+                    });
+                }
+            }
+            index
+                .endpoints
+                .entry(host.clone())
+                .or_default()
+                .extend(endpoints);
+            index.services.push(Service {
+                hostname: host.clone(),
+                namespace: ns.to_owned(),
+                name: c.key.name.clone(),
+                address: se.addresses.first().cloned(),
+                ports: ports.clone(),
+                resolution,
+                registry: Registry::ServiceEntry,
+                mesh_external: se.location.as_deref() == Some("MESH_EXTERNAL"),
+                export_to: ExportTo::from_list(&se.export_to, ns),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigStore;
+
+    fn index(yaml: &str) -> ServiceIndex {
+        let store = ConfigStore::new();
+        store.replace_source(
+            "t",
+            crate::config::object::parse_manifests(yaml)
+                .unwrap()
+                .configs,
+        );
+        build(&store.snapshot(), "cluster.local", "cluster.local")
+    }
+
+    #[test]
+    fn kubernetes_service_with_slices_and_pods() {
+        let idx = index(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: demo}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: grpc, port: 7070, targetPort: 17070}, {name: metrics, port: 9090, appProtocol: http}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-1, namespace: demo, labels: {kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{name: grpc, port: 17070}]
+endpoints:
+- addresses: [10.1.0.1]
+  zone: zone-a
+- addresses: [10.1.0.2]
+  conditions: {ready: false}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: echo-a, namespace: demo, labels: {app: echo, version: v1}}
+spec: {serviceAccountName: echo, containers: [{name: c}]}
+status: {podIP: 10.1.0.1}
+"#,
+        );
+        let svc = &idx.services[0];
+        assert_eq!(svc.hostname, "echo.demo.svc.cluster.local");
+        assert_eq!(svc.ports[0].protocol, Protocol::Grpc);
+        assert_eq!(svc.ports[1].protocol, Protocol::Http);
+        let eps = &idx.endpoints[&svc.hostname];
+        assert_eq!(eps.len(), 2);
+        assert_eq!(eps[0].port, 17070);
+        assert_eq!(eps[0].service_port, 7070);
+        assert_eq!(eps[0].labels["version"], "v1");
+        assert_eq!(
+            eps[0].identity.as_deref(),
+            Some("spiffe://cluster.local/ns/demo/sa/echo")
+        );
+        assert_eq!(eps[0].locality, "/zone-a/");
+        assert_eq!(eps[1].health, Health::Unhealthy);
+    }
+
+    #[test]
+    fn service_entry_with_workload_entries() {
+        let idx = index(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: vms, namespace: demo}
+spec:
+  hosts: [vm.example.com]
+  addresses: [240.0.0.1]
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: vm}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-1, namespace: demo}
+spec: {address: 192.0.2.1, labels: {app: vm}, serviceAccount: vm, weight: 3}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: demo}
+spec:
+  hosts: [api.example.org]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+  location: MESH_EXTERNAL
+"#,
+        );
+        let vm = idx
+            .services
+            .iter()
+            .find(|s| s.hostname == "vm.example.com")
+            .unwrap();
+        assert_eq!(vm.resolution, Resolution::ClientSideLb);
+        let eps = &idx.endpoints["vm.example.com"];
+        assert_eq!(
+            (eps[0].address.as_str(), eps[0].port, eps[0].weight),
+            ("192.0.2.1", 8080, 3)
+        );
+        let ext = &idx.endpoints["api.example.org"];
+        assert_eq!(ext[0].address, "api.example.org");
+    }
+}

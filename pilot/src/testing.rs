@@ -1,0 +1,88 @@
+//! Fixtures for tests and benchmarks: push contexts from YAML, proxies from node ids.
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{value::Kind as ValueKind, Struct, Value};
+
+use crate::config::object::parse_manifests;
+use crate::config::ConfigStore;
+use crate::model::{MeshConfig, Proxy, PushContext};
+
+/// Builds a push context from manifests (panics on invalid YAML: fixtures only).
+pub fn push_context(yaml: &str) -> PushContext {
+    let store = ConfigStore::new();
+    let parsed = parse_manifests(yaml).expect("fixture YAML parses");
+    store.replace_source("fixture", parsed.configs);
+    PushContext::build(
+        &store.snapshot(),
+        MeshConfig::default(),
+        "cluster.local",
+        "fixture/1".into(),
+    )
+}
+
+/// A node as an Envoy sidecar or gRPC client sends it.
+pub fn node(id: &str, metadata: &[(&str, &str)]) -> Node {
+    Node {
+        id: id.to_owned(),
+        metadata: Some(Struct {
+            fields: metadata
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        Value {
+                            kind: Some(ValueKind::StringValue(v.to_string())),
+                        },
+                    )
+                })
+                .collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A sidecar proxy in `namespace` with `ip`.
+pub fn sidecar(ip: &str, namespace: &str) -> Proxy {
+    Proxy::from_node(Some(&node(
+        &format!("sidecar~{ip}~app.{namespace}~{namespace}.svc.cluster.local"),
+        &[("ISTIO_VERSION", "1.32.0")],
+    )))
+    .expect("valid fixture node")
+}
+
+/// A proxyless gRPC client in `namespace`.
+pub fn grpc_client(namespace: &str) -> Proxy {
+    Proxy::from_node(Some(&node(
+        &format!("sidecar~127.0.0.1~client.{namespace}~{namespace}.svc.cluster.local"),
+        &[("GENERATOR", "grpc")],
+    )))
+    .expect("valid fixture node")
+}
+
+/// `n` Kubernetes services of one shape (`http` or `tcp`) with one endpoint each, as in
+/// upstream's generation benchmarks.
+pub fn services_yaml(n: usize, protocol: &str) -> String {
+    let mut out = String::new();
+    for i in 0..n {
+        out.push_str(&format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: svc-{i}, namespace: default}}
+spec:
+  clusterIP: 10.{a}.{b}.1
+  ports: [{{name: {protocol}, port: 80, targetPort: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: svc-{i}-1, namespace: default, labels: {{kubernetes.io/service-name: svc-{i}}}}}
+addressType: IPv4
+ports: [{{name: {protocol}, port: 8080}}]
+endpoints: [{{addresses: [10.200.{a}.{b}]}}]
+---
+"#,
+            a = i / 250,
+            b = i % 250,
+        ));
+    }
+    out
+}

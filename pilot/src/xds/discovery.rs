@@ -1,0 +1,248 @@
+//! The discovery server: the current push context, the connected proxies, and the loop
+//! that turns config changes into pushes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::debounce::Debounce;
+use super::metrics::{Metrics, VersionLabel};
+use super::watch::Watch;
+use crate::config::args::Features;
+use crate::config::{ChangeSet, ConfigStore, Kind};
+use crate::model::{MeshConfig, Proxy, PushContext};
+
+/// A push: the snapshot to serve and whether proxies need everything or only endpoints.
+#[derive(Debug)]
+pub struct PushEvent {
+    pub push: Arc<PushContext>,
+    /// Increases with every push.
+    pub seq: u64,
+    /// `seq` of the latest full push; a connection that missed it must push everything.
+    pub full_seq: u64,
+    /// When the change that caused this push arrived.
+    pub triggered_at: Instant,
+}
+
+/// A connected proxy, as the debug endpoints see it.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    pub id: String,
+    pub proxy: Proxy,
+    pub connected_at: SystemTime,
+    pub delta: bool,
+    /// Caller identity on the TLS port, if authenticated.
+    pub identity: Option<String>,
+    pub watches: Mutex<BTreeMap<String, Watch>>,
+}
+
+impl ConnectionInfo {
+    pub fn watches(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Watch>> {
+        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Shared state of the xDS server.
+pub struct DiscoveryServer {
+    pub features: Features,
+    pub metrics: Metrics,
+    push_tx: watch::Sender<Arc<PushEvent>>,
+    connections: Mutex<BTreeMap<String, Arc<ConnectionInfo>>>,
+    /// Limits how many connections generate and send at once (`PILOT_PUSH_THROTTLE`).
+    pub throttle: Arc<Semaphore>,
+    next_conn: AtomicU64,
+    admission: Mutex<Instant>,
+}
+
+impl DiscoveryServer {
+    pub fn new(features: Features, metrics: Metrics, initial: PushContext) -> Arc<Self> {
+        metrics.services.set(initial.services.len() as i64);
+        metrics
+            .virtual_services
+            .set(initial.virtual_services.len() as i64);
+        let event = PushEvent {
+            push: Arc::new(initial),
+            seq: 1,
+            full_seq: 1,
+            triggered_at: Instant::now(),
+        };
+        let (push_tx, _) = watch::channel(Arc::new(event));
+        Arc::new(DiscoveryServer {
+            throttle: Arc::new(Semaphore::new(features.push_throttle.max(1))),
+            features,
+            metrics,
+            push_tx,
+            connections: Mutex::new(BTreeMap::new()),
+            next_conn: AtomicU64::new(1),
+            admission: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// The latest push.
+    pub fn current(&self) -> Arc<PushEvent> {
+        self.push_tx.borrow().clone()
+    }
+
+    /// Notifications of new pushes.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<PushEvent>> {
+        self.push_tx.subscribe()
+    }
+
+    /// Publishes a new push context to every connection.
+    pub fn publish(&self, push: PushContext, full: bool, triggered_at: Instant) {
+        self.metrics.services.set(push.services.len() as i64);
+        self.metrics
+            .virtual_services
+            .set(push.virtual_services.len() as i64);
+        let prev = self.current();
+        let seq = prev.seq + 1;
+        let event = PushEvent {
+            push: Arc::new(push),
+            seq,
+            full_seq: if full { seq } else { prev.full_seq },
+            triggered_at,
+        };
+        self.push_tx.send_replace(Arc::new(event));
+    }
+
+    /// Waits for this stream's turn under `PILOT_MAX_REQUESTS_PER_SECOND`: streams are
+    /// admitted at that rate; excess ones wait rather than fail, as upstream's limiter.
+    pub async fn admit(&self) {
+        let interval =
+            Duration::from_secs_f64(1.0 / self.features.max_requests_per_second.max(0.001));
+        let slot = {
+            let mut next = self.admission.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
+    /// Registers a connection; the returned guard unregisters it when dropped.
+    pub fn connect(
+        self: &Arc<Self>,
+        proxy: Proxy,
+        delta: bool,
+        identity: Option<String>,
+    ) -> ConnectionGuard {
+        let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{n}", proxy.node_id);
+        let version = VersionLabel {
+            version: proxy.version_label().to_owned(),
+        };
+        self.metrics.connections.get_or_create(&version).inc();
+        let info = Arc::new(ConnectionInfo {
+            id: id.clone(),
+            proxy,
+            connected_at: SystemTime::now(),
+            delta,
+            identity,
+            watches: Mutex::new(BTreeMap::new()),
+        });
+        self.lock_connections().insert(id, info.clone());
+        ConnectionGuard {
+            server: self.clone(),
+            info,
+            version,
+        }
+    }
+
+    /// Every connected proxy, ordered by connection id.
+    pub fn connections(&self) -> Vec<Arc<ConnectionInfo>> {
+        self.lock_connections().values().cloned().collect()
+    }
+
+    fn lock_connections(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<ConnectionInfo>>> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Turns store changes into pushes until the store goes away or `shutdown` fires.
+    pub async fn run_pushes(
+        self: Arc<Self>,
+        store: ConfigStore,
+        mut changes: tokio::sync::mpsc::UnboundedReceiver<ChangeSet>,
+        mesh: MeshConfig,
+        domain: String,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let debounce = Debounce {
+            after: self.features.debounce_after,
+            max: self.features.debounce_max,
+            eds: self.features.enable_eds_debounce,
+        };
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                b = debounce.next(&mut changes) => match b { Some(b) => b, None => return },
+            };
+            self.metrics
+                .debounce_time
+                .observe(batch.first_at.elapsed().as_secs_f64());
+            for kind in &batch.changes.kinds {
+                self.metrics
+                    .inbound_updates
+                    .get_or_create(&Metrics::label(inbound_label(*kind)))
+                    .inc();
+            }
+            let full = !batch.changes.endpoints_only();
+            let reason = if full { "config" } else { "endpoint" };
+            self.metrics
+                .push_triggers
+                .get_or_create(&Metrics::label(reason))
+                .inc();
+            let started = std::time::Instant::now();
+            let push = build_push(&store, &mesh, &domain);
+            self.metrics
+                .push_context_init
+                .observe(started.elapsed().as_secs_f64());
+            info!(version = %push.version, full, events = batch.events, kinds = ?batch.changes.kinds, "pushing");
+            self.publish(push, full, batch.first_at);
+            debug!(connections = self.connections().len(), "push published");
+        }
+    }
+}
+
+static PUSH_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Builds a push context from the store's current contents, with a fresh version.
+pub fn build_push(store: &ConfigStore, mesh: &MeshConfig, domain: &str) -> PushContext {
+    let n = PUSH_COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
+    let version = format!(
+        "{}/{n}",
+        humantime::format_rfc3339_seconds(SystemTime::now())
+    );
+    PushContext::build(&store.snapshot(), mesh.clone(), domain, version)
+}
+
+fn inbound_label(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Service | Kind::ServiceEntry => "svc",
+        k if k.is_endpoint_kind() => "eds",
+        _ => "config",
+    }
+}
+
+/// Keeps a connection registered while alive.
+pub struct ConnectionGuard {
+    server: Arc<DiscoveryServer>,
+    pub info: Arc<ConnectionInfo>,
+    version: VersionLabel,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.server.lock_connections().remove(&self.info.id);
+        self.server
+            .metrics
+            .connections
+            .get_or_create(&self.version)
+            .dec();
+    }
+}

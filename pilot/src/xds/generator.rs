@@ -1,0 +1,106 @@
+//! Resource generation: a pure function of (push context, proxy, subscription) → resources.
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::google::protobuf::Any;
+use prost::{Message, Name};
+
+use super::types;
+use super::{cds, eds, grpc, lds, rds};
+use crate::model::{Proxy, PushContext, SidecarScope};
+
+/// What a proxy asked for of one type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    /// Everything of the type (an empty first request for CDS/LDS).
+    Wildcard,
+    /// Only these names.
+    Names(BTreeSet<String>),
+}
+
+impl Subscription {
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            Subscription::Wildcard => true,
+            Subscription::Names(n) => n.contains(name),
+        }
+    }
+
+    /// The explicitly requested names (empty for a wildcard).
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        let names = match self {
+            Subscription::Wildcard => None,
+            Subscription::Names(n) => Some(n),
+        };
+        names.into_iter().flatten()
+    }
+}
+
+/// One generated resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    pub body: Any,
+}
+
+impl Resource {
+    pub fn new<M: Message + Name>(name: impl Into<String>, message: &M) -> Resource {
+        Resource {
+            name: name.into(),
+            body: Any {
+                type_url: M::type_url(),
+                value: message.encode_to_vec(),
+            },
+        }
+    }
+}
+
+/// Everything a generator reads.
+pub struct GenContext<'a> {
+    pub push: &'a PushContext,
+    pub proxy: &'a Proxy,
+    pub scope: &'a SidecarScope,
+}
+
+/// Generates resources of `type_url` for the proxy. `None` if no generator serves the type.
+/// Resources not named by a non-wildcard subscription are left out.
+pub fn generate(type_url: &str, ctx: &GenContext<'_>, sub: &Subscription) -> Option<Vec<Resource>> {
+    let mut out = if ctx.proxy.is_proxyless_grpc() {
+        match type_url {
+            types::LISTENER => grpc::listeners(ctx, sub),
+            types::ROUTE => grpc::routes(ctx, sub),
+            types::CLUSTER => grpc::clusters(ctx, sub),
+            types::ENDPOINT => eds::load_assignments(ctx, sub),
+            _ => return None,
+        }
+    } else {
+        match type_url {
+            types::CLUSTER => cds::clusters(ctx),
+            types::ENDPOINT => eds::load_assignments(ctx, sub),
+            types::LISTENER => lds::listeners(ctx),
+            types::ROUTE => rds::route_configs(ctx, sub),
+            _ => return None,
+        }
+    };
+    if !matches!(sub, Subscription::Wildcard) {
+        out.retain(|r| sub.contains(&r.name));
+    }
+    Some(out)
+}
+
+/// Generates the whole config of a proxy for `/debug/config_dump`: every type, wildcard
+/// for CDS/LDS and the names those imply for EDS/RDS.
+pub fn generate_all(ctx: &GenContext<'_>) -> Vec<(String, Vec<Resource>)> {
+    let clusters = generate(types::CLUSTER, ctx, &Subscription::Wildcard).unwrap_or_default();
+    let listeners = generate(types::LISTENER, ctx, &Subscription::Wildcard).unwrap_or_default();
+    let eds_names = Subscription::Names(clusters.iter().map(|c| c.name.clone()).collect());
+    let rds_names = Subscription::Names(rds::referenced_route_names(&listeners));
+    let endpoints = generate(types::ENDPOINT, ctx, &eds_names).unwrap_or_default();
+    let routes = generate(types::ROUTE, ctx, &rds_names).unwrap_or_default();
+    vec![
+        (types::CLUSTER.to_owned(), clusters),
+        (types::ENDPOINT.to_owned(), endpoints),
+        (types::LISTENER.to_owned(), listeners),
+        (types::ROUTE.to_owned(), routes),
+    ]
+}

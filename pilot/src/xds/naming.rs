@@ -1,0 +1,85 @@
+//! Names of generated resources, exactly as upstream istiod writes them.
+
+/// Traffic direction of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// `outbound|<port>|<subset>|<host>`.
+pub fn cluster_name(direction: Direction, port: u16, subset: &str, host: &str) -> String {
+    format!("{}|{port}|{subset}|{host}", direction.as_str())
+}
+
+/// `inbound|<port>||`.
+pub fn inbound_cluster_name(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+/// A parsed cluster name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterKey<'a> {
+    pub direction: Direction,
+    pub port: u16,
+    pub subset: &'a str,
+    pub host: &'a str,
+}
+
+/// Parses `direction|port|subset|host`; `None` for other names (`BlackHoleCluster`).
+pub fn parse_cluster_name(name: &str) -> Option<ClusterKey<'_>> {
+    let mut parts = name.splitn(4, '|');
+    let direction = match parts.next()? {
+        "outbound" => Direction::Outbound,
+        "inbound" => Direction::Inbound,
+        _ => return None,
+    };
+    let port = parts.next()?.parse().ok()?;
+    let subset = parts.next()?;
+    let host = parts.next()?;
+    Some(ClusterKey {
+        direction,
+        port,
+        subset,
+        host,
+    })
+}
+
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
+pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
+pub const VIRTUAL_INBOUND: &str = "virtualInbound";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_round_trip() {
+        let n = cluster_name(
+            Direction::Outbound,
+            9080,
+            "v1",
+            "reviews.default.svc.cluster.local",
+        );
+        assert_eq!(n, "outbound|9080|v1|reviews.default.svc.cluster.local");
+        let k = parse_cluster_name(&n).unwrap();
+        assert_eq!(
+            (k.port, k.subset, k.host),
+            (9080, "v1", "reviews.default.svc.cluster.local")
+        );
+        assert_eq!(inbound_cluster_name(8080), "inbound|8080||");
+        assert!(parse_cluster_name(BLACKHOLE_CLUSTER).is_none());
+        assert!(parse_cluster_name("outbound|x||h").is_none());
+    }
+}

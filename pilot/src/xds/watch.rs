@@ -1,0 +1,210 @@
+//! Per-type subscription state of one connection, and how a request changes it: the
+//! nonce/version/ACK/NACK rules of the xDS protocol (state of the world).
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::generator::Subscription;
+use super::types;
+
+/// What one type of one connection has asked for and been sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct Watch {
+    pub type_url: String,
+    /// `None` until the first request of the type; then what the proxy subscribes to.
+    #[serde(skip)]
+    pub subscription: Subscription,
+    pub resource_names: Vec<String>,
+    pub nonce_sent: String,
+    pub nonce_acked: String,
+    pub version_sent: String,
+    pub version_acked: String,
+    pub last_error: Option<String>,
+    #[serde(with = "humantime_serde_opt")]
+    pub last_sent: Option<SystemTime>,
+}
+
+mod humantime_serde_opt {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// What to do with a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Send the type's resources now.
+    Respond,
+    /// The proxy accepted what we sent; nothing to send.
+    Ack,
+    /// The proxy rejected what we sent; keep serving, send nothing.
+    Nack(String),
+    /// A reply to a response that has since been superseded.
+    StaleNonce,
+    /// The proxy dropped every resource of the type.
+    Unsubscribed,
+}
+
+impl Watch {
+    pub fn new(type_url: &str) -> Watch {
+        Watch {
+            type_url: type_url.to_owned(),
+            subscription: Subscription::Names(BTreeSet::new()),
+            resource_names: Vec::new(),
+            nonce_sent: String::new(),
+            nonce_acked: String::new(),
+            version_sent: String::new(),
+            version_acked: String::new(),
+            last_error: None,
+            last_sent: None,
+        }
+    }
+
+    /// Applies a SotW request. `first` is whether this is the first request of the type.
+    pub fn on_request(
+        &mut self,
+        first: bool,
+        names: &[String],
+        nonce: &str,
+        error: Option<String>,
+    ) -> Decision {
+        if !nonce.is_empty() && nonce != self.nonce_sent {
+            return Decision::StaleNonce;
+        }
+        if let Some(e) = error {
+            self.last_error = Some(e.clone());
+            return Decision::Nack(e);
+        }
+        let requested: BTreeSet<String> = names.iter().cloned().collect();
+        let previous = std::mem::replace(&mut self.resource_names, names.to_vec());
+        let previous: BTreeSet<String> = previous.into_iter().collect();
+        if !nonce.is_empty() {
+            self.nonce_acked = nonce.to_owned();
+            self.version_acked = self.version_sent.clone();
+            self.last_error = None;
+        }
+        if first || nonce.is_empty() {
+            // A new subscription (or a reconnect that re-sends what it had).
+            self.subscription = if requested.is_empty() && types::is_wildcard(&self.type_url) {
+                Subscription::Wildcard
+            } else {
+                Subscription::Names(requested)
+            };
+            return Decision::Respond;
+        }
+        if requested == previous {
+            return Decision::Ack;
+        }
+        if requested.is_empty() {
+            // Empty names after named ones: unsubscribe, never a wildcard subscription.
+            self.subscription = Subscription::Names(BTreeSet::new());
+            return Decision::Unsubscribed;
+        }
+        if self.subscription != Subscription::Wildcard {
+            self.subscription = Subscription::Names(requested);
+        }
+        Decision::Respond
+    }
+
+    /// Records a response sent.
+    pub fn sent(&mut self, nonce: &str, version: &str) {
+        self.nonce_sent = nonce.to_owned();
+        self.version_sent = version.to_owned();
+        self.last_sent = Some(SystemTime::now());
+    }
+
+    /// Whether anything is subscribed.
+    pub fn is_active(&self) -> bool {
+        match &self.subscription {
+            Subscription::Wildcard => true,
+            Subscription::Names(n) => !n.is_empty(),
+        }
+    }
+
+    /// syncz status as istioctl shows it.
+    pub fn status(&self) -> &'static str {
+        if self.last_error.is_some() {
+            "ERROR"
+        } else if self.nonce_sent.is_empty() {
+            "NOT_SENT"
+        } else if self.nonce_acked == self.nonce_sent {
+            "SYNCED"
+        } else {
+            "STALE"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn wildcard_ack_and_stale_nonce() {
+        let mut w = Watch::new(types::CLUSTER);
+        assert_eq!(w.on_request(true, &[], "", None), Decision::Respond);
+        assert_eq!(w.subscription, Subscription::Wildcard);
+        w.sent("n1", "v1");
+        assert_eq!(w.status(), "STALE");
+        assert_eq!(w.on_request(false, &[], "old", None), Decision::StaleNonce);
+        assert_eq!(w.on_request(false, &[], "n1", None), Decision::Ack);
+        assert_eq!(w.status(), "SYNCED");
+        assert_eq!(w.version_acked, "v1");
+    }
+
+    #[test]
+    fn nack_keeps_subscription_and_reports_error() {
+        let mut w = Watch::new(types::ENDPOINT);
+        assert_eq!(
+            w.on_request(true, &names(&["a"]), "", None),
+            Decision::Respond
+        );
+        w.sent("n1", "v1");
+        assert_eq!(
+            w.on_request(false, &names(&["a"]), "n1", Some("bad cluster".into())),
+            Decision::Nack("bad cluster".into())
+        );
+        assert_eq!(w.status(), "ERROR");
+        assert!(w.subscription.contains("a"));
+        assert_eq!(w.version_acked, "");
+    }
+
+    #[test]
+    fn subscription_changes() {
+        let mut w = Watch::new(types::LISTENER);
+        assert_eq!(
+            w.on_request(true, &names(&["a:1"]), "", None),
+            Decision::Respond
+        );
+        w.sent("n1", "v1");
+        assert_eq!(
+            w.on_request(false, &names(&["a:1", "b:2"]), "n1", None),
+            Decision::Respond
+        );
+        assert!(w.subscription.contains("b:2"));
+        w.sent("n2", "v1");
+        assert_eq!(w.on_request(false, &[], "n2", None), Decision::Unsubscribed);
+        assert!(!w.is_active());
+    }
+
+    #[test]
+    fn empty_first_request_for_named_type_subscribes_nothing() {
+        let mut w = Watch::new(types::ROUTE);
+        assert_eq!(w.on_request(true, &[], "", None), Decision::Respond);
+        assert!(!w.is_active());
+    }
+}
