@@ -17,6 +17,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::ca;
 use crate::config::args::{listen_addr, DiscoveryArgs, Features};
 use crate::config::file::{self, DirSource};
 use crate::config::ConfigStore;
@@ -33,6 +34,8 @@ const MAX_RECV_MSG_SIZE: usize = 4 * 1024 * 1024;
 pub struct App {
     /// Plaintext xDS (15010).
     pub grpc_addr: Option<SocketAddr>,
+    /// xDS and CA over TLS (15012).
+    pub secure_grpc_addr: Option<SocketAddr>,
     /// Readiness and debug HTTP (8080).
     pub http_addr: Option<SocketAddr>,
     /// Metrics (15014).
@@ -134,7 +137,8 @@ impl App {
             None => None,
         };
 
-        // Secure gRPC (15012: xDS + CA over TLS) is wired here by the CA subsystem.
+        // Secure gRPC (15012: xDS + CA over TLS): the CA subsystem.
+        let secure_grpc_addr = start_secure(&args, &mesh, &ads, &mut registry, &shutdown, &mut tasks).await?;
 
         let registry = Arc::new(Mutex::new(registry));
         let debug_state = DebugState {
@@ -180,6 +184,7 @@ impl App {
         info!(version = crate::version::VERSION, "istiod ready");
         Ok(App {
             grpc_addr,
+            secure_grpc_addr,
             http_addr,
             monitoring_addr,
             discovery,
@@ -227,6 +232,49 @@ async fn ready_handler(
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
+}
+
+/// Builds the CA and serves ADS and the CA over TLS on `--secureGRPCAddr`.
+async fn start_secure(
+    args: &DiscoveryArgs,
+    mesh: &MeshConfig,
+    ads: &AdsService,
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let mut config = ca::CaConfig::from_env(|k| std::env::var(k).ok())?;
+    if !mesh.trust_domain.is_empty() {
+        config.trust_domain = mesh.trust_domain.clone();
+    }
+    let opts = ca::SecureOptions::from_flags(&args.ca_cert_file, &args.tls_cert_file, &args.tls_key_file, &args.tls_min_version)
+        .map_err(anyhow::Error::msg)?;
+    let ca = Arc::new(ca::Ca::new(config, opts, registry).context("starting the CA")?);
+    tasks.spawn({
+        let (ca, shutdown) = (ca.clone(), shutdown.clone());
+        async move {
+            ca.run(shutdown).await;
+            Ok(())
+        }
+    });
+    let Some(listener) = bind(&args.secure_grpc_addr, "secureGRPCAddr").await? else {
+        return Ok(None);
+    };
+    let Some(tls) = ca.tls_config()? else {
+        warn!("no CA and no --tlsCertFile: not serving --secureGRPCAddr");
+        return Ok(None);
+    };
+    let addr = listener.local_addr()?;
+    let routes = ca.add_service(tonic::service::Routes::new(
+        AggregatedDiscoveryServiceServer::new(ads.clone()).max_decoding_message_size(MAX_RECV_MSG_SIZE),
+    ));
+    let (authn, shutdown) = (ca.authn(), shutdown.clone());
+    tasks.spawn(async move {
+        ca::secure::serve_secure(listener, tls, authn, routes, shutdown)
+            .await
+            .context("secure gRPC server")
+    });
+    Ok(Some(addr))
 }
 
 async fn bind(value: &str, flag: &str) -> anyhow::Result<Option<TcpListener>> {

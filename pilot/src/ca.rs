@@ -5,6 +5,7 @@
 
 pub mod authn;
 pub mod authority;
+pub mod bootstrap;
 pub mod config;
 pub mod csr;
 pub mod jwt;
@@ -23,6 +24,7 @@ pub mod pb {
 }
 
 pub use authority::Authority;
+pub use bootstrap::{Ca, SecureOptions};
 pub use config::CaConfig;
 
 /// Everything that can go wrong in the CA subsystem.

@@ -67,8 +67,8 @@ impl std::str::FromStr for TlsMinVersion {
             .trim_start_matches("TLS")
             .trim_start_matches('V')
         {
-            "" | "1.2" | "12" => Ok(TlsMinVersion::Tls12),
-            "1.3" | "13" => Ok(TlsMinVersion::Tls13),
+            "" | "1.2" | "1_2" | "12" => Ok(TlsMinVersion::Tls12),
+            "1.3" | "1_3" | "13" => Ok(TlsMinVersion::Tls13),
             _ => Err(format!(
                 "unsupported TLS version {s:?}: only 1.2 and 1.3 are accepted"
             )),

@@ -113,6 +113,21 @@ pub struct DiscoveryArgs {
     /// Minimum level at which stack traces are captured (accepted for compatibility).
     #[arg(long = "log_stacktrace_level", default_value = "default:none")]
     pub log_stacktrace_level: String,
+    /// CA bundle of a custom serving certificate (with `--tlsCertFile` and `--tlsKeyFile`).
+    #[arg(long = "caCertFile", default_value = "")]
+    pub ca_cert_file: String,
+    /// Custom serving certificate chain for the TLS ports.
+    #[arg(long = "tlsCertFile", default_value = "")]
+    pub tls_cert_file: String,
+    /// Private key of the custom serving certificate.
+    #[arg(long = "tlsKeyFile", default_value = "")]
+    pub tls_key_file: String,
+    /// Minimum TLS version of the TLS ports: `1.2` or `1.3`.
+    #[arg(long = "tls-min-version", default_value = "1.2")]
+    pub tls_min_version: String,
+    /// TLS 1.2 cipher suites (accepted for compatibility; rustls' safe defaults apply).
+    #[arg(long = "tls-cipher-suites", value_delimiter = ',')]
+    pub tls_cipher_suites: Vec<String>,
 }
 
 /// Parses a listen address as Go does: `:15010` means every interface; empty disables.
