@@ -195,7 +195,10 @@ pub struct HttpFaultInjection {
 #[serde(rename_all = "camelCase", default)]
 pub struct FaultDelay {
     pub fixed_delay: Option<String>,
+    pub exponential_delay: Option<String>,
     pub percentage: Option<Percent>,
+    /// Deprecated integer percentage, used when `percentage` is absent.
+    pub percent: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -291,9 +294,32 @@ pub struct LoadBalancerSettings {
 #[serde(rename_all = "camelCase", default)]
 pub struct ConsistentHash {
     pub http_header_name: Option<String>,
+    pub http_cookie: Option<HttpCookie>,
     pub use_source_ip: Option<bool>,
     pub http_query_parameter_name: Option<String>,
+    pub ring_hash: Option<RingHash>,
+    pub maglev: Option<Maglev>,
     pub minimum_ring_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpCookie {
+    pub name: String,
+    pub path: String,
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RingHash {
+    pub minimum_ring_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Maglev {
+    pub table_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -308,6 +334,8 @@ pub struct ConnectionPoolSettings {
 pub struct TcpSettings {
     pub max_connections: Option<u32>,
     pub connect_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connection_duration: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -318,6 +346,7 @@ pub struct HttpSettings {
     pub max_requests_per_connection: Option<u32>,
     pub max_retries: Option<u32>,
     pub idle_timeout: Option<String>,
+    pub max_concurrent_streams: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

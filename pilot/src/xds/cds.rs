@@ -1,73 +1,274 @@
 //! CDS for Envoy sidecars: outbound clusters per service port (and subset), inbound
 //! clusters for the proxy's own service ports, and the special passthrough clusters.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration as StdDuration;
+
 use envoy_types::pb::envoy::config::cluster::v3::{
-    cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
+    cluster::{
+        ClusterDiscoveryType, CommonLbConfig, DiscoveryType, DnsLookupFamily, EdsClusterConfig,
+        LbPolicy,
+    },
     Cluster,
 };
+use envoy_types::pb::envoy::config::core::v3::{
+    socket_address::PortSpecifier, BindConfig, SocketAddress,
+};
 
-use super::common::ads_config_source;
+use super::common::{ads_config_source, any};
+use super::eds::{load_assignment, subset_labels};
 use super::generator::{GenContext, Resource};
 use super::naming::{
-    cluster_name, Direction, BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER,
+    cluster_name, inbound_cluster_name, Direction, BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER,
+    PASSTHROUGH_CLUSTER,
 };
 use super::route::duration;
+use crate::model::service::{Port, Protocol, Resolution, Service};
+use crate::model::PushContext;
+use policy::{
+    apply_policy, merge_traffic_policy, passthrough_protocol_options, PolicyDirection,
+    HTTP_PROTOCOL_OPTIONS,
+};
+
+/// Source address of connections to the local application, so that iptables does not
+/// capture them again.
+pub const INBOUND_PASSTHROUGH_BIND: &str = "127.0.0.6";
+
+/// How often the proxy re-resolves DNS clusters (MeshConfig `dnsRefreshRate` default).
+const DNS_REFRESH_RATE: StdDuration = StdDuration::from_secs(60);
 
 /// Every cluster the sidecar needs.
 pub fn clusters(ctx: &GenContext<'_>) -> Vec<Resource> {
-    let timeout = Some(duration(ctx.push.mesh.connect_timeout()));
     let mut out = Vec::new();
     for svc in &ctx.scope.services {
-        let subsets: Vec<String> = ctx
-            .push
-            .destination_rule(&ctx.proxy.config_namespace, &svc.hostname)
-            .map(|dr| dr.spec.subsets.iter().map(|s| s.name.clone()).collect())
-            .unwrap_or_default();
-        for port in &svc.ports {
-            for subset in std::iter::once(String::new()).chain(subsets.iter().cloned()) {
-                let name = cluster_name(Direction::Outbound, port.port, &subset, &svc.hostname);
-                let cluster = Cluster {
-                    name: name.clone(),
-                    cluster_discovery_type: Some(ClusterDiscoveryType::Type(
-                        DiscoveryType::Eds as i32,
-                    )),
-                    eds_cluster_config: Some(EdsClusterConfig {
-                        eds_config: Some(ads_config_source()),
-                        service_name: name.clone(),
-                    }),
-                    connect_timeout: timeout,
-                    lb_policy: LbPolicy::LeastRequest as i32,
-                    ..Default::default()
-                };
-                out.push(Resource::new(name, &cluster));
-            }
-        }
+        out.extend(outbound_clusters(ctx, svc));
     }
-    for (name, kind, lb) in [
-        (
-            BLACKHOLE_CLUSTER,
-            DiscoveryType::Static,
-            LbPolicy::RoundRobin,
-        ),
-        (
-            PASSTHROUGH_CLUSTER,
-            DiscoveryType::OriginalDst,
-            LbPolicy::ClusterProvided,
-        ),
-        (
-            INBOUND_PASSTHROUGH_CLUSTER,
-            DiscoveryType::OriginalDst,
-            LbPolicy::ClusterProvided,
-        ),
-    ] {
-        let cluster = Cluster {
-            name: name.to_owned(),
-            cluster_discovery_type: Some(ClusterDiscoveryType::Type(kind as i32)),
+    out.extend(inbound_clusters(ctx));
+    let timeout = Some(duration(ctx.push.mesh.connect_timeout()));
+    out.push(Resource::new(
+        BLACKHOLE_CLUSTER,
+        &Cluster {
+            name: BLACKHOLE_CLUSTER.to_owned(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
             connect_timeout: timeout,
-            lb_policy: lb as i32,
+            lb_policy: LbPolicy::RoundRobin as i32,
             ..Default::default()
-        };
-        out.push(Resource::new(name, &cluster));
+        },
+    ));
+    out.push(Resource::new(
+        PASSTHROUGH_CLUSTER,
+        &passthrough_cluster(PASSTHROUGH_CLUSTER, timeout),
+    ));
+    let mut inbound = passthrough_cluster(INBOUND_PASSTHROUGH_CLUSTER, timeout);
+    inbound.upstream_bind_config = Some(bind_config(INBOUND_PASSTHROUGH_BIND));
+    out.push(Resource::new(INBOUND_PASSTHROUGH_CLUSTER, &inbound));
+    out
+}
+
+fn passthrough_cluster(
+    name: &str,
+    timeout: Option<envoy_types::pb::google::protobuf::Duration>,
+) -> Cluster {
+    Cluster {
+        name: name.to_owned(),
+        // Upstream's stat prefix delimiter keeps the name parseable in metrics.
+        alt_stat_name: format!("{name};"),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
+        connect_timeout: timeout,
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        typed_extension_protocol_options: [(
+            HTTP_PROTOCOL_OPTIONS.to_owned(),
+            any(&passthrough_protocol_options()),
+        )]
+        .into(),
+        ..Default::default()
+    }
+}
+
+fn bind_config(address: &str) -> BindConfig {
+    BindConfig {
+        source_address: Some(SocketAddress {
+            address: address.to_owned(),
+            port_specifier: Some(PortSpecifier::PortValue(0)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The clusters of one service: per port, the default cluster then one per subset of the
+/// DestinationRule the proxy sees.
+fn outbound_clusters(ctx: &GenContext<'_>, svc: &Service) -> Vec<Resource> {
+    let dr = ctx
+        .push
+        .destination_rule(&ctx.proxy.config_namespace, &svc.hostname);
+    let top = dr.and_then(|dr| dr.spec.traffic_policy.as_ref());
+    let subsets = dr.map(|dr| dr.spec.subsets.as_slice()).unwrap_or_default();
+    let mut out = Vec::new();
+    for port in &svc.ports {
+        let subset_names = std::iter::once(None).chain(subsets.iter().map(Some));
+        for subset in subset_names {
+            let subset_name = subset.map_or("", |s| s.name.as_str());
+            let name = cluster_name(Direction::Outbound, port.port, subset_name, &svc.hostname);
+            let mut cluster = base_cluster(ctx, svc, port, &name, subset_name);
+            let policy = merge_traffic_policy(
+                top,
+                subset.and_then(|s| s.traffic_policy.as_ref()),
+                port.port,
+            );
+            apply_policy(
+                &mut cluster,
+                &policy,
+                port.protocol.is_http2(),
+                PolicyDirection::Outbound,
+            );
+            out.push(Resource::new(name, &cluster));
+        }
     }
     out
 }
+
+/// A cluster with its discovery type chosen by the service's resolution.
+fn base_cluster(
+    ctx: &GenContext<'_>,
+    svc: &Service,
+    port: &Port,
+    name: &str,
+    subset: &str,
+) -> Cluster {
+    let mut cluster = Cluster {
+        name: name.to_owned(),
+        connect_timeout: Some(duration(ctx.push.mesh.connect_timeout())),
+        common_lb_config: Some(CommonLbConfig::default()),
+        ..Default::default()
+    };
+    let kind = match svc.resolution {
+        Resolution::ClientSideLb => {
+            cluster.eds_cluster_config = Some(EdsClusterConfig {
+                eds_config: Some(ads_config_source()),
+                service_name: name.to_owned(),
+            });
+            DiscoveryType::Eds
+        }
+        Resolution::DnsLb | Resolution::DnsRoundRobin => {
+            let labels =
+                subset_labels(ctx.push, &ctx.proxy.config_namespace, &svc.hostname, subset);
+            let mut cla =
+                load_assignment(ctx.push, name, &svc.hostname, port.port, labels.as_ref());
+            let kind = if svc.resolution == Resolution::DnsLb {
+                DiscoveryType::StrictDns
+            } else {
+                // Envoy accepts exactly one endpoint in a LOGICAL_DNS cluster.
+                cla.endpoints.truncate(1);
+                if let Some(l) = cla.endpoints.first_mut() {
+                    l.lb_endpoints.truncate(1);
+                }
+                DiscoveryType::LogicalDns
+            };
+            cluster.load_assignment = Some(cla);
+            set_dns_options(&mut cluster, &ctx.proxy.ip_addresses);
+            kind
+        }
+        Resolution::Passthrough => DiscoveryType::OriginalDst,
+    };
+    cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(kind as i32));
+    cluster
+}
+
+// Upstream still configures DNS on the cluster itself rather than through the newer DNS
+// cluster extension, and every supported Envoy accepts these fields.
+#[allow(deprecated)]
+fn set_dns_options(cluster: &mut Cluster, proxy_ips: &[String]) {
+    cluster.dns_lookup_family = dns_lookup_family(proxy_ips) as i32;
+    cluster.dns_refresh_rate = Some(duration(DNS_REFRESH_RATE));
+    cluster.respect_dns_ttl = true;
+}
+
+/// IPv4-only proxies ask for A records only, IPv6-only for AAAA; dual-stack for both.
+fn dns_lookup_family(ips: &[String]) -> DnsLookupFamily {
+    let parsed: Vec<IpAddr> = ips.iter().filter_map(|ip| ip.parse().ok()).collect();
+    if parsed.iter().all(IpAddr::is_ipv4) {
+        DnsLookupFamily::V4Only
+    } else if parsed.iter().all(IpAddr::is_ipv6) {
+        DnsLookupFamily::V6Only
+    } else {
+        DnsLookupFamily::All
+    }
+}
+
+/// One inbound port of the proxy: the endpoint (target) port and the service port's
+/// protocol, with the service that declared it first.
+#[derive(Debug, Clone)]
+pub struct InboundPort<'a> {
+    pub target_port: u16,
+    pub service_port: u16,
+    pub protocol: Protocol,
+    pub service: &'a Service,
+}
+
+/// The ports the proxy serves: every endpoint of every service whose address is one of
+/// the proxy's IPs, one entry per target port (the first service in host order wins, as
+/// upstream keeps one cluster per port).
+pub fn inbound_ports<'a>(push: &'a PushContext, ips: &[String]) -> Vec<InboundPort<'a>> {
+    let mut by_port: BTreeMap<u16, InboundPort<'a>> = BTreeMap::new();
+    for svc in &push.services {
+        for e in push.endpoints(&svc.hostname) {
+            if !ips.iter().any(|ip| *ip == e.address) {
+                continue;
+            }
+            let Some(port) = svc.port(e.service_port) else {
+                continue;
+            };
+            by_port.entry(e.port).or_insert(InboundPort {
+                target_port: e.port,
+                service_port: port.port,
+                protocol: port.protocol,
+                service: svc.as_ref(),
+            });
+        }
+    }
+    by_port.into_values().collect()
+}
+
+/// `inbound|<port>||` per served port: original-destination clusters bound to
+/// 127.0.0.6, carrying the connection pool of the service's DestinationRule.
+fn inbound_clusters(ctx: &GenContext<'_>) -> Vec<Resource> {
+    inbound_ports(ctx.push, &ctx.proxy.ip_addresses)
+        .into_iter()
+        .map(|p| {
+            let name = inbound_cluster_name(p.target_port);
+            let mut cluster = Cluster {
+                name: name.clone(),
+                cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+                    DiscoveryType::OriginalDst as i32,
+                )),
+                connect_timeout: Some(duration(ctx.push.mesh.connect_timeout())),
+                lb_policy: LbPolicy::ClusterProvided as i32,
+                common_lb_config: Some(CommonLbConfig::default()),
+                upstream_bind_config: Some(bind_config(INBOUND_PASSTHROUGH_BIND)),
+                ..Default::default()
+            };
+            // Circuit breakers set for clients also size the server side, as upstream does.
+            let top = ctx
+                .push
+                .destination_rule(&ctx.proxy.config_namespace, &p.service.hostname)
+                .and_then(|dr| dr.spec.traffic_policy.as_ref());
+            let policy = merge_traffic_policy(top, None, p.service_port);
+            apply_policy(
+                &mut cluster,
+                &policy,
+                p.protocol.is_http2(),
+                PolicyDirection::Inbound,
+            );
+            Resource::new(name, &cluster)
+        })
+        .collect()
+}
+
+pub mod policy;
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! VirtualService HTTP routes → Envoy routes, shared by sidecar RDS and proxyless gRPC.
 
+use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 
 use envoy_types::pb::envoy::config::core::v3::DataSource;
@@ -22,11 +23,13 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     string_matcher::MatchPattern, RegexMatcher, StringMatcher,
 };
 use envoy_types::pb::envoy::r#type::v3::{fractional_percent::DenominatorType, FractionalPercent};
-use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 
+use super::common::{any, FAULT_FILTER};
 use super::naming::{cluster_name, Direction};
 use crate::config::istio::{
-    parse_duration, Destination, HeaderOperations, HttpMatchRequest, HttpRoute, StringMatch,
+    parse_duration, Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRoute,
+    HttpRouteDestination, StringMatch,
 };
 use crate::model::PushContext;
 
@@ -65,23 +68,40 @@ pub fn http_routes(
         } else {
             rule.name.clone()
         };
+        // A rule with nothing to send traffic to would make Envoy reject the whole route
+        // config; validation rejects it upstream, so it is left out here.
+        let Some((action, dest_headers)) = action(push, rule, port, proxyless) else {
+            continue;
+        };
+        let typed_per_filter_config: HashMap<String, Any> = rule
+            .fault
+            .as_ref()
+            .and_then(fault::http_fault)
+            .map(|f| (FAULT_FILTER.to_owned(), any(&f)))
+            .into_iter()
+            .collect();
         for m in route_matches {
+            let mut request_headers_to_add =
+                header_adds(rule.headers.as_ref().and_then(|h| h.request.as_ref()));
+            let mut response_headers_to_add =
+                header_adds(rule.headers.as_ref().and_then(|h| h.response.as_ref()));
+            if let Some(h) = dest_headers {
+                request_headers_to_add.extend(header_adds(h.request.as_ref()));
+                response_headers_to_add.extend(header_adds(h.response.as_ref()));
+            }
             out.push(Route {
                 name: name.clone(),
                 r#match: Some(m),
-                action: Some(action(push, rule, port, proxyless)),
-                request_headers_to_add: header_adds(
-                    rule.headers.as_ref().and_then(|h| h.request.as_ref()),
-                ),
+                action: Some(action.clone()),
+                typed_per_filter_config: typed_per_filter_config.clone(),
+                request_headers_to_add,
                 request_headers_to_remove: rule
                     .headers
                     .as_ref()
                     .and_then(|h| h.request.as_ref())
                     .map(|o| o.remove.clone())
                     .unwrap_or_default(),
-                response_headers_to_add: header_adds(
-                    rule.headers.as_ref().and_then(|h| h.response.as_ref()),
-                ),
+                response_headers_to_add,
                 response_headers_to_remove: rule
                     .headers
                     .as_ref()
@@ -193,53 +213,80 @@ fn regex(r: &str) -> RegexMatcher {
     }
 }
 
-fn action(push: &PushContext, rule: &HttpRoute, port: u16, proxyless: bool) -> Action {
+/// The action of a rule, with the header operations of its destination when traffic goes
+/// to a single one (upstream moves them onto the route). `None` when no destination is
+/// left after dropping zero weights.
+fn action<'a>(
+    push: &PushContext,
+    rule: &'a HttpRoute,
+    port: u16,
+    proxyless: bool,
+) -> Option<(Action, Option<&'a Headers>)> {
     if let Some(dr) = &rule.direct_response {
-        return Action::DirectResponse(DirectResponseAction {
+        return Some((Action::DirectResponse(DirectResponseAction {
             status: dr.status,
             body: dr.body.as_ref().and_then(|b| b.string.clone()).map(|s| DataSource {
                 specifier: Some(envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(s)),
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        }), None));
     }
     if let Some(r) = &rule.redirect {
-        return Action::Redirect(RedirectAction {
-            host_redirect: r.authority.clone(),
-            port_redirect: r.port.unwrap_or_default(),
-            path_rewrite_specifier: (!r.uri.is_empty())
-                .then(|| redirect_action::PathRewriteSpecifier::PathRedirect(r.uri.clone())),
-            scheme_rewrite_specifier: (!r.scheme.is_empty())
-                .then(|| redirect_action::SchemeRewriteSpecifier::SchemeRedirect(r.scheme.clone())),
-            response_code: redirect_code(r.redirect_code.unwrap_or(301)) as i32,
-            ..Default::default()
-        });
+        return Some((
+            Action::Redirect(RedirectAction {
+                host_redirect: r.authority.clone(),
+                port_redirect: r.port.unwrap_or_default(),
+                path_rewrite_specifier: (!r.uri.is_empty())
+                    .then(|| redirect_action::PathRewriteSpecifier::PathRedirect(r.uri.clone())),
+                scheme_rewrite_specifier: (!r.scheme.is_empty()).then(|| {
+                    redirect_action::SchemeRewriteSpecifier::SchemeRedirect(r.scheme.clone())
+                }),
+                response_code: redirect_code(r.redirect_code.unwrap_or(301)) as i32,
+                ..Default::default()
+            }),
+            None,
+        ));
     }
-    let cluster_specifier = if rule.route.len() == 1 {
-        ClusterSpecifier::Cluster(destination_cluster(push, &rule.route[0].destination, port))
+    // A lone destination takes all traffic whatever its weight; otherwise zero weights
+    // are dropped and Envoy splits over the sum of the rest, so weights need not add up
+    // to 100.
+    let weighted: Vec<&HttpRouteDestination> = if rule.route.len() == 1 {
+        rule.route.iter().collect()
     } else {
-        ClusterSpecifier::WeightedClusters(WeightedCluster {
-            clusters: rule
-                .route
-                .iter()
-                .filter(|d| d.weight.unwrap_or(0) > 0)
-                .map(|d| ClusterWeight {
-                    name: destination_cluster(push, &d.destination, port),
-                    weight: Some(UInt32Value {
-                        value: d.weight.unwrap_or(0),
-                    }),
-                    request_headers_to_add: header_adds(
-                        d.headers.as_ref().and_then(|h| h.request.as_ref()),
-                    ),
-                    response_headers_to_add: header_adds(
-                        d.headers.as_ref().and_then(|h| h.response.as_ref()),
-                    ),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        })
+        rule.route
+            .iter()
+            .filter(|d| d.weight.unwrap_or(0) > 0)
+            .collect()
+    };
+    let (cluster_specifier, dest_headers) = match weighted.as_slice() {
+        [] => return None,
+        [only] => (
+            ClusterSpecifier::Cluster(destination_cluster(push, &only.destination, port)),
+            only.headers.as_ref(),
+        ),
+        many => (
+            ClusterSpecifier::WeightedClusters(WeightedCluster {
+                clusters: many
+                    .iter()
+                    .map(|d| ClusterWeight {
+                        name: destination_cluster(push, &d.destination, port),
+                        weight: Some(UInt32Value {
+                            value: d.weight.unwrap_or(0),
+                        }),
+                        request_headers_to_add: header_adds(
+                            d.headers.as_ref().and_then(|h| h.request.as_ref()),
+                        ),
+                        response_headers_to_add: header_adds(
+                            d.headers.as_ref().and_then(|h| h.response.as_ref()),
+                        ),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            None,
+        ),
     };
     let timeout = rule
         .timeout
@@ -286,7 +333,7 @@ fn action(push: &PushContext, rule: &HttpRoute, port: u16, proxyless: bool) -> A
             port,
         )
     }));
-    Action::Route(RouteAction {
+    let action = Action::Route(RouteAction {
         cluster_specifier: Some(cluster_specifier),
         timeout: Some(duration(timeout)),
         max_stream_duration: (proxyless && !timeout.is_zero()).then(|| {
@@ -308,7 +355,8 @@ fn action(push: &PushContext, rule: &HttpRoute, port: u16, proxyless: bool) -> A
             .map(|r| HostRewriteSpecifier::HostRewriteLiteral(r.authority.clone())),
         request_mirror_policies: mirrors,
         ..Default::default()
-    })
+    });
+    Some((action, dest_headers))
 }
 
 fn mirror_policy(
@@ -392,3 +440,8 @@ pub fn duration(d: StdDuration) -> Duration {
         nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }
+
+pub mod fault;
+
+#[cfg(test)]
+mod tests;
