@@ -20,9 +20,10 @@ build:
 release:
 	$(CARGO) build --release -p pilot --bin pilot-discovery
 
-## image: the hardened pilot images (see docs/); for now, the release binary
+## image: the hardened runtime and dev images of the release binary under out/ (docs/image.md)
 image: release
-	@echo "built target/release/pilot-discovery"
+	$(CARGO) build --release -p imagebuilder
+	target/release/imagebuilder build --binary target/release/pilot-discovery --out out
 
 ## run: istiod locally on the example mesh (no cluster needed)
 run:

@@ -2,7 +2,8 @@
 # Installs the Debian packages that `make test` and `make image` need, if missing.
 set -euo pipefail
 
-packages=(python3 python3-venv python3-pip openssl ca-certificates)
+packages=(python3 python3-venv python3-pip openssl ca-certificates
+  gpgv debian-archive-keyring binutils skopeo umoci docker-registry apache2-utils)
 
 missing=()
 for p in "${packages[@]}"; do
