@@ -75,11 +75,15 @@ impl App {
 
         // Config: load everything once before serving, so the first push is complete.
         let store = ConfigStore::new();
-        let changes = store.subscribe();
         let source = DirSource::new(&args.config_dir, store.clone(), file_metrics);
+        let watch = source
+            .watch()
+            .with_context(|| format!("watching --configDir {}", args.config_dir))?;
         source
             .sync()
             .with_context(|| format!("reading --configDir {}", args.config_dir))?;
+        // Subscribed after the initial load: the first push context already has it.
+        let changes = store.subscribe();
         let discovery = DiscoveryServer::new(
             features.clone(),
             xds_metrics,
@@ -90,7 +94,7 @@ impl App {
         let mut tasks = JoinSet::new();
         tasks.spawn({
             let shutdown = shutdown.clone();
-            async move { source.run(shutdown).await }
+            async move { source.run(watch, shutdown).await }
         });
         tasks.spawn({
             let (d, store, mesh, domain, shutdown) = (
@@ -138,7 +142,8 @@ impl App {
         };
 
         // Secure gRPC (15012: xDS + CA over TLS): the CA subsystem.
-        let secure_grpc_addr = start_secure(&args, &mesh, &ads, &mut registry, &shutdown, &mut tasks).await?;
+        let secure_grpc_addr =
+            start_secure(&args, &mesh, &ads, &mut registry, &shutdown, &mut tasks).await?;
 
         let registry = Arc::new(Mutex::new(registry));
         let debug_state = DebugState {
@@ -247,8 +252,13 @@ async fn start_secure(
     if !mesh.trust_domain.is_empty() {
         config.trust_domain = mesh.trust_domain.clone();
     }
-    let opts = ca::SecureOptions::from_flags(&args.ca_cert_file, &args.tls_cert_file, &args.tls_key_file, &args.tls_min_version)
-        .map_err(anyhow::Error::msg)?;
+    let opts = ca::SecureOptions::from_flags(
+        &args.ca_cert_file,
+        &args.tls_cert_file,
+        &args.tls_key_file,
+        &args.tls_min_version,
+    )
+    .map_err(anyhow::Error::msg)?;
     let ca = Arc::new(ca::Ca::new(config, opts, registry).context("starting the CA")?);
     tasks.spawn({
         let (ca, shutdown) = (ca.clone(), shutdown.clone());
@@ -266,7 +276,8 @@ async fn start_secure(
     };
     let addr = listener.local_addr()?;
     let routes = ca.add_service(tonic::service::Routes::new(
-        AggregatedDiscoveryServiceServer::new(ads.clone()).max_decoding_message_size(MAX_RECV_MSG_SIZE),
+        AggregatedDiscoveryServiceServer::new(ads.clone())
+            .max_decoding_message_size(MAX_RECV_MSG_SIZE),
     ));
     let (authn, shutdown) = (ca.authn(), shutdown.clone());
     tasks.spawn(async move {

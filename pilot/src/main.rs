@@ -72,6 +72,7 @@ fn init_logging(levels: &str, json: bool) {
         EnvFilter::try_new(directives.join(",")).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -102,18 +102,37 @@ impl DirSource {
         self.store.record_error(source, error);
     }
 
-    /// Syncs, then rescans on every change in the folder until `shutdown` fires.
-    pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+    /// Starts watching the folder. Call before the first [`DirSource::sync`], so that no
+    /// change between the initial load and the watch is missed.
+    pub fn watch(&self) -> notify::Result<DirWatch> {
+        let (tx, rx) = mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            // The receiver only needs a nudge; the folder is rescanned as a whole.
-            let _ = tx.send(ev.map(|_| ()));
+            // Reading the files ourselves produces access events: only changes matter. The
+            // receiver only needs a nudge; the folder is rescanned as a whole.
+            match ev {
+                Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => {}
+                other => {
+                    let _ = tx.send(other.map(|_| ()));
+                }
+            }
         })?;
         watcher.watch(&self.dir, RecursiveMode::Recursive)?;
+        Ok(DirWatch {
+            _watcher: watcher,
+            events: rx,
+        })
+    }
+
+    /// Rescans on every change in the folder until `shutdown` fires.
+    pub async fn run(
+        self,
+        mut watch: DirWatch,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                ev = rx.recv() => {
+                ev = watch.events.recv() => {
                     match ev {
                         None => return Ok(()),
                         Some(Err(e)) => warn!(error = %e, "watching config dir"),
@@ -121,7 +140,7 @@ impl DirSource {
                     }
                     // Coalesce a burst of events (an editor writes, renames, chmods).
                     tokio::time::sleep(SETTLE).await;
-                    while rx.try_recv().is_ok() {}
+                    while watch.events.try_recv().is_ok() {}
                     if let Err(e) = self.sync() {
                         warn!(dir = %self.dir.display(), error = %e, "rescanning config dir");
                     }
@@ -129,6 +148,12 @@ impl DirSource {
             }
         }
     }
+}
+
+/// An active watch on a config folder.
+pub struct DirWatch {
+    _watcher: notify::RecommendedWatcher,
+    events: mpsc::UnboundedReceiver<notify::Result<()>>,
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

@@ -78,7 +78,8 @@ impl Watch {
         nonce: &str,
         error: Option<String>,
     ) -> Decision {
-        if !nonce.is_empty() && nonce != self.nonce_sent {
+        // A first request carrying a nonce is a proxy reconnecting with what it had: answer.
+        if !first && !nonce.is_empty() && nonce != self.nonce_sent {
             return Decision::StaleNonce;
         }
         if let Some(e) = error {
@@ -88,7 +89,7 @@ impl Watch {
         let requested: BTreeSet<String> = names.iter().cloned().collect();
         let previous = std::mem::replace(&mut self.resource_names, names.to_vec());
         let previous: BTreeSet<String> = previous.into_iter().collect();
-        if !nonce.is_empty() {
+        if !nonce.is_empty() && !first {
             self.nonce_acked = nonce.to_owned();
             self.version_acked = self.version_sent.clone();
             self.last_error = None;

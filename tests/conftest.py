@@ -1,0 +1,104 @@
+"""Shared fixtures for end-to-end tests: the pilot-discovery binary, free ports, a running istiod."""
+
+import os
+import pathlib
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def pilot_binary() -> str:
+    path = os.environ.get("PILOT_DISCOVERY") or str(ROOT / "target" / "debug" / "pilot-discovery")
+    if not os.path.exists(path):
+        pytest.fail(f"pilot-discovery binary not found at {path}; run `cargo build -p pilot` or set PILOT_DISCOVERY")
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - surfaced in the failure message below
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
+
+
+class Istiod:
+    """A pilot-discovery process on ephemeral loopback ports."""
+
+    def __init__(self, config_dir: pathlib.Path, log_path: pathlib.Path, extra_args=(), env=None):
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.monitoring_port = free_port()
+        args = [
+            pilot_binary(), "discovery",
+            "--registries=",
+            "--configDir", str(config_dir),
+            "--meshConfig", str(config_dir / ".." / "mesh-does-not-exist"),
+            "--grpcAddr", f"127.0.0.1:{self.grpc_port}",
+            "--httpAddr", f"127.0.0.1:{self.http_port}",
+            "--monitoringAddr", f"127.0.0.1:{self.monitoring_port}",
+            "--secureGRPCAddr=", "--httpsAddr=",
+            *extra_args,
+        ]
+        full_env = dict(os.environ)
+        full_env.update({"PILOT_DEBOUNCE_AFTER": "50ms", "RUST_BACKTRACE": "1"})
+        full_env.update(env or {})
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
+        wait_until(self.ready, timeout=30, what="istiod /ready")
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"pilot-discovery exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/ready", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def get(self, path: str, port: int | None = None) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port or self.http_port}{path}", timeout=5) as r:
+            return r.read().decode()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def istiod_factory(tmp_path):
+    started = []
+
+    def start(config_dir, **kw):
+        d = Istiod(config_dir, tmp_path / f"istiod-{len(started)}.log", **kw)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
