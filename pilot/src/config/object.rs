@@ -35,13 +35,13 @@ pub enum Spec {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     Pod(Box<Pod>),
-    ServiceEntry(istio::ServiceEntry),
-    WorkloadEntry(istio::WorkloadEntry),
-    VirtualService(istio::VirtualService),
-    DestinationRule(istio::DestinationRule),
-    Sidecar(istio::Sidecar),
-    Gateway(istio::Gateway),
-    PeerAuthentication(istio::PeerAuthentication),
+    ServiceEntry(Box<istio::ServiceEntry>),
+    WorkloadEntry(Box<istio::WorkloadEntry>),
+    VirtualService(Box<istio::VirtualService>),
+    DestinationRule(Box<istio::DestinationRule>),
+    Sidecar(Box<istio::Sidecar>),
+    Gateway(Box<istio::Gateway>),
+    PeerAuthentication(Box<istio::PeerAuthentication>),
 }
 
 /// One configuration object.
@@ -196,27 +196,27 @@ fn to_config(doc: usize, kind: Kind, value: serde_json::Value) -> Result<Config,
         Kind::Pod => Spec::Pod(Box::new(
             serde_json::from_value(whole(&value)).map_err(|e| spec_err("Pod", e))?,
         )),
-        Kind::ServiceEntry => Spec::ServiceEntry(
+        Kind::ServiceEntry => Spec::ServiceEntry(Box::new(
             serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        ),
-        Kind::WorkloadEntry => Spec::WorkloadEntry(
+        )),
+        Kind::WorkloadEntry => Spec::WorkloadEntry(Box::new(
             serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        ),
-        Kind::VirtualService => Spec::VirtualService(
+        )),
+        Kind::VirtualService => Spec::VirtualService(Box::new(
             serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        ),
-        Kind::DestinationRule => Spec::DestinationRule(
+        )),
+        Kind::DestinationRule => Spec::DestinationRule(Box::new(
             serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        ),
-        Kind::Sidecar => Spec::Sidecar(
+        )),
+        Kind::Sidecar => Spec::Sidecar(Box::new(
             serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        ),
-        Kind::Gateway => Spec::Gateway(
+        )),
+        Kind::Gateway => Spec::Gateway(Box::new(
             serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        ),
-        Kind::PeerAuthentication => Spec::PeerAuthentication(
+        )),
+        Kind::PeerAuthentication => Spec::PeerAuthentication(Box::new(
             serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        ),
+        )),
     };
     Ok(Config {
         key: ConfigKey {

@@ -88,11 +88,10 @@ impl MeshConfig {
                 path: path.to_owned(),
                 source,
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut m = MeshConfig::default();
-                m.root_namespace = istiod_namespace.to_owned();
-                m
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MeshConfig {
+                root_namespace: istiod_namespace.to_owned(),
+                ..MeshConfig::default()
+            },
             Err(source) => {
                 return Err(MeshConfigError::Read {
                     path: path.to_owned(),

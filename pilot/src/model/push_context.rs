@@ -66,7 +66,7 @@ impl PushContext {
             let ns = &c.key.namespace;
             match &c.spec {
                 Spec::VirtualService(vs) => {
-                    let mut vs = vs.clone();
+                    let mut vs = vs.as_ref().clone();
                     vs.hosts = vs
                         .hosts
                         .iter()
@@ -96,7 +96,7 @@ impl PushContext {
                     }));
                 }
                 Spec::DestinationRule(dr) => {
-                    let mut dr = dr.clone();
+                    let mut dr = dr.as_ref().clone();
                     dr.host = resolve_host(&dr.host, ns, domain);
                     destination_rules
                         .entry(dr.host.clone())
@@ -112,7 +112,7 @@ impl PushContext {
                     name: c.key.name.clone(),
                     namespace: ns.clone(),
                     export_to: ExportTo::All,
-                    spec: sc.clone(),
+                    spec: sc.as_ref().clone(),
                 })),
                 _ => {}
             }

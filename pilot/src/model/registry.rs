@@ -226,7 +226,7 @@ fn service_entries(snapshot: &Snapshot, trust_domain: &str, index: &mut ServiceI
     let workload_entries: Vec<(&str, &BTreeMap<String, String>, &WorkloadEntry)> = snapshot
         .of_kind(Kind::WorkloadEntry)
         .filter_map(|c| match &c.spec {
-            Spec::WorkloadEntry(we) => Some((c.key.namespace.as_str(), &c.labels, we)),
+            Spec::WorkloadEntry(we) => Some((c.key.namespace.as_str(), &c.labels, we.as_ref())),
             _ => None,
         })
         .collect();
