@@ -41,14 +41,14 @@ pub struct BuildOptions {
 }
 
 /// What a build wrote.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Refs {
     pub index: String,
     pub images: Vec<ImageRefs>,
 }
 
 /// Digests and sizes of one written image.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ImageRefs {
     pub variant: String,
     pub reference: String,

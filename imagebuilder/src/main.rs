@@ -6,6 +6,7 @@ mod debian;
 mod image;
 mod layer;
 mod policy;
+mod registry;
 mod variant;
 
 use std::path::PathBuf;
@@ -28,6 +29,59 @@ enum Cmd {
     Build(BuildArgs),
     /// Build twice and fail unless every digest is identical.
     VerifyReproducible(BuildArgs),
+    /// Push a build's images, with their SBOMs as referrers, to a registry.
+    Push(PushArgs),
+}
+
+#[derive(Debug, Args)]
+struct PushArgs {
+    /// Build output directory to push.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Registry host[:port].
+    #[arg(long, default_value = "dhi.io")]
+    registry: String,
+    /// Mirror namespace: pushes to `<registry>/<NS>/dhi-istio-pilot` (repeatable; blobs of
+    /// the first are mounted into the next).
+    #[arg(long = "namespace")]
+    namespaces: Vec<String>,
+    /// Repository path when no namespace is given.
+    #[arg(long, default_value = "istio-pilot")]
+    repository: String,
+    /// Additional tag of the runtime image (the dev image gets `<tag>-dev`); repeatable.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Talk plain HTTP to the registry.
+    #[arg(long)]
+    plain_http: bool,
+    /// Accept a self-signed or otherwise unverifiable TLS certificate.
+    #[arg(long)]
+    insecure: bool,
+    /// Docker config file with credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).
+    #[arg(long)]
+    docker_config: Option<PathBuf>,
+}
+
+impl PushArgs {
+    fn options(self) -> registry::push::PushOptions {
+        let repositories = if self.namespaces.is_empty() {
+            vec![self.repository]
+        } else {
+            self.namespaces
+                .iter()
+                .map(|ns| format!("{}/dhi-istio-pilot", ns.trim_matches('/')))
+                .collect()
+        };
+        registry::push::PushOptions {
+            out: self.out,
+            registry: self.registry,
+            repositories,
+            extra_tags: self.tags,
+            plain_http: self.plain_http,
+            insecure: self.insecure,
+            docker_config: self.docker_config,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +210,13 @@ fn main() -> Result<()> {
         Cmd::VerifyReproducible(a) => {
             let refs = assemble::verify_reproducible(&a.options()?)?;
             println!("reproducible: index {}", refs.index);
+        }
+        Cmd::Push(a) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let pushed = rt.block_on(registry::push::push(&a.options()))?;
+            println!("{}", serde_json::to_string_pretty(&pushed)?);
         }
     }
     Ok(())
