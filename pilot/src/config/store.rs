@@ -56,7 +56,7 @@ impl Snapshot {
 
 #[derive(Default)]
 struct Inner {
-    by_source: BTreeMap<String, Vec<Arc<Config>>>,
+    by_source: BTreeMap<String, BTreeMap<ConfigKey, Arc<Config>>>,
     errors: BTreeMap<String, String>,
     revision: u64,
 }
@@ -89,11 +89,44 @@ impl ConfigStore {
         if !configs.is_empty() {
             inner.by_source.insert(
                 source.to_owned(),
-                configs.into_iter().map(Arc::new).collect(),
+                configs
+                    .into_iter()
+                    .map(|c| (c.key.clone(), Arc::new(c)))
+                    .collect(),
             );
         }
         if !changes.is_empty() {
             inner.revision += 1;
+        }
+        drop(inner);
+        self.notify(&changes);
+        changes
+    }
+
+    /// Adds or replaces one object of `source` (a watch event). Returns what changed.
+    pub fn upsert(&self, source: &str, config: Config) -> ChangeSet {
+        let mut inner = self.write();
+        let objects = inner.by_source.entry(source.to_owned()).or_default();
+        let mut changes = ChangeSet::default();
+        if objects.get(&config.key).is_none_or(|old| **old != config) {
+            changes.kinds.insert(config.key.kind);
+            objects.insert(config.key.clone(), Arc::new(config));
+            inner.revision += 1;
+        }
+        drop(inner);
+        self.notify(&changes);
+        changes
+    }
+
+    /// Removes one object of `source`. Returns what changed.
+    pub fn delete(&self, source: &str, key: &ConfigKey) -> ChangeSet {
+        let mut inner = self.write();
+        let mut changes = ChangeSet::default();
+        if let Some(objects) = inner.by_source.get_mut(source) {
+            if objects.remove(key).is_some() {
+                changes.kinds.insert(key.kind);
+                inner.revision += 1;
+            }
         }
         drop(inner);
         self.notify(&changes);
@@ -129,7 +162,7 @@ impl ConfigStore {
         let inner = self.read();
         let mut configs = BTreeMap::new();
         for objects in inner.by_source.values() {
-            for c in objects {
+            for c in objects.values() {
                 configs.entry(c.key.clone()).or_insert_with(|| c.clone());
             }
         }
@@ -169,8 +202,8 @@ impl ConfigStore {
 }
 
 /// The kinds whose objects differ between two sets.
-fn diff(old: &[Arc<Config>], new: &[Config]) -> ChangeSet {
-    let old: BTreeMap<&ConfigKey, &Config> = old.iter().map(|c| (&c.key, c.as_ref())).collect();
+fn diff(old: &BTreeMap<ConfigKey, Arc<Config>>, new: &[Config]) -> ChangeSet {
+    let old: BTreeMap<&ConfigKey, &Config> = old.iter().map(|(k, c)| (k, c.as_ref())).collect();
     let new: BTreeMap<&ConfigKey, &Config> = new.iter().map(|c| (&c.key, c)).collect();
     let mut kinds = BTreeSet::new();
     for (k, v) in &new {
@@ -235,6 +268,21 @@ mod tests {
         assert_eq!(snap.configs.len(), 1);
         assert_eq!(snap.errors.len(), 1);
         store.remove_source("f.yaml");
+        assert!(store.snapshot().configs.is_empty());
+        let svc = objects(SVC).remove(0);
+        assert_eq!(
+            store.upsert("kube", svc.clone()).kinds,
+            BTreeSet::from([Kind::Service])
+        );
+        assert!(
+            store.upsert("kube", svc.clone()).is_empty(),
+            "same object, no change"
+        );
+        assert_eq!(
+            store.delete("kube", &svc.key).kinds,
+            BTreeSet::from([Kind::Service])
+        );
+        assert!(store.delete("kube", &svc.key).is_empty());
         let snap = store.snapshot();
         assert!(snap.configs.is_empty() && snap.errors.is_empty());
     }
