@@ -42,6 +42,10 @@ pub enum Spec {
     Sidecar(Box<istio::Sidecar>),
     Gateway(Box<istio::Gateway>),
     PeerAuthentication(Box<istio::PeerAuthentication>),
+    /// A kind istiod stores (for validation, debugging, later features) but does not yet
+    /// turn into xDS: kept as its manifest in [`Config::raw`].
+    Node(Box<k8s_openapi::api::core::v1::Node>),
+    Other,
 }
 
 /// One configuration object.
@@ -146,7 +150,7 @@ fn collect(doc: usize, value: serde_json::Value, out: &mut Parsed) -> Result<(),
     Ok(())
 }
 
-fn to_config(doc: usize, kind: Kind, value: serde_json::Value) -> Result<Config, ParseError> {
+pub fn to_config(doc: usize, kind: Kind, value: serde_json::Value) -> Result<Config, ParseError> {
     let meta: Metadata = match value.get("metadata") {
         Some(m) => serde_json::from_value(m.clone()).map_err(|source| ParseError::Spec {
             doc,
@@ -217,6 +221,10 @@ fn to_config(doc: usize, kind: Kind, value: serde_json::Value) -> Result<Config,
         Kind::PeerAuthentication => Spec::PeerAuthentication(Box::new(
             serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
         )),
+        Kind::Node => Spec::Node(Box::new(
+            serde_json::from_value(whole(&value)).map_err(|e| spec_err("Node", e))?,
+        )),
+        _ => Spec::Other,
     };
     Ok(Config {
         key: ConfigKey {

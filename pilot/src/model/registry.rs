@@ -47,7 +47,8 @@ pub fn build(snapshot: &Snapshot, domain: &str, trust_domain: &str) -> ServiceIn
             }
         }
     }
-    kube_services(snapshot, domain, trust_domain, &mut index);
+    let localities = node_localities(snapshot);
+    kube_services(snapshot, domain, trust_domain, &localities, &mut index);
     service_entries(snapshot, trust_domain, &mut index);
     index.services.sort_by(|a, b| {
         a.hostname
@@ -90,7 +91,30 @@ fn pod_info(
     ))
 }
 
-fn kube_services(snapshot: &Snapshot, domain: &str, trust_domain: &str, index: &mut ServiceIndex) {
+/// `region/zone/subzone` of each node, from its topology labels.
+fn node_localities(snapshot: &Snapshot) -> HashMap<String, String> {
+    snapshot
+        .of_kind(Kind::Node)
+        .map(|c| {
+            let label = |k: &str| c.labels.get(k).map_or("", |v| v.as_str());
+            let locality = format!(
+                "{}/{}/{}",
+                label("topology.kubernetes.io/region"),
+                label("topology.kubernetes.io/zone"),
+                label("topology.istio.io/subzone")
+            );
+            (c.key.name.clone(), locality)
+        })
+        .collect()
+}
+
+fn kube_services(
+    snapshot: &Snapshot,
+    domain: &str,
+    trust_domain: &str,
+    localities: &HashMap<String, String>,
+    index: &mut ServiceIndex,
+) {
     // Slices grouped by (namespace, service name).
     let mut slices: HashMap<(&str, &str), Vec<&k8s_openapi::api::discovery::v1::EndpointSlice>> =
         HashMap::new();
@@ -175,10 +199,12 @@ fn kube_services(snapshot: &Snapshot, domain: &str, trust_domain: &str, index: &
                 } else {
                     Health::Unhealthy
                 };
+                // The node's topology labels, else the slice's zone hint.
                 let locality = ep
-                    .zone
+                    .node_name
                     .as_ref()
-                    .map(|z| format!("/{z}/"))
+                    .and_then(|n| localities.get(n).cloned())
+                    .or_else(|| ep.zone.as_ref().map(|z| format!("/{z}/")))
                     .unwrap_or_default();
                 for addr in &ep.addresses {
                     let pod = index.pods_by_ip.get(addr);
@@ -393,6 +419,11 @@ endpoints:
   zone: zone-a
 - addresses: [10.1.0.2]
   conditions: {ready: false}
+  nodeName: node-1
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-1, labels: {topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z1}}
 ---
 apiVersion: v1
 kind: Pod
@@ -416,6 +447,7 @@ status: {podIP: 10.1.0.1}
         );
         assert_eq!(eps[0].locality, "/zone-a/");
         assert_eq!(eps[1].health, Health::Unhealthy);
+        assert_eq!(eps[1].locality, "r1/z1/");
     }
 
     #[test]
