@@ -216,7 +216,7 @@ pub fn inbound_ports<'a>(push: &'a PushContext, ips: &[String]) -> Vec<InboundPo
     let mut by_port: BTreeMap<u16, InboundPort<'a>> = BTreeMap::new();
     for svc in &push.services {
         for e in push.endpoints(&svc.hostname) {
-            if !ips.iter().any(|ip| *ip == e.address) {
+            if !ips.contains(&e.address) {
                 continue;
             }
             let Some(port) = svc.port(e.service_port) else {

@@ -202,7 +202,6 @@ fn tcp_proxy(ctx: &GenContext<'_>, svc: &Service, port: u16) -> TcpProxy {
                     ..Default::default()
                 })
                 .collect(),
-            ..Default::default()
         }),
     };
     let stat_prefix = match &specifier {
@@ -338,7 +337,7 @@ fn http_inspector(served: &[InboundPort<'_>]) -> ListenerFilter {
         config_type: Some(listener_filter::ConfigType::TypedConfig(any(
             &HttpInspector::default(),
         ))),
-        filter_disabled: (!rules.is_empty()).then(|| ListenerFilterChainMatchPredicate {
+        filter_disabled: (!rules.is_empty()).then_some(ListenerFilterChainMatchPredicate {
             rule: Some(Rule::OrMatch(MatchSet { rules })),
         }),
     }
