@@ -12,6 +12,7 @@ use axum::Router;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +21,8 @@ use tracing::{info, warn};
 use crate::ca;
 use crate::config::args::{listen_addr, DiscoveryArgs, Features};
 use crate::config::file::{self, DirSource};
-use crate::config::ConfigStore;
+use crate::config::{ConfigStore, Kind};
+use crate::kube as kube_source;
 use crate::model::MeshConfig;
 use crate::server::debug::{self, DebugState};
 use crate::server::{http, monitoring};
@@ -51,37 +53,25 @@ impl App {
     /// Loads config, binds every listener and starts serving. Listeners on port 0 get
     /// ephemeral ports, reported in the returned [`App`].
     pub async fn start(args: DiscoveryArgs, features: Features) -> anyhow::Result<App> {
-        let registries: Vec<&str> = args
-            .registries
-            .iter()
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if let Some(r) = registries.iter().find(|r| **r != "Mock") {
-            anyhow::bail!(
-                "service registry {r:?} is not available in this build; run with --registries= --configDir DIR to serve a folder of manifests"
-            );
-        }
-        if args.config_dir.is_empty() {
-            anyhow::bail!(
-                "no configuration source: pass --configDir DIR (a folder of Kubernetes-style YAML)"
-            );
-        }
-        let mesh = MeshConfig::load(&args.mesh_config, &args.namespace)?;
         let mut registry = Registry::default();
         let xds_metrics = metrics::Metrics::new(&mut registry);
         let file_metrics = file::Metrics::new(&mut registry);
         let ready = Arc::new(AtomicBool::new(false));
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
 
-        // Config: load everything once before serving, so the first push is complete.
+        // Config: every source loads once before serving, so the first push is complete.
         let store = ConfigStore::new();
-        let source = DirSource::new(&args.config_dir, store.clone(), file_metrics);
-        let watch = source
-            .watch()
-            .with_context(|| format!("watching --configDir {}", args.config_dir))?;
-        source
-            .sync()
-            .with_context(|| format!("reading --configDir {}", args.config_dir))?;
+        let mesh_rx = start_sources(
+            &args,
+            &features,
+            &store,
+            file_metrics,
+            &shutdown,
+            &mut tasks,
+        )
+        .await?;
+        let mesh = mesh_rx.borrow().clone();
         // Subscribed after the initial load: the first push context already has it.
         let changes = store.subscribe();
         let discovery = DiscoveryServer::new(
@@ -89,23 +79,16 @@ impl App {
             xds_metrics,
             build_push(&store, &mesh, &args.domain),
         );
-
-        let shutdown = CancellationToken::new();
-        let mut tasks = JoinSet::new();
         tasks.spawn({
-            let shutdown = shutdown.clone();
-            async move { source.run(watch, shutdown).await }
-        });
-        tasks.spawn({
-            let (d, store, mesh, domain, shutdown) = (
+            let (d, store, domain, shutdown) = (
                 discovery.clone(),
                 store.clone(),
-                mesh.clone(),
                 args.domain.clone(),
                 shutdown.clone(),
             );
             async move {
-                d.run_pushes(store, changes, mesh, domain, shutdown).await;
+                d.run_pushes(store, changes, mesh_rx, domain, shutdown)
+                    .await;
                 Ok(())
             }
         });
@@ -227,6 +210,72 @@ impl App {
         }
         result
     }
+}
+
+/// Starts the config sources the flags ask for (`--configDir`, `--registries Kubernetes`)
+/// and waits for their initial load. Returns the live mesh config.
+async fn start_sources(
+    args: &DiscoveryArgs,
+    features: &Features,
+    store: &ConfigStore,
+    file_metrics: file::Metrics,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<watch::Receiver<MeshConfig>> {
+    let mut kubernetes = false;
+    for r in args
+        .registries
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        match r {
+            "Kubernetes" => kubernetes = true,
+            "Mock" => {}
+            other => anyhow::bail!("unknown service registry {other:?} in --registries (want Kubernetes, or empty with --configDir)"),
+        }
+    }
+    if !kubernetes && args.config_dir.is_empty() {
+        anyhow::bail!("no configuration source: pass --configDir DIR (a folder of Kubernetes-style YAML) or --registries Kubernetes");
+    }
+    let mesh_file_exists = std::path::Path::new(&args.mesh_config).exists();
+    let mesh = MeshConfig::load(&args.mesh_config, &args.namespace)?;
+    let (mesh_tx, mesh_rx) = watch::channel(mesh);
+
+    if !args.config_dir.is_empty() {
+        let source = DirSource::new(&args.config_dir, store.clone(), file_metrics);
+        let dir_watch = source
+            .watch()
+            .with_context(|| format!("watching --configDir {}", args.config_dir))?;
+        source
+            .sync()
+            .with_context(|| format!("reading --configDir {}", args.config_dir))?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { source.run(dir_watch, shutdown).await });
+    }
+
+    if kubernetes {
+        let client = kube_source::client(&args.kubeconfig).await?;
+        let source =
+            kube_source::KubeSource::new(client.clone(), store.clone(), Kind::ALL.to_vec());
+        let sync = source.sync.clone();
+        tasks.spawn({
+            let shutdown = shutdown.clone();
+            async move { source.run(shutdown).await }
+        });
+        if !mesh_file_exists {
+            // A mesh file wins, as upstream; else the `istio[-<rev>]` ConfigMap, live.
+            let (namespace, revision) = (args.namespace.clone(), features.revision.clone());
+            tasks.spawn(async move {
+                kube_source::mesh::watch_mesh(client, namespace, revision, mesh_tx).await;
+                Ok(())
+            });
+        }
+        info!("waiting for the initial sync of Kubernetes resources");
+        sync.wait().await;
+        info!("Kubernetes resources synced");
+    }
+    Ok(mesh_rx)
 }
 
 async fn ready_handler(

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod ca;
 pub mod config;
+pub mod kube;
 pub mod model;
 pub mod security;
 pub mod server;

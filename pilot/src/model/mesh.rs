@@ -82,24 +82,41 @@ impl MeshConfig {
     /// Loads the file at `path`; a missing file gives the defaults, as upstream does.
     /// `root_namespace` defaults to istiod's namespace.
     pub fn load(path: &str, istiod_namespace: &str) -> Result<MeshConfig, MeshConfigError> {
-        let mut mesh = match std::fs::read_to_string(path) {
-            Ok(text) if text.trim().is_empty() => MeshConfig::default(),
-            Ok(text) => serde_yaml::from_str(&text).map_err(|source| MeshConfigError::Parse {
-                path: path.to_owned(),
-                source,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MeshConfig {
-                root_namespace: istiod_namespace.to_owned(),
-                ..MeshConfig::default()
-            },
-            Err(source) => {
-                return Err(MeshConfigError::Read {
+        match std::fs::read_to_string(path) {
+            Ok(text) => MeshConfig::from_yaml(&text, istiod_namespace).map_err(|source| {
+                MeshConfigError::Parse {
                     path: path.to_owned(),
                     source,
+                }
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                MeshConfig::from_yaml("", istiod_namespace).map_err(|source| {
+                    MeshConfigError::Parse {
+                        path: path.to_owned(),
+                        source,
+                    }
                 })
             }
-        };
-        if mesh.root_namespace.is_empty() {
+            Err(source) => Err(MeshConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses mesh config YAML (empty text gives the defaults).
+    pub fn from_yaml(text: &str, istiod_namespace: &str) -> Result<MeshConfig, serde_yaml::Error> {
+        if text.trim().is_empty() {
+            return Ok(MeshConfig {
+                root_namespace: istiod_namespace.to_owned(),
+                ..MeshConfig::default()
+            });
+        }
+        let value: serde_yaml::Value = serde_yaml::from_str(text)?;
+        // Upstream's root namespace defaults to istiod's own namespace.
+        let explicit_root = value.get("rootNamespace").is_some();
+        let mut mesh: MeshConfig = serde_yaml::from_value(value)?;
+        if !explicit_root {
             mesh.root_namespace = istiod_namespace.to_owned();
         }
         Ok(mesh)

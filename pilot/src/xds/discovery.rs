@@ -168,7 +168,7 @@ impl DiscoveryServer {
         self: Arc<Self>,
         store: ConfigStore,
         mut changes: tokio::sync::mpsc::UnboundedReceiver<ChangeSet>,
-        mesh: MeshConfig,
+        mut mesh: watch::Receiver<MeshConfig>,
         domain: String,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
@@ -177,10 +177,25 @@ impl DiscoveryServer {
             max: self.features.debounce_max,
             eds: self.features.enable_eds_debounce,
         };
+        let mut mesh_live = true;
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 b = debounce.next(&mut changes) => match b { Some(b) => b, None => return },
+                changed = mesh.changed(), if mesh_live => {
+                    if changed.is_err() {
+                        // A fixed mesh config (a file): nothing more will come.
+                        mesh_live = false;
+                        continue;
+                    }
+                    // Mesh config changes everything: a full push, as upstream.
+                    self.metrics.push_triggers.get_or_create(&Metrics::label("global")).inc();
+                    let current = mesh.borrow_and_update().clone();
+                    let push = build_push(&store, &current, &domain);
+                    info!(version = %push.version, "mesh config changed; pushing");
+                    self.publish(push, true, Instant::now());
+                    continue;
+                }
             };
             self.metrics
                 .debounce_time
@@ -198,7 +213,8 @@ impl DiscoveryServer {
                 .get_or_create(&Metrics::label(reason))
                 .inc();
             let started = std::time::Instant::now();
-            let push = build_push(&store, &mesh, &domain);
+            let current = mesh.borrow().clone();
+            let push = build_push(&store, &current, &domain);
             self.metrics
                 .push_context_init
                 .observe(started.elapsed().as_secs_f64());
@@ -244,5 +260,68 @@ impl Drop for ConnectionGuard {
             .connections
             .get_or_create(&self.version)
             .dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::object::parse_manifests;
+
+    const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: ns}\nspec: {ports: [{port: 80}]}\n";
+    const SLICE: &str = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: a-1, namespace: ns, labels: {kubernetes.io/service-name: a}}\naddressType: IPv4\nendpoints: [{addresses: [10.0.0.1]}]\n";
+
+    async fn wait_seq(server: &DiscoveryServer, seq: u64) -> Arc<PushEvent> {
+        let mut rx = server.subscribe();
+        let ev = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|e| e.seq >= seq))
+            .await
+            .expect("push within deadline")
+            .expect("sender alive")
+            .clone();
+        ev
+    }
+
+    #[tokio::test]
+    async fn config_endpoint_and_mesh_changes_become_pushes() {
+        let features =
+            Features::from_lookup(|k| (k == "PILOT_DEBOUNCE_AFTER").then(|| "1ms".to_owned()))
+                .unwrap();
+        let store = ConfigStore::new();
+        let server = DiscoveryServer::new(features, Metrics::default(), PushContext::default());
+        let (mesh_tx, mesh_rx) = watch::channel(MeshConfig::default());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(server.clone().run_pushes(
+            store.clone(),
+            store.subscribe(),
+            mesh_rx,
+            "cluster.local".into(),
+            shutdown.clone(),
+        ));
+
+        store.replace_source("f", parse_manifests(SVC).unwrap().configs);
+        let ev = wait_seq(&server, 2).await;
+        assert_eq!(
+            (ev.seq, ev.full_seq),
+            (2, 2),
+            "a service change is a full push"
+        );
+        assert_eq!(ev.push.services.len(), 1);
+
+        store.replace_source("g", parse_manifests(SLICE).unwrap().configs);
+        let ev = wait_seq(&server, 3).await;
+        assert_eq!(
+            (ev.seq, ev.full_seq),
+            (3, 2),
+            "an endpoint change is an EDS push"
+        );
+
+        mesh_tx.send_replace(MeshConfig {
+            trust_domain: "example.org".into(),
+            ..MeshConfig::default()
+        });
+        let ev = wait_seq(&server, 4).await;
+        assert_eq!(ev.full_seq, 4, "a mesh change is a full push");
+        assert_eq!(ev.push.mesh.trust_domain, "example.org");
+        shutdown.cancel();
     }
 }

@@ -18,7 +18,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 
 use super::common::{
-    ads_config_source, any, network_filter, rds_connection_manager, router_filter, HCM_FILTER,
+    ads_config_source, any, fault_filter, network_filter, rds_connection_manager, router_filter,
+    HCM_FILTER,
 };
 use super::eds::socket_address;
 use super::generator::{GenContext, Resource, Subscription};
@@ -56,7 +57,7 @@ pub fn listeners(ctx: &GenContext<'_>, sub: &Subscription) -> Vec<Resource> {
             let svc = find_service(ctx, host)?;
             svc.port(port)?;
             let route = cluster_name(Direction::Outbound, port, "", &svc.hostname);
-            let hcm = rds_connection_manager(&name, &route, vec![router_filter()]);
+            let hcm = rds_connection_manager(&name, &route, vec![fault_filter(), router_filter()]);
             Some(Resource::new(
                 name.clone(),
                 &Listener {

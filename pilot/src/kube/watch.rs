@@ -1,0 +1,214 @@
+//! One watch per kind (kube-runtime watchers: a list, then a watch that resumes from the
+//! last resource version, with backoff on errors), each owning a store source named
+//! `kubernetes/<Kind>`.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use tokio::sync::watch as notify;
+use tracing::{error, info, warn};
+
+use crate::config::object::to_config;
+use crate::config::{Config, ConfigStore, Kind};
+
+/// Tracks which kinds have finished their initial list; `/ready` waits for all of them.
+#[derive(Clone)]
+pub struct SyncTracker {
+    pending: Arc<Mutex<BTreeSet<Kind>>>,
+    synced: notify::Sender<bool>,
+}
+
+impl SyncTracker {
+    pub fn new(kinds: impl IntoIterator<Item = Kind>) -> Self {
+        let pending: BTreeSet<Kind> = kinds.into_iter().collect();
+        let (synced, _) = notify::channel(pending.is_empty());
+        SyncTracker {
+            pending: Arc::new(Mutex::new(pending)),
+            synced,
+        }
+    }
+
+    /// Marks a kind synced (listed, or known to be absent or forbidden).
+    pub fn done(&self, kind: Kind) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.remove(&kind) && pending.is_empty() {
+            self.synced.send_replace(true);
+        }
+    }
+
+    /// Kinds still listing.
+    pub fn pending(&self) -> Vec<Kind> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Resolves once every kind is synced.
+    pub async fn wait(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// Watches every kind istiod reads, cluster-wide.
+pub struct KubeSource {
+    client: kube::Client,
+    store: ConfigStore,
+    kinds: Vec<Kind>,
+    pub sync: SyncTracker,
+}
+
+impl KubeSource {
+    pub fn new(client: kube::Client, store: ConfigStore, kinds: Vec<Kind>) -> Self {
+        let sync = SyncTracker::new(kinds.iter().copied());
+        KubeSource {
+            client,
+            store,
+            kinds,
+            sync,
+        }
+    }
+
+    /// Runs every watch until `shutdown`.
+    pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for kind in self.kinds {
+            let (client, store, sync) =
+                (self.client.clone(), self.store.clone(), self.sync.clone());
+            tasks.spawn(watch_kind(client, kind, store, sync));
+        }
+        shutdown.cancelled().await;
+        tasks.abort_all();
+        Ok(())
+    }
+}
+
+/// The API resource of a kind.
+pub fn api_resource(kind: Kind) -> ApiResource {
+    let api = kind.api();
+    ApiResource {
+        group: api.group.to_owned(),
+        version: api.version.to_owned(),
+        api_version: if api.group.is_empty() {
+            api.version.to_owned()
+        } else {
+            format!("{}/{}", api.group, api.version)
+        },
+        kind: api.kind.to_owned(),
+        plural: api.plural.to_owned(),
+    }
+}
+
+/// What an API error means for a watch.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// The resource is not served (CRD not installed): retry quietly until it appears.
+    NotInstalled,
+    /// istiod's RBAC does not allow it: stop watching this kind.
+    Forbidden,
+    /// Anything else: log and let the backoff retry.
+    Transient,
+}
+
+fn classify(e: &watcher::Error) -> Failure {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
+        watcher::Error::WatchError(s) => s.code,
+        _ => 0,
+    };
+    match code {
+        404 => Failure::NotInstalled,
+        403 => Failure::Forbidden,
+        _ => Failure::Transient,
+    }
+}
+
+async fn watch_kind(client: kube::Client, kind: Kind, store: ConfigStore, sync: SyncTracker) {
+    let ar = api_resource(kind);
+    let api: Api<DynamicObject> = Api::all_with(client, &ar);
+    let source = format!("kubernetes/{kind}");
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut initial: Vec<Config> = Vec::new();
+    let mut warned_missing = false;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => initial.clear(),
+            Ok(Event::InitApply(obj)) => initial.extend(convert(kind, &obj)),
+            Ok(Event::InitDone) => {
+                let n = initial.len();
+                store.replace_source(&source, std::mem::take(&mut initial));
+                if warned_missing {
+                    info!(%kind, "resource is now served; watching it");
+                    warned_missing = false;
+                }
+                info!(%kind, objects = n, "synced");
+                sync.done(kind);
+            }
+            Ok(Event::Apply(obj)) => {
+                if let Some(c) = convert(kind, &obj) {
+                    store.upsert(&source, c);
+                }
+            }
+            Ok(Event::Delete(obj)) => {
+                if let Some(c) = convert(kind, &obj) {
+                    store.delete(&source, &c.key);
+                }
+            }
+            Err(e) => match classify(&e) {
+                Failure::NotInstalled => {
+                    if !warned_missing {
+                        warn!(%kind, group = %ar.group, "resource not served (CRD not installed?); will pick it up when it appears");
+                        warned_missing = true;
+                    }
+                    sync.done(kind);
+                }
+                Failure::Forbidden => {
+                    error!(%kind, error = %e, "forbidden to list/watch; check istiod's RBAC. This kind is disabled; istiod keeps serving the rest");
+                    sync.done(kind);
+                    return;
+                }
+                Failure::Transient => {
+                    warn!(%kind, error = %e, "watch failed; retrying with backoff")
+                }
+            },
+        }
+    }
+}
+
+/// Turns an API object into a store object; one that does not parse is logged and skipped.
+fn convert(kind: Kind, obj: &DynamicObject) -> Option<Config> {
+    let mut value = match serde_json::to_value(obj) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(%kind, error = %e, "cannot encode object");
+            return None;
+        }
+    };
+    // List items come without type metadata.
+    let ar = api_resource(kind);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), ar.api_version.into());
+        map.insert("kind".into(), ar.kind.into());
+    }
+    match to_config(0, kind, value) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warn!(%kind, name = obj.metadata.name.as_deref().unwrap_or(""), error = %e, "skipping object that does not parse");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
