@@ -51,6 +51,11 @@ bench:
 	$(CARGO) bench -p pilot --bench generation
 	$(CARGO) build --release -p pilot --bin pilot-discovery --example push_load
 	target/release/examples/push_load --binary target/release/pilot-discovery
+	$(CARGO) bench -p pilot --bench ca_signing
+	$(CARGO) build --release -p pilot --bin pilot-discovery --example ca_load
+	for root in rsa ec; do for csr in ec rsa; do \
+	  target/release/examples/ca_load --binary target/release/pilot-discovery \
+	    --clients 50 --seconds 10 --csr $$csr --root-key $$root; done; done
 
 ## deps: Debian packages the tests use
 deps: $(STAMPS)/deps
