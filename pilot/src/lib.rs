@@ -12,5 +12,6 @@ pub mod model;
 pub mod security;
 pub mod server;
 pub mod testing;
+pub mod validation;
 pub mod version;
 pub mod xds;
