@@ -1,1 +1,104 @@
-fn main() {}
+//! Single-proxy xDS generation benchmarks, after upstream's `pilot/pkg/xds/bench_test.go`.
+//!
+//! One sidecar (`1.1.1.1`, namespace `default`) against 10, 100 and 1000 Kubernetes
+//! services of the `http` and `tcp` shapes (one endpoint each). Every case measures the
+//! time of one `generate` call for a type (CDS and LDS wildcard; EDS with the clusters the
+//! CDS output names; RDS with the routes the listeners reference) and reports the encoded
+//! size of the response as criterion throughput (bytes) and once on stderr. A separate
+//! group measures building the push context from a store snapshot at 1000 services.
+
+use std::collections::BTreeSet;
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+use pilot::config::object::parse_manifests;
+use pilot::config::ConfigStore;
+use pilot::model::{MeshConfig, PushContext};
+use pilot::testing::{push_context, services_yaml, sidecar};
+use pilot::xds::generator::{generate, GenContext, Resource, Subscription};
+use pilot::xds::{rds, types};
+
+const SIZES: [usize; 3] = [10, 100, 1000];
+const SHAPES: [&str; 2] = ["http", "tcp"];
+
+/// Encoded size of the resources as they travel in a `DiscoveryResponse`.
+fn bytes(resources: &[Resource]) -> u64 {
+    resources
+        .iter()
+        .map(|r| (r.body.type_url.len() + r.body.value.len()) as u64)
+        .sum()
+}
+
+/// The subscriptions an Envoy sidecar holds after its initial exchange.
+fn subscriptions(ctx: &GenContext<'_>) -> Vec<(&'static str, &'static str, Subscription)> {
+    let clusters = generate(types::CLUSTER, ctx, &Subscription::Wildcard).unwrap_or_default();
+    let listeners = generate(types::LISTENER, ctx, &Subscription::Wildcard).unwrap_or_default();
+    let cluster_names: BTreeSet<String> = clusters.iter().map(|c| c.name.clone()).collect();
+    let route_names = rds::referenced_route_names(&listeners);
+    let mut subs = vec![
+        ("cds", types::CLUSTER, Subscription::Wildcard),
+        ("eds", types::ENDPOINT, Subscription::Names(cluster_names)),
+        ("lds", types::LISTENER, Subscription::Wildcard),
+    ];
+    // Like upstream's tcp case: no RDS when no listener references a route.
+    if !route_names.is_empty() {
+        subs.push(("rds", types::ROUTE, Subscription::Names(route_names)));
+    }
+    subs
+}
+
+fn generation(c: &mut Criterion) {
+    let proxy = sidecar("1.1.1.1", "default");
+    for shape in SHAPES {
+        for n in SIZES {
+            let push = push_context(&services_yaml(n, shape));
+            let scope = push.sidecar_scope(&proxy);
+            let ctx = GenContext {
+                push: &push,
+                proxy: &proxy,
+                scope: &scope,
+            };
+            for (short, type_url, sub) in subscriptions(&ctx) {
+                let out = generate(type_url, &ctx, &sub).unwrap_or_default();
+                let size = bytes(&out);
+                eprintln!(
+                    "bytes: {short}/{shape}/{n}: {} resources, {size} bytes",
+                    out.len()
+                );
+                let mut group = c.benchmark_group(format!("{short}/{shape}"));
+                group.throughput(Throughput::Bytes(size));
+                group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+                    b.iter(|| generate(black_box(type_url), black_box(&ctx), black_box(&sub)))
+                });
+                group.finish();
+            }
+        }
+    }
+}
+
+fn init_push_context(c: &mut Criterion) {
+    let mut group = c.benchmark_group("push_context_init");
+    group.measurement_time(Duration::from_secs(10));
+    for shape in SHAPES {
+        let store = ConfigStore::new();
+        let parsed = parse_manifests(&services_yaml(1000, shape)).expect("fixture YAML parses");
+        store.replace_source("fixture", parsed.configs);
+        let snapshot = store.snapshot();
+        group.bench_with_input(BenchmarkId::new(shape, 1000), &snapshot, |b, snap| {
+            b.iter(|| {
+                PushContext::build(
+                    black_box(snap),
+                    MeshConfig::default(),
+                    "cluster.local",
+                    "bench/1".into(),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, generation, init_push_context);
+criterion_main!(benches);
