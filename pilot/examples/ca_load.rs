@@ -119,13 +119,12 @@ fn start(o: &Opts, dir: &Path, jwks: &Path) -> anyhow::Result<Istiod> {
         root,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !d.root.exists() {
+    while !d.root.exists() || std::net::TcpStream::connect(("127.0.0.1", d.secure)).is_err() {
         if Instant::now() > deadline {
-            bail!("istiod did not publish its root");
+            bail!("istiod did not publish its root and open the secure port");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(200));
     Ok(d)
 }
 
