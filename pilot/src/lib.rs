@@ -14,4 +14,5 @@ pub mod server;
 pub mod testing;
 pub mod validation;
 pub mod version;
+pub mod webhook;
 pub mod xds;

@@ -16,6 +16,12 @@ struct Cli {
 enum Command {
     /// Start the xDS discovery service.
     Discovery(Box<DiscoveryArgs>),
+    /// Validate Istio configuration files; exits 1 when any resource is invalid.
+    Validate {
+        /// A manifest file or a folder of them (repeatable).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
     /// Print version information.
     Version {
         /// Print only the version number.
@@ -26,7 +32,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = parse_tolerating_unknown_flags(std::env::args().collect());
     match cli.command {
         Command::Version { short } => {
             if short {
@@ -35,6 +41,17 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", pilot::version::build_info());
             }
             Ok(())
+        }
+        Command::Validate { files } => {
+            let summary = pilot::validation::files::validate_paths(&files);
+            for finding in &summary.findings {
+                println!("{finding}");
+            }
+            eprintln!(
+                "{} Istio resources checked, {} invalid, {} other documents skipped",
+                summary.resources, summary.invalid, summary.skipped
+            );
+            std::process::exit(if summary.is_valid() { 0 } else { 1 });
         }
         Command::Discovery(args) => {
             init_logging(&args.log_output_level, args.log_as_json);
@@ -47,6 +64,49 @@ async fn main() -> anyhow::Result<()> {
                 stop.cancel();
             });
             app.wait().await
+        }
+    }
+}
+
+const SUBCOMMANDS: [&str; 3] = ["discovery", "version", "validate"];
+
+/// Parses the command line; like upstream istiod, unknown `--flags` are ignored (with a
+/// warning) so that args written for a newer or older istiod still start this one.
+fn parse_tolerating_unknown_flags(mut args: Vec<String>) -> Cli {
+    let mut ignored = Vec::new();
+    loop {
+        match Cli::try_parse_from(&args) {
+            Ok(cli) => {
+                for flag in ignored {
+                    eprintln!("warning: ignoring unknown flag {flag}");
+                }
+                return cli;
+            }
+            Err(e) if e.kind() == clap::error::ErrorKind::UnknownArgument => {
+                let Some(clap::error::ContextValue::String(flag)) =
+                    e.get(clap::error::ContextKind::InvalidArg)
+                else {
+                    e.exit()
+                };
+                let name = flag.split('=').next().unwrap_or(flag).to_owned();
+                let Some(pos) = args
+                    .iter()
+                    .position(|a| a == &name || a.starts_with(&format!("{name}=")))
+                else {
+                    e.exit()
+                };
+                let removed = args.remove(pos);
+                // `--flag value`: the value goes too, unless it is a flag or a subcommand.
+                let takes_next = !removed.contains('=')
+                    && args
+                        .get(pos)
+                        .is_some_and(|v| !v.starts_with('-') && !SUBCOMMANDS.contains(&v.as_str()));
+                if takes_next {
+                    args.remove(pos);
+                }
+                ignored.push(removed);
+            }
+            Err(e) => e.exit(),
         }
     }
 }
@@ -78,6 +138,26 @@ fn init_logging(levels: &str, json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn unknown_flags_are_ignored() {
+        let cli = parse_tolerating_unknown_flags(args(
+            "pilot-discovery discovery --futureFlag=1 --otherFlag x --domain example.org --boolFlag",
+        ));
+        let Command::Discovery(d) = cli.command else {
+            panic!("want discovery")
+        };
+        assert_eq!(d.domain, "example.org");
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod common;
 pub mod extensions;
+pub mod files;
 pub mod networking;
 pub mod report;
 pub mod schema;

@@ -1,0 +1,301 @@
+//! Admission decisions, HTTP errors, metrics and the TLS server.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::*;
+
+fn gateway(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": name, "namespace": "istio-system"},
+        "spec": spec,
+    })
+}
+
+fn valid_gateway() -> Value {
+    gateway(
+        "gw",
+        json!({"servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}),
+    )
+}
+
+fn review(api_version: &str, operation: &str, object: Value) -> Value {
+    json!({
+        "apiVersion": api_version,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "networking.istio.io", "version": "v1", "kind": "Gateway"},
+            "resource": {"group": "networking.istio.io", "version": "v1", "resource": "gateways"},
+            "operation": operation,
+            "object": object,
+        }
+    })
+}
+
+fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text
+}
+
+#[test]
+fn decisions_by_operation_and_content() {
+    let mut registry = Registry::default();
+    let m = Metrics::new(&mut registry);
+    let cases: Vec<(&str, Value, bool, &str)> = vec![
+        ("CREATE", valid_gateway(), true, ""),
+        ("UPDATE", valid_gateway(), true, ""),
+        ("DELETE", json!(null), true, ""),
+        ("CONNECT", valid_gateway(), true, ""),
+        (
+            "CREATE",
+            gateway("invalid-gateway", json!({})),
+            false,
+            "configuration is invalid: spec.servers: gateway must have at least one server",
+        ),
+        (
+            "CREATE",
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "Frob"}),
+            false,
+            "unrecognized type Frob",
+        ),
+        (
+            "CREATE",
+            json!("text"),
+            false,
+            "cannot decode configuration",
+        ),
+        (
+            "CREATE",
+            json!({"kind": "Gateway"}),
+            false,
+            "cannot decode configuration: missing apiVersion",
+        ),
+    ];
+    for (op, object, allowed, message) in cases {
+        for v in ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"] {
+            let out = admit_review(&m, &review(v, op, object.clone())).unwrap();
+            assert_eq!(out["apiVersion"], v);
+            assert_eq!(out["kind"], "AdmissionReview");
+            let resp = &out["response"];
+            assert_eq!(resp["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+            assert_eq!(resp["allowed"], allowed, "{op} {object}: {resp}");
+            let got = resp["status"]["message"].as_str().unwrap_or("");
+            assert!(got.contains(message), "{op}: {got}");
+        }
+    }
+    let text = encode(&registry);
+    for line in [
+        r#"galley_validation_passed_total{group="networking.istio.io",version="v1",resource="gateways"} 4"#,
+        r#"galley_validation_failed_total{group="networking.istio.io",version="v1",resource="gateways",reason="unsupported_operation"} 4"#,
+        r#"galley_validation_failed_total{group="networking.istio.io",version="v1",resource="gateways",reason="invalid_resource"} 2"#,
+        r#"galley_validation_failed_total{group="networking.istio.io",version="v1",resource="gateways",reason="unknown_type"} 2"#,
+        r#"galley_validation_failed_total{group="networking.istio.io",version="v1",resource="gateways",reason="yaml_decode_error"} 4"#,
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+}
+
+#[test]
+fn warnings_and_readiness_rejection() {
+    let m = Metrics::default();
+    let mut always = valid_gateway();
+    always["metadata"]["annotations"] = json!({crate::validation::ALWAYS_REJECT: "true"});
+    let out = admit_review(&m, &review("admission.k8s.io/v1", "CREATE", always)).unwrap();
+    assert_eq!(out["response"]["allowed"], false);
+    assert!(out["response"]["status"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("webhook-always-reject"));
+
+    let ef = json!({"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+        "metadata": {"name": "ef"}, "spec": {}});
+    let out = admit_review(&m, &review("admission.k8s.io/v1", "CREATE", ef)).unwrap();
+    assert_eq!(out["response"]["allowed"], true);
+    assert!(out["response"]["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("EnvoyFilter exposes"));
+    assert!(out["response"].get("status").is_none());
+}
+
+async fn post(router: &axum::Router, content_type: &str, body: Vec<u8>) -> (StatusCode, String) {
+    let req = Request::post("/validate")
+        .header("content-type", content_type)
+        .body(Body::from(body))
+        .unwrap();
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_clear_errors() {
+    let mut registry = Registry::default();
+    let router = routes(Metrics::new(&mut registry));
+    let ok = serde_json::to_vec(&review("admission.k8s.io/v1", "CREATE", valid_gateway())).unwrap();
+    let big = vec![b' '; MAX_BODY + 1];
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "application/json",
+            ok.clone(),
+            StatusCode::OK,
+            "\"allowed\":true",
+        ),
+        (
+            "application/json; charset=utf-8",
+            ok.clone(),
+            StatusCode::OK,
+            "\"allowed\":true",
+        ),
+        (
+            "text/plain",
+            ok.clone(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expect application/json",
+        ),
+        (
+            "application/json",
+            b"{not json".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not JSON",
+        ),
+        (
+            "application/json",
+            Vec::new(),
+            StatusCode::BAD_REQUEST,
+            "no body found",
+        ),
+        (
+            "application/json",
+            b"{\"kind\":\"Pod\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not an AdmissionReview",
+        ),
+        (
+            "application/json",
+            br#"{"apiVersion":"admission.k8s.io/v2","kind":"AdmissionReview","request":{}}"#
+                .to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not an AdmissionReview",
+        ),
+        (
+            "application/json",
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "no request",
+        ),
+        (
+            "application/json",
+            big,
+            StatusCode::BAD_REQUEST,
+            "too large",
+        ),
+    ];
+    for (ct, body, status, needle) in cases {
+        let (got, text) = post(&router, ct, body).await;
+        assert_eq!(got, status, "{ct}: {text}");
+        assert!(text.contains(needle), "{text}");
+    }
+    let text = encode(&registry);
+    assert!(
+        text.contains(r#"galley_validation_http_error_total{status="400"} 6"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"galley_validation_http_error_total{status="415"} 1"#),
+        "{text}"
+    );
+    // Sub-paths are served too, and readiness.
+    let req = Request::post("/validate/networking.istio.io/v1/gateways")
+        .header("content-type", "application/json")
+        .body(Body::from(ok))
+        .unwrap();
+    assert_eq!(
+        router.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let req = Request::get("/ready").body(Body::empty()).unwrap();
+    assert_eq!(
+        router.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn serves_over_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["istiod.istio-system.svc".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let der_key = rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+    let base = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], der_key.into())
+    .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (addr, serve) = server::start(
+        "127.0.0.1:0",
+        server::tls_config(&base),
+        routes(Metrics::default()),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let task = tokio::spawn(serve);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let body = serde_json::to_string(&review(
+        "admission.k8s.io/v1beta1",
+        "CREATE",
+        gateway("invalid-gateway", json!({})),
+    ))
+    .unwrap();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("istiod.istio-system.svc").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let req = format!(
+            "POST /validate HTTP/1.1\r\nhost: istiod\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tls.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(
+            out.contains("\"allowed\":false") && out.contains("admission.k8s.io/v1beta1"),
+            "{out}"
+        );
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
