@@ -26,6 +26,7 @@ use crate::kube as kube_source;
 use crate::model::MeshConfig;
 use crate::server::debug::{self, DebugState};
 use crate::server::{http, monitoring};
+use crate::webhook;
 use crate::xds::discovery::build_push;
 use crate::xds::{metrics, AdsService, DiscoveryServer};
 
@@ -38,6 +39,8 @@ pub struct App {
     pub grpc_addr: Option<SocketAddr>,
     /// xDS and CA over TLS (15012).
     pub secure_grpc_addr: Option<SocketAddr>,
+    /// Validation webhook over TLS (15017).
+    pub https_addr: Option<SocketAddr>,
     /// Readiness and debug HTTP (8080).
     pub http_addr: Option<SocketAddr>,
     /// Metrics (15014).
@@ -125,8 +128,10 @@ impl App {
         };
 
         // Secure gRPC (15012: xDS + CA over TLS): the CA subsystem.
-        let secure_grpc_addr =
+        let (secure_grpc_addr, ca) =
             start_secure(&args, &mesh, &ads, &mut registry, &shutdown, &mut tasks).await?;
+        // Validation webhook (15017): TLS with the same serving certificate.
+        let https_addr = start_webhook(&args, &ca, &mut registry, &shutdown, &mut tasks).await?;
 
         let registry = Arc::new(Mutex::new(registry));
         let debug_state = DebugState {
@@ -163,9 +168,6 @@ impl App {
             }
             None => None,
         };
-        if !args.https_addr.is_empty() {
-            warn!(addr = %args.https_addr, "webhook server (--httpsAddr) is not available in this build; not listening");
-        }
 
         // Config is loaded and the first push context exists: ready to serve proxies.
         ready.store(true, Ordering::SeqCst);
@@ -173,6 +175,7 @@ impl App {
         Ok(App {
             grpc_addr,
             secure_grpc_addr,
+            https_addr,
             http_addr,
             monitoring_addr,
             discovery,
@@ -296,7 +299,7 @@ async fn start_secure(
     registry: &mut Registry,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
-) -> anyhow::Result<Option<SocketAddr>> {
+) -> anyhow::Result<(Option<SocketAddr>, Arc<ca::Ca>)> {
     let mut config = ca::CaConfig::from_env(|k| std::env::var(k).ok())?;
     if !mesh.trust_domain.is_empty() {
         config.trust_domain = mesh.trust_domain.clone();
@@ -317,11 +320,11 @@ async fn start_secure(
         }
     });
     let Some(listener) = bind(&args.secure_grpc_addr, "secureGRPCAddr").await? else {
-        return Ok(None);
+        return Ok((None, ca));
     };
     let Some(tls) = ca.tls_config()? else {
         warn!("no CA and no --tlsCertFile: not serving --secureGRPCAddr");
-        return Ok(None);
+        return Ok((None, ca));
     };
     let addr = listener.local_addr()?;
     let routes = ca.add_service(tonic::service::Routes::new(
@@ -334,6 +337,32 @@ async fn start_secure(
             .await
             .context("secure gRPC server")
     });
+    Ok((Some(addr), ca))
+}
+
+/// Serves the validation webhook on `--httpsAddr` with istiod's serving certificate.
+async fn start_webhook(
+    args: &DiscoveryArgs,
+    ca: &ca::Ca,
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let metrics = webhook::Metrics::new(registry);
+    if args.https_addr.is_empty() {
+        return Ok(None);
+    }
+    let Some(tls) = ca.tls_config()? else {
+        warn!("no CA and no --tlsCertFile: not serving the validation webhook on --httpsAddr");
+        return Ok(None);
+    };
+    let tls = webhook::server::tls_config(&tls);
+    let routes = webhook::routes(metrics);
+    let started = webhook::server::start(&args.https_addr, tls, routes, shutdown.clone()).await?;
+    let Some((addr, serve)) = started else {
+        return Ok(None);
+    };
+    tasks.spawn(async move { serve.await.context("validation webhook server") });
     Ok(Some(addr))
 }
 

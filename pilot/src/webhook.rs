@@ -83,17 +83,17 @@ impl Metrics {
         let m = Self::default();
         registry.register(
             "galley_validation_passed",
-            "Resource is valid.",
+            "Resource is valid",
             m.passed.clone(),
         );
         registry.register(
             "galley_validation_failed",
-            "Resource validation failed.",
+            "Resource validation failed",
             m.failed.clone(),
         );
         registry.register(
             "galley_validation_http_error",
-            "Resource validation http serve errors.",
+            "Resource validation http serve errors",
             m.http_error.clone(),
         );
         m
