@@ -3,6 +3,7 @@
 
 mod assemble;
 mod debian;
+mod debug;
 mod image;
 mod layer;
 mod policy;
@@ -32,6 +33,8 @@ enum Cmd {
     VerifyReproducible(BuildArgs),
     /// Push a build's images, with their SBOMs as referrers, to a registry.
     Push(PushArgs),
+    /// Attach a toolbox (the dev image) to a shell-less container or pod.
+    Debug(debug::DebugArgs),
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +223,7 @@ fn main() -> Result<()> {
             let pushed = rt.block_on(registry::push::push(&a.options()))?;
             println!("{}", serde_json::to_string_pretty(&pushed)?);
         }
+        Cmd::Debug(a) => std::process::exit(debug::run(a)),
     }
     Ok(())
 }
