@@ -247,6 +247,24 @@ pub fn validate(obj: &Value) -> Result<Outcome, Error> {
     Ok(outcome)
 }
 
+/// Why a stored object must not be applied: `Some(message)` for an Istio resource the
+/// webhook would deny (the same message), `None` for valid ones and other API groups.
+pub fn rejection(raw: &Value) -> Option<String> {
+    let api_version = raw.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let (group, _) = split_api_version(api_version);
+    if !ISTIO_GROUPS.contains(&group) {
+        return None;
+    }
+    match validate(raw) {
+        Ok(o) if o.report.is_valid() => None,
+        Ok(o) => Some(format!(
+            "configuration is invalid: {}",
+            o.report.error_message()
+        )),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 fn check_metadata(metadata: &Value, r: &mut Report) {
     if !metadata.is_object() {
         r.error("metadata", "must be an object");

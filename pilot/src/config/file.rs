@@ -83,13 +83,28 @@ impl DirSource {
             }
         };
         match parse_manifests(&text) {
-            Ok(parsed) => {
+            Ok(mut parsed) => {
                 for skipped in &parsed.skipped {
                     debug!(file = %source, kind = %skipped, "skipping kind istiod does not use");
                 }
+                // Istio resources the webhook would deny are not applied; the rest of the
+                // file is.
+                let mut rejected = Vec::new();
+                parsed.configs.retain(|c| match crate::validation::rejection(&c.raw) {
+                    Some(error) => {
+                        warn!(file = %source, config = %c.key, %error, "rejecting invalid resource");
+                        rejected.push(format!("{}: {error}", c.key));
+                        false
+                    }
+                    None => true,
+                });
                 let changes = self.store.replace_source(&source, parsed.configs);
                 if !changes.is_empty() {
                     info!(file = %source, kinds = ?changes.kinds, "config updated");
+                }
+                if !rejected.is_empty() {
+                    self.metrics.file_errors.inc();
+                    self.store.record_error(&source, rejected.join("; "));
                 }
             }
             Err(e) => self.fail(&source, e.to_string()),

@@ -355,3 +355,40 @@ fn random_documents_never_panic() {
         start.elapsed()
     );
 }
+
+#[test]
+fn config_dir_rejects_invalid_resources_and_keeps_the_rest() {
+    use crate::config::file::{DirSource, Metrics};
+    use crate::config::kind::Kind;
+    use crate::config::ConfigStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: good, namespace: ns}
+spec: {host: a}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: bad, namespace: ns}
+spec: {host: a, trafficPolicy: {loadBalancer: {simple: FASTEST}}}
+",
+    )
+    .unwrap();
+    let store = ConfigStore::new();
+    DirSource::new(dir.path(), store.clone(), Metrics::default())
+        .sync()
+        .unwrap();
+    let snap = store.snapshot();
+    let names: Vec<&str> = snap
+        .of_kind(Kind::DestinationRule)
+        .map(|c| c.key.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["good"]);
+    assert_eq!(snap.errors.len(), 1);
+    let error = &snap.errors[0].error;
+    assert!(error.contains("bad") && error.contains("configuration is invalid: spec.trafficPolicy.loadBalancer.simple: unsupported value \"FASTEST\""), "{error}");
+}
