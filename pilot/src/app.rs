@@ -194,13 +194,18 @@ impl App {
     /// Runs until a task fails or shutdown is requested, then drains within the
     /// shutdown duration.
     pub async fn wait(mut self) -> anyhow::Result<()> {
-        let result = tokio::select! {
-            _ = self.shutdown.cancelled() => Ok(()),
-            Some(res) = self.tasks.join_next() => match res {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(anyhow::anyhow!("task panicked: {e}")),
-            },
+        // A task that ends on its own (a watch whose source went away) is logged; one that
+        // fails stops istiod, since a half-working control plane is worse than a restart.
+        let result = loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break Ok(()),
+                res = self.tasks.join_next() => match res {
+                    None => break Ok(()),
+                    Some(Ok(Ok(()))) => warn!("a background task finished early"),
+                    Some(Ok(Err(e))) => break Err(e),
+                    Some(Err(e)) => break Err(anyhow::anyhow!("task panicked: {e}")),
+                },
+            }
         };
         self.shutdown.cancel();
         let drained = tokio::time::timeout(self.drain, async {
