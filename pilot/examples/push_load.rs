@@ -170,10 +170,8 @@ impl Client {
                     self.send(types::ENDPOINT).await?;
                 }
             }
-            types::ENDPOINT => {
-                if !self.state.get(types::LISTENER).is_some_and(|s| s.requested) {
-                    self.send(types::LISTENER).await?;
-                }
+            types::ENDPOINT if !self.state.get(types::LISTENER).is_some_and(|s| s.requested) => {
+                self.send(types::LISTENER).await?;
             }
             types::LISTENER => {
                 let listeners: Vec<Resource> = resp
@@ -468,10 +466,15 @@ async fn main() -> Result<()> {
         .id()
         .ok_or_else(|| anyhow!("the server exited at once"))?;
 
-    let result = tokio::time::timeout(deadline, run(&args, pid, grpc_port, http_port, &root, &dir))
-        .await
-        .unwrap_or_else(|_| Err(anyhow!("timed out after {}s", args.timeout_secs)));
-    let exited = child.try_wait().ok().flatten();
+    let work = tokio::time::timeout(deadline, run(&args, pid, grpc_port, http_port, &root, &dir));
+    let mut exited = None;
+    let result = tokio::select! {
+        r = work => r.unwrap_or_else(|_| Err(anyhow!("timed out after {}s", args.timeout_secs))),
+        status = child.wait() => {
+            exited = status.ok();
+            Err(anyhow!("pilot-discovery exited during the run"))
+        }
+    };
     let _ = child.kill().await;
     if result.is_err() || exited.is_some() {
         if let Some(status) = exited {
@@ -524,13 +527,21 @@ async fn run(
     let mut channels = Vec::new();
     for _ in 0..args.channels {
         // One HTTP/2 connection per channel; streams are multiplexed on it.
-        let ch = Endpoint::from_shared(format!("http://127.0.0.1:{grpc_port}"))?
+        let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{grpc_port}"))?
             .connect_timeout(Duration::from_secs(5))
             .initial_stream_window_size(Some(4 << 20))
-            .initial_connection_window_size(Some(64 << 20))
-            .connect()
-            .await
-            .context("connecting to the xDS port")?;
+            .initial_connection_window_size(Some(64 << 20));
+        let mut attempt = 0;
+        let ch = loop {
+            match endpoint.connect().await {
+                Ok(ch) => break ch,
+                Err(e) if attempt < 20 => {
+                    attempt += 1;
+                    connect_backoff(e).await;
+                }
+                Err(e) => return Err(e).context("connecting to the xDS port"),
+            }
+        };
         channels.push(ch);
     }
 
@@ -620,6 +631,11 @@ async fn run(
         mb(peak.load(Ordering::Relaxed))
     );
     Ok(())
+}
+
+/// Backs off briefly after a failed connection attempt.
+async fn connect_backoff(_error: tonic::transport::Error) {
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 fn ms(d: Duration) -> f64 {
