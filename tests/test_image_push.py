@@ -206,3 +206,10 @@ def test_push_killed_midway_leaves_no_partial_tag_and_rerun_completes(registry):
     assert skopeo_digest(registry, VERSION) == image(refs, "runtime")["manifest"]
     assert skopeo_digest(registry, DEV_TAG) == image(refs, "dev")["manifest"]
     check_sbom_referrer(registry, "dev")
+
+
+def test_policy_is_checked_again_before_pushing(registry):
+    p = push(registry, "--size-budget-mib", "1", check=False)
+    assert p.returncode != 0
+    assert "image policy violated" in p.stderr and "over the budget" in p.stderr, p.stderr
+    assert registry.tags() == []

@@ -206,6 +206,41 @@ pub fn build(tree: &Tree, mtime: u64) -> std::io::Result<Layer> {
     })
 }
 
+/// Reads a gzipped layer tarball back into a tree (no whiteout handling: our layers only add).
+pub fn read_tar_gz(blob: &[u8], into: &mut Tree) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+    for e in ar.entries()? {
+        let mut e = e?;
+        let path = e.path()?.to_string_lossy().into_owned();
+        let h = e.header();
+        let (mode, uid, gid) = (h.mode()?, h.uid()?, h.gid()?);
+        let kind = match h.entry_type() {
+            tar::EntryType::Directory => Kind::Dir,
+            tar::EntryType::Symlink => Kind::Symlink(
+                e.link_name()?
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            _ => {
+                let mut data = Vec::new();
+                e.read_to_end(&mut data)?;
+                Kind::File(data)
+            }
+        };
+        into.insert(
+            &path,
+            Entry {
+                kind,
+                mode,
+                uid,
+                gid,
+            },
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +299,15 @@ mod tests {
         assert_eq!(seen, sorted);
         assert!(seen.contains(&long), "long names survive");
         assert!(seen.contains(&"usr".to_string()), "parents are explicit");
+    }
+
+    #[test]
+    fn layers_read_back_to_the_same_tree() {
+        let t = tree(&["usr/bin/tool", "tmp", "usr/lib/link", "home/nonroot"]);
+        let l = build(&t, 7).expect("layer");
+        let mut back = Tree::new();
+        read_tar_gz(&l.blob, &mut back).expect("read");
+        assert_eq!(back, t);
     }
 
     #[test]

@@ -64,6 +64,9 @@ struct PushArgs {
     /// Docker config file with credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).
     #[arg(long)]
     docker_config: Option<PathBuf>,
+    /// Size budget of the runtime image, compressed, in MiB.
+    #[arg(long, default_value_t = 40)]
+    size_budget_mib: u64,
 }
 
 impl PushArgs {
@@ -84,6 +87,9 @@ impl PushArgs {
             plain_http: self.plain_http,
             insecure: self.insecure,
             docker_config: self.docker_config,
+            policy: policy::Policy {
+                max_compressed_bytes: self.size_budget_mib * 1024 * 1024,
+            },
         }
     }
 }

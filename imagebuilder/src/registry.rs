@@ -33,6 +33,8 @@ pub enum Error {
     },
     #[error("reading the build output {path}: {reason}")]
     Output { path: String, reason: String },
+    #[error("{0}: {1}")]
+    Policy(String, crate::policy::Violations),
     #[error("invalid reference {0}: {1}")]
     Reference(String, String),
 }

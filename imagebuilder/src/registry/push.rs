@@ -16,6 +16,8 @@ use tracing::{info, warn};
 
 use super::{auth, referrers, Error};
 use crate::assemble::Refs;
+use crate::layer::{self, Tree};
+use crate::policy::{self, Policy};
 
 /// Where and how to push.
 #[derive(Debug, Clone)]
@@ -31,6 +33,8 @@ pub struct PushOptions {
     pub plain_http: bool,
     pub insecure: bool,
     pub docker_config: Option<PathBuf>,
+    /// Policy the runtime image is checked against before anything is pushed.
+    pub policy: Policy,
 }
 
 /// One pushed manifest.
@@ -128,6 +132,30 @@ fn read_refs(out: &Path) -> Result<Refs, Error> {
     })
 }
 
+/// Re-checks the runtime image as stored, so that nothing built with a laxer policy (or
+/// altered since) is pushed.
+fn check_policy(o: &PushOptions, refs: &Refs) -> Result<(), Error> {
+    for img in refs.images.iter().filter(|i| i.variant == "runtime") {
+        let mut fs = Tree::new();
+        for l in &img.layers {
+            let blob = read_blob(&o.out, l)?;
+            layer::read_tar_gz(&blob, &mut fs).map_err(|e| Error::Output {
+                path: l.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let config: serde_json::Value = serde_json::from_slice(&read_blob(&o.out, &img.config)?)
+            .map_err(|e| Error::Output {
+                path: img.config.clone(),
+                reason: e.to_string(),
+            })?;
+        let user = config["config"]["User"].as_str().unwrap_or("");
+        policy::check_runtime(&o.policy, &fs, user, img.compressed_size)
+            .map_err(|v| Error::Policy(img.reference.clone(), v))?;
+    }
+    Ok(())
+}
+
 /// The client for the options' protocol and TLS settings.
 pub fn client(o: &PushOptions) -> Client {
     Client::new(ClientConfig {
@@ -145,6 +173,7 @@ pub fn client(o: &PushOptions) -> Client {
 pub async fn push(o: &PushOptions) -> Result<Vec<Pushed>, Error> {
     let started = Instant::now();
     let refs = read_refs(&o.out)?;
+    check_policy(o, &refs)?;
     let config = o.docker_config.clone().or_else(auth::config_path);
     let creds = match &config {
         Some(p) => auth::for_registry(p, &o.registry)?,
