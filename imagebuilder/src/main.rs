@@ -6,6 +6,7 @@ mod debian;
 mod debug;
 mod image;
 mod layer;
+mod migrate;
 mod policy;
 mod registry;
 mod variant;
@@ -35,6 +36,8 @@ enum Cmd {
     Push(PushArgs),
     /// Attach a toolbox (the dev image) to a shell-less container or pod.
     Debug(debug::DebugArgs),
+    /// Point an IstioOperator, Helm values or istiod Deployment at the hardened image and check it.
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +233,7 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&pushed)?);
         }
         Cmd::Debug(a) => std::process::exit(debug::run(a)),
+        Cmd::Migrate(a) => std::process::exit(migrate::main(a)),
     }
     Ok(())
 }
