@@ -8,7 +8,7 @@ STAMPS  := target/.stamps
 
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build release image test lint unit e2e bench run deps venv clean
+.PHONY: all build release image chart test lint unit e2e bench run deps venv clean
 
 all: build
 
@@ -24,6 +24,15 @@ release:
 image: release
 	$(CARGO) build --release -p imagebuilder
 	target/release/imagebuilder build --binary target/release/pilot-discovery --out out
+
+## chart: package charts/istiod as out/istiod-<version>.tgz; CHART_REGISTRY=oci://host/path also pushes it (docs/deploy.md)
+CHART_REGISTRY ?=
+chart: venv
+	@mkdir -p out
+	$(PY) -c 'import sys, helm_python as h; r = h.lint("charts/istiod", strict=True, namespace="istio-system"); \
+	  bad = [m for m in r["messages"] if m["severity"] >= 2] + r["errors"]; bad and sys.exit(bad); \
+	  a = h.package("charts/istiod", destination="out"); print(a); \
+	  sys.argv[1] and print(h.push(a, sys.argv[1]))' '$(CHART_REGISTRY)'
 
 ## run: istiod locally on the example mesh (no cluster needed)
 run:
