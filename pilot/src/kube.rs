@@ -2,7 +2,11 @@
 //! `--configDir` source, so the model and generators do not care where config came from.
 
 pub mod client;
+#[cfg(test)]
+mod fake;
+pub mod leader;
 pub mod mesh;
+pub mod root_cert;
 pub mod watch;
 
 pub use client::{client, ClientError};
