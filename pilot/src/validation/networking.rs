@@ -571,10 +571,10 @@ fn load_balancer(lb: &Value, p: &str, r: &mut Report) {
                 "minimumPercent value should be less than or equal to 100",
             );
         }
-        if num(w, "aggression").is_some_and(|n| n < 1.0) {
+        if num(w, "aggression").is_some_and(|n| n <= 0.0) {
             r.error(
                 field(&wp, "aggression"),
-                "aggression should be greater than or equal to 1",
+                "aggression should be greater than 0",
             );
         }
     }
@@ -1213,23 +1213,6 @@ pub fn envoy_filter(res: &Resource<'_>, r: &mut Report) {
             r.error(
                 field(&p, "patch.value"),
                 "Envoy filter: missing patch value for non-remove operation",
-            );
-        }
-        if matches!(op, "INSERT_BEFORE" | "INSERT_AFTER" | "INSERT_FIRST")
-            && !matches!(
-                apply,
-                "NETWORK_FILTER"
-                    | "HTTP_FILTER"
-                    | "HTTP_ROUTE"
-                    | "LISTENER_FILTER"
-                    | "FILTER_CHAIN"
-                    | "CLUSTER"
-                    | "LISTENER"
-            )
-        {
-            r.error(
-                field(&p, "patch.operation"),
-                format!("Envoy filter: {op} is not supported for applyTo {apply}"),
             );
         }
         let Some(m) = get(cp, "match") else {

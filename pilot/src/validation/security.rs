@@ -178,9 +178,9 @@ fn source(s: &Value, rule: usize, p: &str, r: &mut Report) {
                 .split_once('/')
                 .is_some_and(|(ns, name)| is_dns1123_label(ns) && validate_fqdn(name).is_ok());
             if !ok && validate_fqdn(v).is_err() {
-                r.error(
+                r.warn(
                     index(&field(p, k), i),
-                    format!("invalid service account {v:?}: must be <namespace>/<name>"),
+                    format!("service account {v:?} should be <namespace>/<name>"),
                 );
             }
         }
@@ -193,9 +193,9 @@ fn check_wildcards(v: &Value, k: &str, p: &str, r: &mut Report) {
         let inner = s.trim_start_matches('*').trim_end_matches('*');
         let stars = s.matches('*').count();
         if inner.contains('*') || (stars == 2 && s.len() > 2) || stars > 2 {
-            r.error(
+            r.warn(
                 index(&field(p, k), i),
-                format!("invalid value {s:?}: wildcard `*` is only supported as a prefix, a suffix or alone"),
+                format!("value {s:?} will match literally: wildcard `*` is only supported as a prefix, a suffix or alone"),
             );
         }
     }
@@ -220,16 +220,16 @@ fn operation(o: &Value, p: &str, r: &mut Report) {
         for (i, path) in strings(o, k).iter().enumerate() {
             if path.contains("{*}") || path.contains("{**}") {
                 if path.contains("{**}") && !path.ends_with("{**}") {
-                    r.error(
+                    r.warn(
                         index(&field(p, k), i),
-                        format!("invalid path template {path:?}: {{**}} must be the last segment"),
+                        format!("path template {path:?}: {{**}} should be the last segment"),
                     );
                 }
                 continue;
             }
             let inner = path.trim_start_matches('*').trim_end_matches('*');
             if inner.contains('*') {
-                r.error(index(&field(p, k), i), format!("invalid path {path:?}: wildcard `*` is only supported as a prefix or suffix"));
+                r.warn(index(&field(p, k), i), format!("path {path:?} will match literally: wildcard `*` is only supported as a prefix or suffix"));
             }
         }
     }

@@ -383,6 +383,8 @@ fn destination(d: &Value, p: &str, r: &mut Report) {
     let host = text(d, "host");
     if host.is_empty() {
         r.error(field(p, "host"), "destination host is required");
+    } else if host == "*" {
+        r.error(field(p, "host"), "invalid destination host *");
     } else if validate_wildcard_domain(host).is_err() && !is_ip(host) {
         r.error(field(p, "host"), format!("invalid destination host {host}"));
     }
