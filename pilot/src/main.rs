@@ -6,7 +6,7 @@ use pilot::config::args::{DiscoveryArgs, Features};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "pilot-discovery", about = "Istio Pilot: service discovery, traffic management and certificates for the mesh", version = pilot::version::VERSION)]
+#[command(name = "pilot-discovery", args_override_self = true, about = "Istio Pilot: service discovery, traffic management and certificates for the mesh", version = pilot::version::VERSION)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn unknown_flags_are_ignored() {
         let cli = parse_tolerating_unknown_flags(args(
-            "pilot-discovery discovery --futureFlag=1 --otherFlag x --domain example.org --boolFlag",
+            "pilot-discovery discovery --futureFlag=1 --otherFlag x --domain a.org --domain example.org --boolFlag",
         ));
         let Command::Discovery(d) = cli.command else {
             panic!("want discovery")

@@ -8,7 +8,7 @@ use clap::{ArgAction, Args};
 
 /// Flags of `pilot-discovery discovery`, as upstream istiod and its Helm chart spell them.
 #[derive(Debug, Clone, Args)]
-#[command(rename_all = "verbatim")]
+#[command(rename_all = "verbatim", args_override_self = true)]
 pub struct DiscoveryArgs {
     /// Comma-separated service registries to read from (`Kubernetes`, `Mock`); empty for the
     /// file-only mode with `--configDir`.

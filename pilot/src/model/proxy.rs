@@ -142,6 +142,41 @@ impl Proxy {
         self.generator == "grpc"
     }
 
+    /// What generated config depends on besides the push and the subscription: proxies
+    /// with equal keys get identical resources, so a push generates once per key.
+    pub fn config_key(&self, sidecar: Option<&str>, serves_endpoints: bool) -> String {
+        let family = match (
+            self.ip_addresses.iter().any(|ip| ip.contains('.')),
+            self.ip_addresses.iter().any(|ip| ip.contains(':')),
+        ) {
+            (true, true) => "dual",
+            (false, true) => "v6",
+            _ => "v4",
+        };
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        // A proxy that serves endpoints has inbound listeners and clusters of its own.
+        let ips = if serves_endpoints {
+            self.ip_addresses.join(",")
+        } else {
+            String::new()
+        };
+        format!(
+            "{}|{}|{}|{}|{}|{}|{}|{}",
+            self.generator,
+            self.kind,
+            self.config_namespace,
+            self.dns_domain,
+            sidecar.unwrap_or(""),
+            labels.join(","),
+            family,
+            ips
+        )
+    }
+
     /// Version label for the `pilot_xds` gauge.
     pub fn version_label(&self) -> &str {
         if self.istio_version.is_empty() {
@@ -178,26 +213,7 @@ fn struct_field(md: Option<&Struct>, key: &str) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn node(id: &str, md: &[(&str, &str)]) -> Node {
-        Node {
-            id: id.to_owned(),
-            metadata: Some(Struct {
-                fields: md
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.to_string(),
-                            Value {
-                                kind: Some(ValueKind::StringValue(v.to_string())),
-                            },
-                        )
-                    })
-                    .collect(),
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::testing::node;
 
     #[test]
     fn parses_sidecar_node() {

@@ -1,7 +1,7 @@
 //! The push context: an immutable snapshot of everything generators need, built once per
 //! push and shared by every connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::mesh::MeshConfig;
@@ -32,6 +32,8 @@ pub struct PushContext {
     pub services: Vec<Arc<Service>>,
     service_by_host: HashMap<String, Arc<Service>>,
     endpoints: HashMap<String, Vec<Endpoint>>,
+    /// Every endpoint address, to tell a proxy that serves a service from a pure client.
+    endpoint_ips: HashSet<String>,
     pub pods_by_ip: HashMap<String, PodInfo>,
     /// Virtual services with their hosts resolved to FQDNs, sorted by namespace/name.
     pub virtual_services: Vec<Arc<Named<VirtualService>>>,
@@ -117,8 +119,15 @@ impl PushContext {
                 _ => {}
             }
         }
+        let endpoint_ips = index
+            .endpoints
+            .values()
+            .flatten()
+            .map(|e| e.address.clone())
+            .collect();
         PushContext {
             version,
+            endpoint_ips,
             mesh,
             domain: domain.to_owned(),
             services,
@@ -139,6 +148,12 @@ impl PushContext {
     /// All endpoints of a host, every port.
     pub fn endpoints(&self, host: &str) -> &[Endpoint] {
         self.endpoints.get(host).map_or(&[], |v| v.as_slice())
+    }
+
+    /// Whether `ip` is the address of some service endpoint (the proxy there has inbound
+    /// config of its own).
+    pub fn is_endpoint_ip(&self, ip: &str) -> bool {
+        self.endpoint_ips.contains(ip)
     }
 
     /// Number of endpoints across services, for metrics and debug pages.

@@ -18,7 +18,7 @@ use crate::model::Proxy;
 use crate::security::Caller;
 
 /// Responses queued per stream before the sender waits for the client.
-const STREAM_BUFFER: usize = 16;
+const STREAM_BUFFER: usize = 4;
 
 /// The ADS service, cheap to clone; one per gRPC server (15010 and 15012 share the state).
 #[derive(Clone)]

@@ -15,9 +15,9 @@ use tonic::{Status, Streaming};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::discovery::{ConnectionGuard, DiscoveryServer, PushEvent};
-use super::generator::{generate, GenContext, Subscription};
+use super::generator::{GenContext, Subscription};
 use super::metrics::Metrics;
-use super::sotw::control_plane_id;
+use super::sotw::{config_key, control_plane_id};
 use super::types;
 use super::watch::Watch;
 use crate::model::SidecarScope;
@@ -67,12 +67,14 @@ pub async fn run(
     let guard = server.connect(proxy, true, caller.map(|c| c.0.to_string()));
     let event = server.current();
     let scope = event.push.sidecar_scope(&guard.info.proxy);
+    let key = config_key(&event, &guard.info.proxy, &scope);
     let conn = Connection {
         server,
         guard,
         tx,
         event,
         scope,
+        key,
         watches: BTreeMap::new(),
     };
     conn.serve(first, inbound).instrument(span).await;
@@ -84,6 +86,8 @@ struct Connection {
     tx: Tx,
     event: Arc<PushEvent>,
     scope: SidecarScope,
+    /// The proxy's config key under `scope` (see [`crate::model::Proxy::config_key`]).
+    key: String,
     watches: BTreeMap<String, DeltaWatch>,
 }
 
@@ -188,24 +192,17 @@ impl Connection {
         self.event = event;
         if full {
             self.scope = self.event.push.sidecar_scope(&self.guard.info.proxy);
+            self.key = config_key(&self.event, &self.guard.info.proxy, &self.scope);
         }
+        let queued = StdInstant::now();
         let throttle = self.server.throttle.clone();
         let _permit = throttle.acquire().await.map_err(|_| ())?;
-        let mut order: Vec<String> = types::PUSH_ORDER
-            .iter()
-            .filter(|t| self.watches.contains_key(**t))
-            .map(|t| t.to_string())
-            .collect();
-        order.extend(
-            self.watches
-                .keys()
-                .filter(|t| !types::PUSH_ORDER.contains(&t.as_str()))
-                .cloned(),
-        );
-        for type_url in order {
-            if full || type_url == types::ENDPOINT {
-                self.respond(&type_url, false).await?;
-            }
+        self.server
+            .metrics
+            .queue_time
+            .observe(queued.elapsed().as_secs_f64());
+        for type_url in types::push_order(self.watches.keys().map(String::as_str), full) {
+            self.respond(&type_url, false).await?;
         }
         self.server
             .metrics
@@ -227,10 +224,14 @@ impl Connection {
             proxy: &self.guard.info.proxy,
             scope: &self.scope,
         };
-        let generated = generate(type_url, &ctx, &watch.subscription()).unwrap_or_default();
+        let generated = self
+            .event
+            .cache
+            .get_or_generate(type_url, &self.key, &ctx, &watch.subscription())
+            .unwrap_or_default();
         let mut resources = Vec::new();
         let mut present = BTreeSet::new();
-        for r in generated {
+        for r in generated.iter().cloned() {
             let version = content_version(&r.body.value);
             present.insert(r.name.clone());
             if watch.sent.get(&r.name) != Some(&version) {

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::debounce::Debounce;
+use super::generator::GenCache;
 use super::metrics::{Metrics, VersionLabel};
 use super::watch::Watch;
 use crate::config::args::Features;
@@ -27,6 +28,8 @@ pub struct PushEvent {
     pub full_seq: u64,
     /// When the change that caused this push arrived.
     pub triggered_at: Instant,
+    /// Resources generated for this push, shared across connections.
+    pub cache: GenCache,
 }
 
 /// A connected proxy, as the debug endpoints see it.
@@ -70,6 +73,7 @@ impl DiscoveryServer {
             seq: 1,
             full_seq: 1,
             triggered_at: Instant::now(),
+            cache: GenCache::default(),
         };
         let (push_tx, _) = watch::channel(Arc::new(event));
         Arc::new(DiscoveryServer {
@@ -106,6 +110,7 @@ impl DiscoveryServer {
             seq,
             full_seq: if full { seq } else { prev.full_seq },
             triggered_at,
+            cache: GenCache::default(),
         };
         self.push_tx.send_replace(Arc::new(event));
     }

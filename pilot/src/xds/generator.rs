@@ -1,6 +1,7 @@
 //! Resource generation: a pure function of (push context, proxy, subscription) → resources.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
@@ -10,7 +11,7 @@ use super::{cds, eds, grpc, lds, rds};
 use crate::model::{Proxy, PushContext, SidecarScope};
 
 /// What a proxy asked for of one type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subscription {
     /// Everything of the type (an empty first request for CDS/LDS).
     Wildcard,
@@ -86,6 +87,40 @@ pub fn generate(type_url: &str, ctx: &GenContext<'_>, sub: &Subscription) -> Opt
         out.retain(|r| sub.contains(&r.name));
     }
     Some(out)
+}
+
+/// Resources generated during one push, shared by every proxy with the same config key:
+/// 500 sidecars of one namespace cost one generation, not 500.
+#[derive(Debug, Default)]
+pub struct GenCache {
+    entries: Mutex<HashMap<(String, String, Subscription), Arc<Vec<Resource>>>>,
+}
+
+impl GenCache {
+    /// Returns the cached resources for (type, proxy key, subscription), generating them
+    /// on a miss. `None` if no generator serves the type.
+    pub fn get_or_generate(
+        &self,
+        type_url: &str,
+        key: &str,
+        ctx: &GenContext<'_>,
+        sub: &Subscription,
+    ) -> Option<Arc<Vec<Resource>>> {
+        let k = (type_url.to_owned(), key.to_owned(), sub.clone());
+        if let Some(hit) = self.lock().get(&k) {
+            return Some(hit.clone());
+        }
+        // Generated outside the lock: other proxies keep reading while this one builds.
+        let generated = Arc::new(generate(type_url, ctx, sub)?);
+        Some(self.lock().entry(k).or_insert(generated).clone())
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String, Subscription), Arc<Vec<Resource>>>>
+    {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Generates the whole config of a proxy for `/debug/config_dump`: every type, wildcard

@@ -10,11 +10,11 @@ use tonic::{Status, Streaming};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::discovery::{ConnectionGuard, DiscoveryServer, PushEvent};
-use super::generator::{generate, GenContext, Subscription};
+use super::generator::{GenContext, Subscription};
 use super::metrics::Metrics;
 use super::types;
 use super::watch::{Decision, Watch};
-use crate::model::SidecarScope;
+use crate::model::{Proxy, SidecarScope};
 use crate::security::Caller;
 
 type Tx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
@@ -54,18 +54,22 @@ struct Connection {
     tx: Tx,
     event: Arc<PushEvent>,
     scope: SidecarScope,
+    /// The proxy's config key under `scope` (see [`crate::model::Proxy::config_key`]).
+    key: String,
 }
 
 impl Connection {
     fn new(server: Arc<DiscoveryServer>, guard: ConnectionGuard, tx: Tx) -> Self {
         let event = server.current();
         let scope = event.push.sidecar_scope(&guard.info.proxy);
+        let key = config_key(&event, &guard.info.proxy, &scope);
         Connection {
             server,
             guard,
             tx,
             event,
             scope,
+            key,
         }
     }
 
@@ -154,6 +158,7 @@ impl Connection {
         self.event = event;
         if full {
             self.scope = self.event.push.sidecar_scope(&self.guard.info.proxy);
+            self.key = config_key(&self.event, &self.guard.info.proxy, &self.scope);
         }
         let queued = StdInstant::now();
         let throttle = self.server.throttle.clone();
@@ -162,25 +167,16 @@ impl Connection {
             .metrics
             .queue_time
             .observe(queued.elapsed().as_secs_f64());
-        let active: Vec<String> = {
+        let types = {
             let watches = self.guard.info.watches();
-            let mut ordered: Vec<String> = types::PUSH_ORDER
-                .iter()
-                .filter(|t| watches.get(**t).is_some_and(Watch::is_active))
-                .map(|t| t.to_string())
-                .collect();
-            ordered.extend(
-                watches
-                    .values()
-                    .filter(|w| w.is_active() && !types::PUSH_ORDER.contains(&w.type_url.as_str()))
-                    .map(|w| w.type_url.clone()),
-            );
-            ordered
+            let active = watches
+                .values()
+                .filter(|w| w.is_active())
+                .map(|w| w.type_url.as_str());
+            types::push_order(active, full)
         };
-        for type_url in active {
-            if full || type_url == types::ENDPOINT {
-                self.respond(&type_url).await?;
-            }
+        for type_url in types {
+            self.respond(&type_url).await?;
         }
         self.server
             .metrics
@@ -203,17 +199,22 @@ impl Connection {
             proxy: &self.guard.info.proxy,
             scope: &self.scope,
         };
-        let resources = match generate(type_url, &ctx, &subscription) {
-            Some(r) => r,
-            None => {
-                debug!(r#type = %type_url, "no generator for type; sending an empty response");
-                Vec::new()
-            }
-        };
+        let resources =
+            match self
+                .event
+                .cache
+                .get_or_generate(type_url, &self.key, &ctx, &subscription)
+            {
+                Some(r) => r,
+                None => {
+                    debug!(r#type = %type_url, "no generator for type; sending an empty response");
+                    Arc::default()
+                }
+            };
         let nonce = uuid::Uuid::new_v4().to_string();
         let response = DiscoveryResponse {
             version_info: push.version.clone(),
-            resources: resources.into_iter().map(|r| r.body).collect(),
+            resources: resources.iter().map(|r| r.body.clone()).collect(),
             type_url: type_url.to_owned(),
             nonce: nonce.clone(),
             control_plane: Some(ControlPlane {
@@ -245,8 +246,22 @@ impl Connection {
     }
 }
 
+/// The config key of a proxy in a push (proxies with equal keys share generated config).
+pub fn config_key(event: &PushEvent, proxy: &Proxy, scope: &SidecarScope) -> String {
+    let serves = proxy
+        .ip_addresses
+        .iter()
+        .any(|ip| event.push.is_endpoint_ip(ip));
+    proxy.config_key(scope.sidecar.as_deref(), serves)
+}
+
 /// Identifies this control plane in responses, as upstream's `{"Component":"istiod",...}`.
 pub fn control_plane_id() -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(control_plane_identifier).clone()
+}
+
+fn control_plane_identifier() -> String {
     let host = std::env::var("POD_NAME").unwrap_or_else(|_| "istiod".into());
     format!(
         r#"{{"Component":"istiod","ID":"{host}","info":{{"version":"{}"}}}}"#,

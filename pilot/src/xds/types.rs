@@ -18,6 +18,19 @@ pub const DEBUG_PREFIX: &str = "istio.io/debug";
 /// routes that name them.
 pub const PUSH_ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
 
+/// The types a push sends, from the types a connection watches: the known types in
+/// [`PUSH_ORDER`], then the rest; only endpoints when the push is not full.
+pub fn push_order<'a>(watched: impl Iterator<Item = &'a str>, full: bool) -> Vec<String> {
+    let watched: Vec<&str> = watched.collect();
+    let known = PUSH_ORDER.iter().copied().filter(|t| watched.contains(t));
+    let others = watched.iter().copied().filter(|t| !PUSH_ORDER.contains(t));
+    known
+        .chain(others)
+        .filter(|t| full || *t == ENDPOINT)
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Short name of a type for metric labels (`cds`, `eds`...), as upstream's `GetShortType`.
 pub fn short_name(type_url: &str) -> &str {
     match type_url {
@@ -41,4 +54,19 @@ pub fn is_wildcard(type_url: &str) -> bool {
         type_url,
         CLUSTER | LISTENER | NAME_TABLE | PROXY_CONFIG | ADDRESS | WORKLOAD | AUTHORIZATION
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushes_clusters_before_listeners_and_only_endpoints_when_partial() {
+        let watched = [ROUTE, "istio.io/debug/syncz", LISTENER, CLUSTER, ENDPOINT];
+        assert_eq!(
+            push_order(watched.into_iter(), true),
+            [CLUSTER, ENDPOINT, LISTENER, ROUTE, "istio.io/debug/syncz"]
+        );
+        assert_eq!(push_order(watched.into_iter(), false), [ENDPOINT]);
+    }
 }
