@@ -1,12 +1,14 @@
 //! The Kubernetes source: watches the API server and feeds the same config store as the
 //! `--configDir` source, so the model and generators do not care where config came from.
 
+pub mod ca_secret;
 pub mod client;
 #[cfg(test)]
 mod fake;
 pub mod leader;
 pub mod mesh;
 pub mod root_cert;
+pub mod tokenreview;
 pub mod watch;
 
 pub use client::{client, ClientError};
