@@ -10,6 +10,7 @@ pub mod mesh;
 pub mod root_cert;
 pub mod tokenreview;
 pub mod watch;
+pub mod webhook_patch;
 
 pub use client::{client, ClientError};
 pub use watch::{KubeSource, SyncTracker};
