@@ -93,8 +93,11 @@ pub fn generate(type_url: &str, ctx: &GenContext<'_>, sub: &Subscription) -> Opt
 /// 500 sidecars of one namespace cost one generation, not 500.
 #[derive(Debug, Default)]
 pub struct GenCache {
-    entries: Mutex<HashMap<(String, String, Subscription), Arc<Vec<Resource>>>>,
+    entries: Mutex<HashMap<CacheKey, Arc<Vec<Resource>>>>,
 }
+
+/// (type URL, proxy config key, subscription).
+type CacheKey = (String, String, Subscription);
 
 impl GenCache {
     /// Returns the cached resources for (type, proxy key, subscription), generating them
@@ -115,10 +118,7 @@ impl GenCache {
         Some(self.lock().entry(k).or_insert(generated).clone())
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String, Subscription), Arc<Vec<Resource>>>>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<Vec<Resource>>>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
