@@ -65,11 +65,14 @@ impl App {
 
         // Config: every source loads once before serving, so the first push is complete.
         let store = ConfigStore::new();
-        let mesh_rx = start_sources(
+        // The CA's trust bundle (PEM), for the Kubernetes writers; fed once the CA exists.
+        let (root_tx, root_rx) = watch::channel(String::new());
+        let (mesh_rx, kube_client) = start_sources(
             &args,
             &features,
             &store,
             file_metrics,
+            root_rx,
             &shutdown,
             &mut tasks,
         )
@@ -128,8 +131,28 @@ impl App {
         };
 
         // Secure gRPC (15012: xDS + CA over TLS): the CA subsystem.
-        let (secure_grpc_addr, ca) =
-            start_secure(&args, &mesh, &ads, &mut registry, &shutdown, &mut tasks).await?;
+        let (secure_grpc_addr, ca) = start_secure(
+            &args,
+            &mesh,
+            &ads,
+            kube_client,
+            &mut registry,
+            &shutdown,
+            &mut tasks,
+        )
+        .await?;
+        if let Some(authority) = ca.authority() {
+            let (mut roots, shutdown) = (authority.subscribe(), shutdown.clone());
+            tasks.spawn(async move {
+                loop {
+                    root_tx.send_replace(roots.borrow_and_update().pem());
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        changed = roots.changed() => if changed.is_err() { return Ok(()) },
+                    }
+                }
+            });
+        }
         // Validation webhook (15017): TLS with the same serving certificate.
         let https_addr = start_webhook(&args, &ca, &mut registry, &shutdown, &mut tasks).await?;
 
@@ -227,9 +250,10 @@ async fn start_sources(
     features: &Features,
     store: &ConfigStore,
     file_metrics: file::Metrics,
+    root_rx: watch::Receiver<String>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
-) -> anyhow::Result<watch::Receiver<MeshConfig>> {
+) -> anyhow::Result<(watch::Receiver<MeshConfig>, Option<kube::Client>)> {
     let mut kubernetes = false;
     for r in args
         .registries
@@ -262,8 +286,19 @@ async fn start_sources(
         tasks.spawn(async move { source.run(dir_watch, shutdown).await });
     }
 
+    let mut kube_client = None;
     if kubernetes {
         let client = kube_source::client(&args.kubeconfig).await?;
+        kube_client = Some(client.clone());
+        kube_source::leader::spawn_writers(
+            client.clone(),
+            &args.namespace,
+            &features.revision,
+            root_rx,
+            shutdown.clone(),
+            tasks,
+        )
+        .context("starting the Kubernetes writers")?;
         let source =
             kube_source::KubeSource::new(client.clone(), store.clone(), Kind::ALL.to_vec());
         let sync = source.sync.clone();
@@ -283,7 +318,7 @@ async fn start_sources(
         sync.wait().await;
         info!("Kubernetes resources synced");
     }
-    Ok(mesh_rx)
+    Ok((mesh_rx, kube_client))
 }
 
 async fn ready_handler(
@@ -301,6 +336,7 @@ async fn start_secure(
     args: &DiscoveryArgs,
     mesh: &MeshConfig,
     ads: &AdsService,
+    kube_client: Option<kube::Client>,
     registry: &mut Registry,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
@@ -309,6 +345,7 @@ async fn start_secure(
     if !mesh.trust_domain.is_empty() {
         config.trust_domain = mesh.trust_domain.clone();
     }
+    let (audiences, trust_domain) = (config.token_audiences.clone(), config.trust_domain.clone());
     let opts = ca::SecureOptions::from_flags(
         &args.ca_cert_file,
         &args.tls_cert_file,
@@ -336,7 +373,18 @@ async fn start_secure(
         AggregatedDiscoveryServiceServer::new(ads.clone())
             .max_decoding_message_size(MAX_RECV_MSG_SIZE),
     ));
-    let (authn, shutdown) = (ca.authn(), shutdown.clone());
+    let (mut authn, shutdown) = (ca.authn(), shutdown.clone());
+    if let Some(client) = kube_client {
+        // Service-account tokens from this cluster, checked with a TokenReview.
+        let reviewer = kube_source::tokenreview::TokenReviewer::new(client, audiences);
+        authn.push(Arc::new(
+            kube_source::tokenreview::TokenReviewAuthenticator::new(
+                reviewer,
+                &trust_domain,
+                &args.cluster_id,
+            ),
+        ));
+    }
     tasks.spawn(async move {
         ca::secure::serve_secure(listener, tls, authn, routes, shutdown)
             .await

@@ -504,5 +504,42 @@ impl LeaderElection {
     }
 }
 
+/// Starts the writers istiod runs against its own cluster: the namespace controller
+/// (`istio-ca-root-cert` ConfigMaps) on the leader of
+/// `istio-namespace-controller-election`, and the webhook patcher on every replica (its
+/// writes are idempotent, as upstream). `root` carries the CA's trust bundle (PEM).
+pub fn spawn_writers(
+    client: kube::Client,
+    namespace: &str,
+    revision: &str,
+    root: watch::Receiver<String>,
+    shutdown: CancellationToken,
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) -> Result<(), ConfigError> {
+    let mut config = ElectionConfig::from_env(|k| std::env::var(k).ok(), revision)?;
+    if !namespace.is_empty() {
+        config.namespace = namespace.to_owned();
+    }
+    let patcher = super::webhook_patch::WebhookPatcher::new(client.clone(), revision, namespace);
+    tasks.spawn({
+        let (root, shutdown) = (root.clone(), shutdown.clone());
+        async move {
+            patcher.run(root, shutdown).await;
+            Ok(())
+        }
+    });
+    let election = LeaderElection::new(client.clone(), config, locks::NAMESPACE_CONTROLLER);
+    let controller = super::root_cert::NamespaceController::new(client);
+    tasks.spawn(async move {
+        election
+            .run(shutdown, move |token| {
+                controller.clone().run(root.clone(), token)
+            })
+            .await;
+        Ok(())
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;
