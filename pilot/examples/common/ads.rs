@@ -1,0 +1,427 @@
+//! An Envoy-like state-of-the-world ADS client: CDS (wildcard), then EDS for the clusters,
+//! LDS (wildcard), then RDS for the routes the listeners reference, ACKing every response
+//! with its nonce. Each client reports when it holds a complete new version of its config
+//! and, when asked to watch a cluster, when that cluster and its first endpoint arrive.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use pilot::testing::node;
+use pilot::xds::generator::Resource;
+use pilot::xds::{rds, types};
+
+/// A client reached a converged state: round 0 is the initial config, round k the k-th push.
+pub struct Converged {
+    pub client: usize,
+    pub round: usize,
+    pub at: Instant,
+    /// When the first response of a new version arrived (rounds > 0).
+    pub first_new_at: Option<Instant>,
+    /// Bytes received on the stream so far.
+    pub bytes: u64,
+}
+
+/// What a client saw of the watched cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Milestone {
+    /// A CDS response holding the cluster arrived (and was ACKed).
+    Cluster,
+    /// An EDS response gave the cluster at least one endpoint (and was ACKed).
+    Endpoints,
+}
+
+pub enum Event {
+    Converged(Converged),
+    Seen {
+        client: usize,
+        milestone: Milestone,
+        at: Instant,
+    },
+    Failed(usize, anyhow::Error),
+}
+
+/// The `name` field (tag 1) of a Cluster, or the `cluster_name` of a
+/// ClusterLoadAssignment: enough to follow subscriptions without decoding the whole message.
+#[derive(Clone, PartialEq, Message)]
+struct NameOnly {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+#[derive(Default)]
+struct TypeState {
+    names: Vec<String>,
+    version: String,
+    nonce: String,
+    requested: bool,
+}
+
+/// One Envoy-like ADS client.
+struct Client {
+    id: usize,
+    tx: mpsc::Sender<DiscoveryRequest>,
+    state: HashMap<&'static str, TypeState>,
+    baseline: Option<HashMap<&'static str, String>>,
+    round: usize,
+    first_new_at: Option<Instant>,
+    bytes: u64,
+    /// The cluster to report milestones for, and which were reported.
+    watched: Option<Arc<str>>,
+    seen_cluster: bool,
+    seen_endpoints: bool,
+}
+
+fn static_type(url: &str) -> Option<&'static str> {
+    [
+        types::CLUSTER,
+        types::ENDPOINT,
+        types::LISTENER,
+        types::ROUTE,
+    ]
+    .into_iter()
+    .find(|t| *t == url)
+}
+
+impl Client {
+    async fn send(&mut self, type_url: &'static str) -> Result<()> {
+        let st = self.state.entry(type_url).or_default();
+        st.requested = true;
+        let req = DiscoveryRequest {
+            version_info: st.version.clone(),
+            response_nonce: st.nonce.clone(),
+            resource_names: st.names.clone(),
+            type_url: type_url.to_owned(),
+            ..Default::default()
+        };
+        self.tx
+            .send(req)
+            .await
+            .map_err(|_| anyhow!("client {}: request stream closed", self.id))
+    }
+
+    /// Handles one response: ACK it, follow up with dependent subscriptions, and report
+    /// convergence and milestones of the watched cluster.
+    async fn on_response(&mut self, resp: DiscoveryResponse) -> Result<Vec<Event>> {
+        self.bytes += resp.encoded_len() as u64;
+        let type_url = static_type(&resp.type_url)
+            .ok_or_else(|| anyhow!("unexpected response type {:?}", resp.type_url))?;
+        {
+            let st = self.state.entry(type_url).or_default();
+            st.version = resp.version_info.clone();
+            st.nonce = resp.nonce.clone();
+        }
+        if self.first_new_at.is_none() {
+            if let Some(base) = &self.baseline {
+                if base.get(type_url) != Some(&resp.version_info) {
+                    self.first_new_at = Some(Instant::now());
+                }
+            }
+        }
+        // ACK with the current subscription of the type.
+        self.send(type_url).await?;
+        let mut events = Vec::new();
+        match type_url {
+            types::CLUSTER => {
+                let mut names = Vec::with_capacity(resp.resources.len());
+                for any in &resp.resources {
+                    let c = NameOnly::decode(any.value.as_slice())
+                        .with_context(|| format!("client {}: decoding a Cluster", self.id))?;
+                    names.push(c.name);
+                }
+                names.sort();
+                if let Some(watched) = &self.watched {
+                    if !self.seen_cluster && names.iter().any(|n| **n == **watched) {
+                        self.seen_cluster = true;
+                        events.push(self.seen(Milestone::Cluster));
+                    }
+                }
+                let eds = self.state.entry(types::ENDPOINT).or_default();
+                if !eds.requested || eds.names != names {
+                    eds.names = names;
+                    self.send(types::ENDPOINT).await?;
+                }
+            }
+            types::ENDPOINT => {
+                if self.seen_cluster && !self.seen_endpoints && self.has_watched_endpoints(&resp)? {
+                    self.seen_endpoints = true;
+                    events.push(self.seen(Milestone::Endpoints));
+                }
+                if !self.state.get(types::LISTENER).is_some_and(|s| s.requested) {
+                    self.send(types::LISTENER).await?;
+                }
+            }
+            types::LISTENER => {
+                let listeners: Vec<Resource> = resp
+                    .resources
+                    .into_iter()
+                    .map(|body| Resource {
+                        name: String::new(),
+                        body,
+                    })
+                    .collect();
+                let routes: Vec<String> = rds::referenced_route_names(&listeners)
+                    .into_iter()
+                    .collect();
+                let rds = self.state.entry(types::ROUTE).or_default();
+                if !routes.is_empty() && (!rds.requested || rds.names != routes) {
+                    rds.names = routes;
+                    self.send(types::ROUTE).await?;
+                }
+            }
+            _ => {}
+        }
+        events.extend(self.check_converged().map(Event::Converged));
+        Ok(events)
+    }
+
+    fn seen(&self, milestone: Milestone) -> Event {
+        Event::Seen {
+            client: self.id,
+            milestone,
+            at: Instant::now(),
+        }
+    }
+
+    /// Whether an EDS response gives the watched cluster at least one endpoint.
+    fn has_watched_endpoints(&self, resp: &DiscoveryResponse) -> Result<bool> {
+        let Some(watched) = &self.watched else {
+            return Ok(false);
+        };
+        for any in &resp.resources {
+            let name = NameOnly::decode(any.value.as_slice())
+                .with_context(|| format!("client {}: decoding endpoints", self.id))?;
+            if *name.name != **watched {
+                continue;
+            }
+            let cla = ClusterLoadAssignment::decode(any.value.as_slice())
+                .with_context(|| format!("client {}: decoding endpoints", self.id))?;
+            return Ok(cla.endpoints.iter().any(|l| !l.lb_endpoints.is_empty()));
+        }
+        Ok(false)
+    }
+
+    fn check_converged(&mut self) -> Option<Converged> {
+        // Every requested type must have an answer (RDS only if a listener needs routes).
+        let mut versions = HashMap::new();
+        for t in [
+            types::CLUSTER,
+            types::ENDPOINT,
+            types::LISTENER,
+            types::ROUTE,
+        ] {
+            match self.state.get(t) {
+                Some(st) if st.requested => {
+                    if st.version.is_empty() {
+                        return None;
+                    }
+                    versions.insert(t, st.version.clone());
+                }
+                _ if t == types::ROUTE => {}
+                _ => return None,
+            }
+        }
+        if let Some(base) = &self.baseline {
+            if base.iter().any(|(t, v)| versions.get(t) == Some(v)) {
+                return None;
+            }
+        }
+        let event = Converged {
+            client: self.id,
+            round: self.round,
+            at: Instant::now(),
+            first_new_at: self.first_new_at.take(),
+            bytes: self.bytes,
+        };
+        self.baseline = Some(versions);
+        self.round += 1;
+        Some(event)
+    }
+}
+
+/// Runs one sidecar `sidecar~10.100.x.y~pod-<id>.default~default.svc.cluster.local` until
+/// its stream fails or `events` is closed.
+async fn run_client(
+    id: usize,
+    channel: Channel,
+    watched: Option<Arc<str>>,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<()> {
+    let (tx, rx) = mpsc::channel(16);
+    let ip = format!("10.100.{}.{}", id / 250, id % 250 + 1);
+    let first = DiscoveryRequest {
+        node: Some(node(
+            &format!("sidecar~{ip}~pod-{id}.default~default.svc.cluster.local"),
+            &[("ISTIO_VERSION", "1.26.0")],
+        )),
+        type_url: types::CLUSTER.to_owned(),
+        ..Default::default()
+    };
+    tx.send(first)
+        .await
+        .map_err(|_| anyhow!("request channel closed"))?;
+    let mut client = Client {
+        id,
+        tx,
+        state: HashMap::new(),
+        baseline: None,
+        round: 0,
+        first_new_at: None,
+        bytes: 0,
+        watched,
+        seen_cluster: false,
+        seen_endpoints: false,
+    };
+    client.state.entry(types::CLUSTER).or_default().requested = true;
+    let mut grpc = AggregatedDiscoveryServiceClient::new(channel)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    let mut inbound = grpc
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .with_context(|| format!("client {id}: opening the ADS stream"))?
+        .into_inner();
+    loop {
+        let resp = inbound
+            .message()
+            .await
+            .with_context(|| format!("client {id}: reading a response"))?
+            .ok_or_else(|| anyhow!("client {id}: server closed the stream"))?;
+        for ev in client.on_response(resp).await? {
+            if events.send(ev).is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Opens `n` HTTP/2 connections to the plaintext xDS port (streams are multiplexed on
+/// them), retrying while the port comes up.
+pub async fn connect(grpc_port: u16, n: usize) -> Result<Vec<Channel>> {
+    let mut channels = Vec::new();
+    for _ in 0..n {
+        let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{grpc_port}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(64 << 20));
+        let mut attempt = 0;
+        let ch = loop {
+            match endpoint.connect().await {
+                Ok(ch) => break ch,
+                Err(_) if attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e).context("connecting to the xDS port"),
+            }
+        };
+        channels.push(ch);
+    }
+    Ok(channels)
+}
+
+/// The running clients and their events; dropping it stops them.
+pub struct Clients {
+    pub events: mpsc::UnboundedReceiver<Event>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts `n` clients spread over `channels`; each reports milestones of `watched`.
+pub fn spawn_clients(n: usize, channels: &[Channel], watched: Option<Arc<str>>) -> Clients {
+    let (ev_tx, events) = mpsc::unbounded_channel();
+    let tasks = (0..n)
+        .map(|id| {
+            let ch = channels[id % channels.len()].clone();
+            let (ev, watched) = (ev_tx.clone(), watched.clone());
+            tokio::spawn(async move {
+                if let Err(e) = run_client(id, ch, watched, ev.clone()).await {
+                    let _ = ev.send(Event::Failed(id, e));
+                }
+            })
+        })
+        .collect();
+    Clients { events, tasks }
+}
+
+/// How one round (initial config or a push) went for all clients.
+pub struct Round {
+    /// Time until the last client converged.
+    pub last: Duration,
+    /// Time until the first client converged.
+    pub first: Duration,
+    /// Time until the first response of the new version (push rounds).
+    pub first_response: Option<Duration>,
+    /// Mean bytes received per client during the round.
+    pub bytes_per_client: u64,
+    /// Server CPU seconds during the round.
+    pub server_cpu: f64,
+}
+
+/// Waits until every client has converged in `round`. `bytes` holds each client's
+/// cumulative received bytes and is updated.
+pub async fn wait_round(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    round: usize,
+    start: Instant,
+    bytes: &mut [u64],
+) -> Result<Round> {
+    let clients = bytes.len();
+    let mut last = start;
+    let mut first: Option<Instant> = None;
+    let mut first_resp: Option<Instant> = None;
+    let mut seen = vec![false; clients];
+    let mut done = 0;
+    let mut received = 0u64;
+    while done < clients {
+        let ev = rx
+            .recv()
+            .await
+            .ok_or_else(|| anyhow!("all clients stopped"))?;
+        let c = match ev {
+            Event::Failed(id, e) => return Err(e.context(format!("client {id} failed"))),
+            Event::Seen { .. } => continue,
+            Event::Converged(c) => c,
+        };
+        if c.round != round || seen[c.client] {
+            bail!(
+                "client {} converged in round {} during round {round}",
+                c.client,
+                c.round
+            );
+        }
+        seen[c.client] = true;
+        done += 1;
+        last = last.max(c.at);
+        first = Some(first.map_or(c.at, |f| f.min(c.at)));
+        if let Some(f) = c.first_new_at {
+            first_resp = Some(first_resp.map_or(f, |x| x.min(f)));
+        }
+        received += c.bytes.saturating_sub(bytes[c.client]);
+        bytes[c.client] = c.bytes;
+    }
+    Ok(Round {
+        last: last.duration_since(start),
+        first: first.unwrap_or(start).duration_since(start),
+        first_response: first_resp.map(|f| f.duration_since(start)),
+        bytes_per_client: received / clients as u64,
+        server_cpu: 0.0,
+    })
+}

@@ -1,0 +1,281 @@
+//! Kubernetes source load test: a real `pilot-discovery --registries Kubernetes` against a
+//! fake API server, with many Envoy-like ADS clients.
+//!
+//! Serves `--services` Services (HTTP port 80), each with one EndpointSlice (one ready
+//! endpoint) and its Pod, over real HTTP on 127.0.0.1 (`fake_api.rs`), writes a kubeconfig
+//! for it and starts `pilot-discovery discovery --kubeconfig FILE --registries Kubernetes`
+//! on free ports. It measures the time from process start to `/ready`, opens `--clients`
+//! ADS streams over `--channels` HTTP/2 connections and waits until all hold their initial
+//! config, then creates one more Service with its EndpointSlice and Pod (delivered to
+//! istiod's watches) and measures the time until every client has received and ACKed a CDS
+//! response with the new cluster, and an EDS response giving it an endpoint. The server's
+//! RSS is sampled from `/proc/<pid>/status` throughout.
+//!
+//! ```text
+//! cargo build --release -p pilot --bin pilot-discovery --example kube_load
+//! target/release/examples/kube_load --binary target/release/pilot-discovery
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+
+#[path = "../common/mod.rs"]
+mod common;
+mod fake_api;
+mod objects;
+
+use common::ads::{self, Event, Milestone};
+use common::process::{cpu_secs, free_port, mb, memory_kb, ms, wait_ready, PeakRss, Server};
+use fake_api::FakeApi;
+
+#[derive(Debug, Parser)]
+#[command(about = "Start-up, push latency and memory of pilot-discovery's Kubernetes source")]
+struct Args {
+    /// The pilot-discovery binary to start.
+    #[arg(long, default_value = "target/release/pilot-discovery")]
+    binary: PathBuf,
+    /// Services (each with one EndpointSlice and one Pod) in the API server at start.
+    #[arg(long, default_value_t = 1000)]
+    services: usize,
+    /// Namespaces the services are spread over (`bench-0`…).
+    #[arg(long, default_value_t = 4)]
+    namespaces: usize,
+    /// Concurrent ADS streams (one sidecar each).
+    #[arg(long, default_value_t = 500)]
+    clients: usize,
+    /// HTTP/2 connections the streams are spread over.
+    #[arg(long, default_value_t = 10)]
+    channels: usize,
+    /// Serve no Istio or Gateway API resources (404, as when their CRDs are not installed).
+    #[arg(long)]
+    without_crds: bool,
+    /// Give up after this many seconds overall.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.clients == 0 || args.channels == 0 || args.namespaces == 0 {
+        bail!("--clients, --channels and --namespaces must be positive");
+    }
+    let api = FakeApi::new(fake_api::istiod_resources(!args.without_crds));
+    let fixtures = objects::cluster(args.namespaces)
+        .into_iter()
+        .chain(objects::istiod_config())
+        .chain((0..args.services).flat_map(|i| objects::service(i, args.namespaces)));
+    for object in fixtures {
+        api.create(object).context("loading the fake API server")?;
+    }
+    let api_addr = api.serve().await?;
+
+    let root = tempfile::tempdir().context("creating a temp dir")?;
+    let kubeconfig = root.path().join("kubeconfig");
+    write_kubeconfig(&kubeconfig, &format!("http://{api_addr}"))?;
+    let (grpc_port, http_port, mon_port) = (free_port()?, free_port()?, free_port()?);
+    let server = Server::spawn(
+        &args.binary,
+        &[
+            "discovery".to_owned(),
+            "--kubeconfig".to_owned(),
+            kubeconfig.display().to_string(),
+            "--registries".to_owned(),
+            "Kubernetes".to_owned(),
+            "--grpcAddr".to_owned(),
+            format!("127.0.0.1:{grpc_port}"),
+            "--httpAddr".to_owned(),
+            format!("127.0.0.1:{http_port}"),
+            "--monitoringAddr".to_owned(),
+            format!("127.0.0.1:{mon_port}"),
+            "--secureGRPCAddr=".to_owned(),
+            "--httpsAddr=".to_owned(),
+            "--log_output_level".to_owned(),
+            "default:warn,kube:info".to_owned(),
+        ],
+        &[
+            ("POD_NAMESPACE", objects::ISTIO_NAMESPACE),
+            ("POD_NAME", "istiod-kube-load"),
+            ("PILOT_MAX_REQUESTS_PER_SECOND", "10000"),
+        ],
+        root.path().join("pilot-discovery.log"),
+    )?;
+    let (pid, started) = (server.pid, server.started);
+    server
+        .supervise(
+            Duration::from_secs(args.timeout_secs),
+            run(&args, &api, pid, started, grpc_port, http_port),
+        )
+        .await
+}
+
+/// A kubeconfig with one cluster at `server` and no credentials.
+fn write_kubeconfig(path: &Path, server: &str) -> Result<()> {
+    let text = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: fake
+  cluster: {{server: \"{server}\"}}
+users:
+- name: fake
+  user: {{}}
+contexts:
+- name: fake
+  context: {{cluster: fake, user: fake, namespace: default}}
+current-context: fake
+"
+    );
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// When the clients reached a milestone: first and last of all.
+#[derive(Default)]
+struct Spread {
+    first: Option<Duration>,
+    last: Duration,
+    count: usize,
+}
+
+impl Spread {
+    fn add(&mut self, d: Duration) {
+        self.first = Some(self.first.map_or(d, |f| f.min(d)));
+        self.last = self.last.max(d);
+        self.count += 1;
+    }
+}
+
+async fn run(
+    args: &Args,
+    api: &FakeApi,
+    pid: u32,
+    started: Instant,
+    grpc_port: u16,
+    http_port: u16,
+) -> Result<()> {
+    let ready_after = wait_ready(pid, started, http_port).await?;
+    let (rss_ready, _) = memory_kb(pid).unwrap_or_default();
+    let cpu_ready = cpu_secs(pid);
+    let peak = PeakRss::start(pid);
+
+    // Initial config for every client.
+    let new = args.services;
+    let watched: Arc<str> = objects::cluster_name(new, args.namespaces).into();
+    let channels = ads::connect(grpc_port, args.channels).await?;
+    let cpu0 = cpu_secs(pid);
+    let t0 = Instant::now();
+    let mut clients = ads::spawn_clients(args.clients, &channels, Some(watched.clone()));
+    let mut bytes = vec![0u64; args.clients];
+    let mut initial = ads::wait_round(&mut clients.events, 0, t0, &mut bytes).await?;
+    initial.server_cpu = cpu_secs(pid) - cpu0;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_connected, _) = memory_kb(pid).unwrap_or_default();
+
+    // One more Service, as `kubectl apply` and the EndpointSlice controller would write it.
+    let cpu0 = cpu_secs(pid);
+    let t = Instant::now();
+    for object in objects::service(new, args.namespaces) {
+        api.create(object).context("creating the new service")?;
+    }
+    let (mut cluster, mut endpoints) = (Spread::default(), Spread::default());
+    while cluster.count < args.clients || endpoints.count < args.clients {
+        let ev = clients
+            .events
+            .recv()
+            .await
+            .ok_or_else(|| anyhow!("all clients stopped"))?;
+        match ev {
+            Event::Failed(id, e) => return Err(e.context(format!("client {id} failed"))),
+            Event::Seen {
+                milestone: Milestone::Cluster,
+                at,
+                ..
+            } => cluster.add(at.duration_since(t)),
+            Event::Seen {
+                milestone: Milestone::Endpoints,
+                at,
+                ..
+            } => endpoints.add(at.duration_since(t)),
+            Event::Converged(_) => {}
+        }
+    }
+    let push_cpu = cpu_secs(pid) - cpu0;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let peak = peak.stop().await;
+    let (rss_end, hwm) = memory_kb(pid).unwrap_or_default();
+    let cpu_total = cpu_secs(pid);
+    drop(clients);
+
+    let crds = if args.without_crds {
+        "Istio and Gateway API kinds not served (404)"
+    } else {
+        "Istio and Gateway API kinds served, empty"
+    };
+    println!("kube_load report");
+    println!("  binary:                {}", args.binary.display());
+    println!(
+        "  API server objects:    {} Services + {} EndpointSlices + {} Pods in {} namespaces; {crds}",
+        args.services, args.services, args.services, args.namespaces
+    );
+    println!(
+        "  clients:               {} over {} HTTP/2 connections",
+        args.clients, args.channels
+    );
+    println!(
+        "  start to ready:        {:.0} ms (server CPU {:.2} s)   target < 2000 ms",
+        ms(ready_after),
+        cpu_ready
+    );
+    println!(
+        "  initial convergence:   {:.0} ms (first client {:.0} ms), server CPU {:.2} s, {:.1} KiB/client",
+        ms(initial.last),
+        ms(initial.first),
+        initial.server_cpu,
+        initial.bytes_per_client as f64 / 1024.0
+    );
+    println!(
+        "  new Service, cluster:  {:.0} ms at every client (first {:.0} ms)   target < 1000 ms",
+        ms(cluster.last),
+        cluster.first.map_or(f64::NAN, ms)
+    );
+    println!(
+        "  new Service, endpoint: {:.0} ms at every client (first {:.0} ms); server CPU {:.2} s",
+        ms(endpoints.last),
+        endpoints.first.map_or(f64::NAN, ms),
+        push_cpu
+    );
+    println!(
+        "  RSS:                   ready {:.1} MB, connected {:.1} MB, end {:.1} MB",
+        mb(rss_ready),
+        mb(rss_connected),
+        mb(rss_end)
+    );
+    println!(
+        "  peak RSS:              {:.1} MB (VmHWM), {:.1} MB (sampled VmRSS)   target < 150 MB",
+        mb(hwm),
+        mb(peak)
+    );
+    println!("  server CPU, total:     {cpu_total:.2} s");
+    print_requests(api);
+    Ok(())
+}
+
+/// What pilot-discovery asked of the API server, per verb.
+fn print_requests(api: &FakeApi) {
+    let mut by_verb: Vec<(&str, Vec<String>)> = Vec::new();
+    for ((verb, resource), n) in api.requests() {
+        let entry = format!("{resource} {n}");
+        match by_verb.iter_mut().find(|(v, _)| *v == verb) {
+            Some((_, list)) => list.push(entry),
+            None => by_verb.push((verb, vec![entry])),
+        }
+    }
+    println!("  API requests:");
+    for (verb, list) in by_verb {
+        println!("    {verb:<7} {}", list.join(", "));
+    }
+}
