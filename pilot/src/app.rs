@@ -288,7 +288,11 @@ async fn start_sources(
 
     let mut kube_client = None;
     if kubernetes {
-        let client = kube_source::client(&args.kubeconfig).await?;
+        let limit = kube_source::RateLimit {
+            qps: args.kubernetes_api_qps,
+            burst: args.kubernetes_api_burst,
+        };
+        let client = kube_source::client(&args.kubeconfig, limit).await?;
         kube_client = Some(client.clone());
         kube_source::leader::spawn_writers(
             client.clone(),
@@ -353,7 +357,19 @@ async fn start_secure(
         &args.tls_min_version,
     )
     .map_err(anyhow::Error::msg)?;
-    let ca = Arc::new(ca::Ca::new(config, opts, registry).context("starting the CA")?);
+    // With Kubernetes the self-signed root lives in Secret istio-ca-secret, shared by
+    // every replica, as upstream; else in files (or memory).
+    let store = match &kube_client {
+        Some(client) => ca::RootStore::Shared(Arc::new(kube_source::ca_secret::SecretRoot::new(
+            client.clone(),
+            &args.namespace,
+        ))),
+        None => ca::RootStore::Files(config.self_signed_dir.clone()),
+    };
+    let ca = ca::Ca::new(config, opts, store, registry)
+        .await
+        .context("starting the CA")?;
+    let ca = Arc::new(ca);
     tasks.spawn({
         let (ca, shutdown) = (ca.clone(), shutdown.clone());
         async move {

@@ -16,6 +16,7 @@ pub mod rotation;
 pub mod secure;
 pub mod service;
 pub mod serving;
+pub mod store;
 
 /// Generated code for `istio.v1.auth` (see `pilot/proto`).
 pub mod pb {
@@ -26,6 +27,7 @@ pub mod pb {
 pub use authority::Authority;
 pub use bootstrap::{Ca, SecureOptions};
 pub use config::CaConfig;
+pub use store::{RootStore, SharedRoot};
 
 /// Everything that can go wrong in the CA subsystem.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,8 @@ pub enum Error {
     },
     #[error("TLS configuration: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
 }
 
 /// Reads a file, naming it in the error.

@@ -4,13 +4,15 @@
 pub mod ca_secret;
 pub mod client;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 pub mod leader;
 pub mod mesh;
+pub mod rate_limit;
 pub mod root_cert;
 pub mod tokenreview;
 pub mod watch;
 pub mod webhook_patch;
 
 pub use client::{client, ClientError};
+pub use rate_limit::RateLimit;
 pub use watch::{KubeSource, SyncTracker};

@@ -20,6 +20,7 @@ use super::rotation::{self, RotationOptions};
 use super::secure::{self, MeshClientVerifier, TlsMinVersion};
 use super::service::CaService;
 use super::serving::{CustomCertFiles, ServingCert};
+use super::store::RootStore;
 use super::{read_file, Error};
 
 /// The secure-port flags: `--caCertFile/--tlsCertFile/--tlsKeyFile/--tls-min-version`.
@@ -66,6 +67,7 @@ impl SecureOptions {
 pub struct Ca {
     config: CaConfig,
     opts: SecureOptions,
+    store: RootStore,
     authority: Option<Arc<Authority>>,
     metrics: Metrics,
     authn: Chain,
@@ -77,26 +79,26 @@ impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ca")
             .field("enabled", &self.authority.is_some())
+            .field("store", &self.store)
             .field("authn", &self.authn)
             .finish_non_exhaustive()
     }
 }
 
 impl Ca {
-    /// Loads or creates the key material and everything built on it.
-    pub fn new(
+    /// Loads or creates the key material and everything built on it. A plugged-in CA in
+    /// `ROOT_CA_DIR` wins; else the self-signed root comes from `store`.
+    pub async fn new(
         config: CaConfig,
         opts: SecureOptions,
+        store: RootStore,
         registry: &mut Registry,
     ) -> Result<Self, Error> {
         let metrics = Metrics::new(registry);
         let authority = if config.enabled {
             let bundle = match root::load_plugged(&config.root_ca_dir)? {
                 Some(b) => b,
-                None => root::load_or_create_self_signed(
-                    config.self_signed_dir.as_deref(),
-                    &self_signed_options(&config),
-                )?,
+                None => store.load_or_create(&self_signed_options(&config)).await?,
             };
             let ttl = TtlPolicy {
                 default: config.default_ttl,
@@ -150,6 +152,7 @@ impl Ca {
         Ok(Ca {
             config,
             opts,
+            store,
             authority,
             metrics,
             authn,
@@ -200,7 +203,7 @@ impl Ca {
                 check_interval: self.config.root_check_interval,
                 grace_percentile: self.config.grace_period_percentile,
                 self_signed: self_signed_options(&self.config),
-                dir: self.config.self_signed_dir.clone(),
+                store: self.store.clone(),
             };
             tasks.spawn(rotation::run_rotator(
                 a.clone(),

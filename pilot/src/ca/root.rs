@@ -159,22 +159,27 @@ pub fn load_or_create_self_signed(
             return Ok(bundle);
         }
     }
+    let bundle = generate_self_signed(opts)?;
+    if let Some(dir) = dir {
+        store_self_signed(dir, &bundle)?;
+    }
+    Ok(bundle)
+}
+
+/// A new self-signed root with a new key.
+pub fn generate_self_signed(opts: &SelfSignedOptions) -> Result<KeyBundle, Error> {
     let key = keys::generate(opts.key_type)?;
     let params = root_params(opts, None);
     let cert = params.self_signed(&key.pair)?;
     let pem = cert.pem();
-    let bundle = KeyBundle {
+    info!(key = %opts.key_type, trust_domain = %opts.trust_domain, "generated self-signed root");
+    Ok(KeyBundle {
         mode: Mode::SelfSigned,
         key,
         ca_cert_pem: pem.clone(),
         intermediates: Vec::new(),
         roots: vec![pem],
-    };
-    info!(key = %opts.key_type, trust_domain = %opts.trust_domain, "generated self-signed root");
-    if let Some(dir) = dir {
-        store_self_signed(dir, &bundle)?;
-    }
-    Ok(bundle)
+    })
 }
 
 /// Writes the five-key layout, replacing each file atomically; the key is private to us.
@@ -390,20 +395,30 @@ pub fn validity(pem: &str) -> Result<(OffsetDateTime, OffsetDateTime), Error> {
 }
 
 fn check_key_matches(bundle: &KeyBundle) -> Result<(), Error> {
-    let der = der_of(&bundle.ca_cert_pem, CA_CERT)?;
+    check_key_matches_in(bundle, CA_CERT, CA_KEY)
+}
+
+/// Checks that the key signs for the CA certificate and that it is a CA; errors name the
+/// certificate as `cert_what` and the key as `key_what`.
+pub(super) fn check_key_matches_in(
+    bundle: &KeyBundle,
+    cert_what: &str,
+    key_what: &str,
+) -> Result<(), Error> {
+    let der = der_of(&bundle.ca_cert_pem, cert_what)?;
     let (_, x509) = X509Certificate::from_der(&der).map_err(|e| Error::BadCertificate {
-        what: CA_CERT.to_owned(),
+        what: cert_what.to_owned(),
         reason: e.to_string(),
     })?;
     if x509.public_key().subject_public_key.data.as_ref() != bundle.key.pair.public_key_raw() {
         return Err(Error::BadKey {
-            what: CA_KEY.to_owned(),
+            what: key_what.to_owned(),
             reason: "does not match the public key of ca-cert.pem".to_owned(),
         });
     }
     if !x509.is_ca() {
         return Err(Error::BadCertificate {
-            what: CA_CERT.to_owned(),
+            what: cert_what.to_owned(),
             reason: "not a CA certificate (basicConstraints CA:TRUE missing)".to_owned(),
         });
     }

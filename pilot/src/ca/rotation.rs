@@ -1,8 +1,9 @@
 //! Background work on the root of trust: re-issuing the self-signed root (same key) when
-//! less than the grace percentile of its life remains, persisting it, publishing the trust
-//! bundle to a file, and keeping the expiry metrics current.
+//! less than the grace percentile of its life remains, persisting it, adopting a root that
+//! another replica stored, publishing the trust bundle to a file, and keeping the expiry
+//! metrics current.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,9 @@ use tracing::{error, info, warn};
 
 use super::authority::Authority;
 use super::metrics::Metrics;
-use super::root::{self, Mode, SelfSignedOptions};
+use super::root::{self, KeyBundle, Mode, SelfSignedOptions};
+use super::store::{RootPem, RootStore, SharedRoot, StoreError};
+use super::Error;
 
 /// How the rotator is configured.
 #[derive(Debug, Clone)]
@@ -20,48 +23,113 @@ pub struct RotationOptions {
     pub check_interval: Duration,
     pub grace_percentile: u32,
     pub self_signed: SelfSignedOptions,
-    /// Where the self-signed root is persisted (five-key layout), if anywhere.
-    pub dir: Option<PathBuf>,
+    /// Where the self-signed root is kept.
+    pub store: RootStore,
 }
 
-/// Checks once; returns true when the root was rotated.
-pub fn check_once(authority: &Authority, opts: &RotationOptions) -> bool {
+/// Checks once; returns true when the root changed (rotated here, or adopted from the
+/// shared store).
+pub async fn check_once(authority: &Authority, opts: &RotationOptions) -> bool {
     if authority.mode() != Mode::SelfSigned {
         return false;
     }
+    match &opts.store {
+        RootStore::Files(dir) => check_files(authority, opts, dir.as_deref()),
+        RootStore::Shared(store) => check_shared(authority, opts, store.as_ref()).await,
+    }
+}
+
+/// The re-issued root when the current one is due, per the grace percentile.
+fn due_rotation(authority: &Authority, opts: &RotationOptions) -> Option<KeyBundle> {
     let now = OffsetDateTime::now_utc();
     let rotated = authority.with_bundle(|b| {
-        if !root::needs_rotation(&b.ca_cert_pem, now, opts.grace_percentile) {
-            return None;
+        root::needs_rotation(&b.ca_cert_pem, now, opts.grace_percentile)
+            .then(|| root::rotate(b, &opts.self_signed))
+    })?;
+    rotated
+        .inspect_err(|e| error!(error = %e, "re-issuing the self-signed root failed"))
+        .ok()
+}
+
+/// Signs with the rotated root from now on.
+fn install_rotated(authority: &Authority, bundle: KeyBundle) -> bool {
+    match authority.replace(bundle) {
+        Ok(()) => {
+            info!("rotated the self-signed root, keeping its key");
+            true
         }
-        Some(root::rotate(b, &opts.self_signed))
-    });
-    match rotated {
-        None => false,
-        Some(Err(e)) => {
-            error!(error = %e, "re-issuing the self-signed root failed");
+        Err(e) => {
+            error!(error = %e, "installing the rotated root failed");
             false
         }
-        Some(Ok(bundle)) => {
-            if let Some(dir) = &opts.dir {
-                if let Err(e) = root::store_self_signed(dir, &bundle) {
-                    // Keep the old root rather than serve one a restart would lose.
-                    error!(error = %e, "persisting the rotated root failed; keeping the old one");
-                    return false;
-                }
-            }
-            match authority.replace(bundle) {
-                Ok(()) => {
-                    info!("rotated the self-signed root, keeping its key");
-                    true
-                }
-                Err(e) => {
-                    error!(error = %e, "installing the rotated root failed");
-                    false
-                }
-            }
+    }
+}
+
+fn check_files(authority: &Authority, opts: &RotationOptions, dir: Option<&Path>) -> bool {
+    let Some(bundle) = due_rotation(authority, opts) else {
+        return false;
+    };
+    if let Some(dir) = dir {
+        if let Err(e) = root::store_self_signed(dir, &bundle) {
+            // Keep the old root rather than serve one a restart would lose.
+            error!(error = %e, "persisting the rotated root failed; keeping the old one");
+            return false;
         }
     }
+    install_rotated(authority, bundle)
+}
+
+/// Reloads the shared root (adopting one another replica rotated, or storing ours again if
+/// it was deleted), then rotates it if due. The stored root is only replaced if it is still
+/// the one this replica read, so two replicas never rotate over each other.
+async fn check_shared(
+    authority: &Authority,
+    opts: &RotationOptions,
+    store: &dyn SharedRoot,
+) -> bool {
+    let (stored, mut changed) = match adopt(authority, store).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, store = %store, "reloading the CA root failed; keeping the current one");
+            return false;
+        }
+    };
+    let Some(next) = due_rotation(authority, opts) else {
+        return changed;
+    };
+    match store.update(&stored, &RootPem::of(&next)).await {
+        Ok(()) => {
+            changed |= install_rotated(authority, next);
+        }
+        Err(StoreError::Conflict(reason)) => {
+            info!(%reason, "another replica rotated the CA root first; adopting it");
+            match adopt(authority, store).await {
+                Ok((_, adopted)) => changed |= adopted,
+                Err(e) => warn!(error = %e, store = %store, "reloading the CA root failed"),
+            }
+        }
+        Err(e) => {
+            // Keep the old root rather than serve one the other replicas do not know.
+            error!(error = %e, "storing the rotated root failed; keeping the old one");
+        }
+    }
+    changed
+}
+
+/// Loads the shared root and installs it if it differs from the current one. Returns the
+/// stored form (what a later update must replace) and whether the root changed.
+async fn adopt(authority: &Authority, store: &dyn SharedRoot) -> Result<(RootPem, bool), Error> {
+    let current = authority.with_bundle(RootPem::of);
+    let stored = store.load_or_create(Box::new(move || Ok(current))).await?;
+    let bundle = stored.to_bundle(&store.to_string())?;
+    let same =
+        authority.with_bundle(|b| b.ca_cert_pem == bundle.ca_cert_pem && b.roots == bundle.roots);
+    if same {
+        return Ok((stored, false));
+    }
+    authority.replace(bundle)?;
+    info!(store = %store, "adopted the CA root stored by another replica");
+    Ok((stored, true))
 }
 
 /// Runs the rotation checks until `cancel`, starting after a random jitter as upstream.
@@ -79,7 +147,7 @@ pub async fn run_rotator(
             _ = tokio::time::sleep(wait) => {}
         }
         wait = opts.check_interval;
-        check_once(&authority, &opts);
+        check_once(&authority, &opts).await;
         update_expiry_metrics(&authority, &metrics);
     }
 }

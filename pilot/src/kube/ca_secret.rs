@@ -2,16 +2,22 @@
 //! root in `istio-ca-secret` (type `istio.io/ca-root`, five keys) so every replica signs
 //! with the same root, and an operator's plugged-in CA in `cacerts`.
 //!
-//! The CA calls [`CaSecrets::load_or_create`] with a generator; the first replica to
-//! create the Secret wins and the others adopt its root.
+//! The CA uses [`SecretRoot`] as its shared root store: [`CaSecrets::load_or_create`] with a
+//! generator, where the first replica to create the Secret wins and the others adopt its
+//! root, and [`CaSecrets::update`] guarded by the root it replaces.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
 use tracing::info;
+
+use crate::ca::store::{Generate, RootPem, SharedRoot, StoreError};
 
 /// The self-signed root's Secret.
 pub const CA_SECRET_NAME: &str = "istio-ca-secret";
@@ -292,6 +298,89 @@ impl CaSecrets {
                 source,
             }),
         }
+    }
+}
+
+impl From<CaSecretData> for RootPem {
+    fn from(d: CaSecretData) -> Self {
+        RootPem {
+            ca_cert: d.ca_cert,
+            ca_key: d.ca_key,
+            root_cert: d.root_cert,
+            cert_chain: d.cert_chain,
+        }
+    }
+}
+
+impl From<&RootPem> for CaSecretData {
+    fn from(r: &RootPem) -> Self {
+        CaSecretData {
+            ca_cert: r.ca_cert.clone(),
+            ca_key: r.ca_key.clone(),
+            root_cert: r.root_cert.clone(),
+            cert_chain: r.cert_chain.clone(),
+        }
+    }
+}
+
+impl From<CaSecretError> for StoreError {
+    fn from(e: CaSecretError) -> Self {
+        match e {
+            CaSecretError::Conflict { .. } => StoreError::Conflict(e.to_string()),
+            e => StoreError::Failed(Box::new(e)),
+        }
+    }
+}
+
+/// The self-signed root in Secret `istio-ca-secret`, shared by every istiod replica.
+#[derive(Clone)]
+pub struct SecretRoot {
+    secrets: CaSecrets,
+}
+
+impl SecretRoot {
+    /// The root store in `namespace` (istiod's own).
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        SecretRoot {
+            secrets: CaSecrets::new(client, namespace),
+        }
+    }
+}
+
+impl fmt::Display for SecretRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret {}/{CA_SECRET_NAME}", self.secrets.namespace)
+    }
+}
+
+impl SharedRoot for SecretRoot {
+    fn load_or_create<'a>(
+        &'a self,
+        generate: Generate<'a>,
+    ) -> BoxFuture<'a, Result<RootPem, StoreError>> {
+        async move {
+            let generate = || generate().map(|r| CaSecretData::from(&r));
+            let (data, _) = self
+                .secrets
+                .load_or_create(CA_SECRET_NAME, generate)
+                .await?;
+            Ok(data.into())
+        }
+        .boxed()
+    }
+
+    fn update<'a>(
+        &'a self,
+        previous: &'a RootPem,
+        next: &'a RootPem,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            self.secrets
+                .update(CA_SECRET_NAME, &previous.into(), &next.into())
+                .await?;
+            Ok(())
+        }
+        .boxed()
     }
 }
 

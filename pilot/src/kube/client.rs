@@ -1,7 +1,11 @@
 //! Building the API client as upstream istiod does: `--kubeconfig`, then `KUBECONFIG`,
-//! then the in-cluster service account.
+//! then the in-cluster service account; requests rate-limited per `--kubernetesApiQPS` and
+//! `--kubernetesApiBurst`.
 
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use super::rate_limit::{RateLimit, RateLimitLayer};
 
 /// Why no API client could be built.
 #[derive(Debug, thiserror::Error)]
@@ -18,8 +22,9 @@ pub enum ClientError {
     Client(#[source] kube::Error),
 }
 
-/// Builds a client from the flag, the environment, or the in-cluster config.
-pub async fn client(kubeconfig_flag: &str) -> Result<kube::Client, ClientError> {
+/// Builds a client from the flag, the environment, or the in-cluster config, sending at
+/// most `limit` requests.
+pub async fn client(kubeconfig_flag: &str, limit: RateLimit) -> Result<kube::Client, ClientError> {
     let path = if kubeconfig_flag.is_empty() {
         std::env::var("KUBECONFIG").unwrap_or_default()
     } else {
@@ -38,5 +43,6 @@ pub async fn client(kubeconfig_flag: &str) -> Result<kube::Client, ClientError> 
     } else {
         kube::Config::incluster().map_err(ClientError::InCluster)?
     };
-    kube::Client::try_from(config).map_err(ClientError::Client)
+    let builder = ClientBuilder::try_from(config).map_err(ClientError::Client)?;
+    Ok(builder.with_layer(&RateLimitLayer::new(limit)).build())
 }
