@@ -8,7 +8,7 @@ STAMPS  := target/.stamps
 
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build release image chart test lint unit e2e bench run deps venv clean
+.PHONY: all build release image chart test lint unit e2e bench bench-kube run deps venv clean
 
 all: build
 
@@ -65,6 +65,12 @@ bench:
 	for root in rsa ec; do for csr in ec rsa; do \
 	  target/release/examples/ca_load --binary target/release/pilot-discovery \
 	    --clients 50 --seconds 10 --csr $$csr --root-key $$root; done; done
+	$(MAKE) bench-kube
+
+## bench-kube: the Kubernetes source against a fake API server, 1000 services, 500 ADS clients
+bench-kube:
+	$(CARGO) build --release -p pilot --bin pilot-discovery --example kube_load
+	target/release/examples/kube_load --binary target/release/pilot-discovery
 
 ## deps: Debian packages the tests use
 deps: $(STAMPS)/deps

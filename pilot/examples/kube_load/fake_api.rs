@@ -588,8 +588,13 @@ impl FakeApi {
                 )))
             }
             (Some(ns), _) => meta["namespace"] = json!(ns),
-            (None, _) if ty.namespaced && meta["namespace"].as_str().is_none() => {
+            (None, None) if ty.namespaced => {
                 return Err(ApiError::bad_request("a namespaced object needs a namespace"))
+            }
+            (None, _) if !ty.namespaced => {
+                if let Some(m) = meta.as_object_mut() {
+                    m.remove("namespace");
+                }
             }
             _ => {}
         }

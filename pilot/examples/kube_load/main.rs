@@ -53,6 +53,9 @@ struct Args {
     /// Serve no Istio or Gateway API resources (404, as when their CRDs are not installed).
     #[arg(long)]
     without_crds: bool,
+    /// Keep pilot-discovery's log in this file (else it goes to a temporary folder).
+    #[arg(long)]
+    server_log: Option<PathBuf>,
     /// Give up after this many seconds overall.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
@@ -95,14 +98,16 @@ async fn main() -> Result<()> {
             "--secureGRPCAddr=".to_owned(),
             "--httpsAddr=".to_owned(),
             "--log_output_level".to_owned(),
-            "default:warn,kube:info".to_owned(),
+            "default:info".to_owned(),
         ],
         &[
             ("POD_NAMESPACE", objects::ISTIO_NAMESPACE),
             ("POD_NAME", "istiod-kube-load"),
             ("PILOT_MAX_REQUESTS_PER_SECOND", "10000"),
         ],
-        root.path().join("pilot-discovery.log"),
+        args.server_log
+            .clone()
+            .unwrap_or_else(|| root.path().join("pilot-discovery.log")),
     )?;
     let (pid, started) = (server.pid, server.started);
     server
