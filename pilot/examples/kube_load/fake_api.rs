@@ -521,6 +521,7 @@ impl FakeApi {
         };
         let mut items = Vec::new();
         let mut next = None;
+        let mut more = false;
         for ((collection, ns, name), obj) in store.objects.range((start, Bound::Unbounded)) {
             if *collection != target.collection {
                 break;
@@ -529,12 +530,12 @@ impl FakeApi {
                 continue;
             }
             if items.len() == limit {
+                more = true;
                 break;
             }
             items.push((**obj).clone());
             next = Some(format!("{rv}:{ns}/{name}"));
         }
-        let more = items.len() == limit;
         let mut metadata = json!({"resourceVersion": rv.to_string()});
         if let (true, Some(token)) = (more, next) {
             metadata["continue"] = json!(token);
@@ -825,6 +826,17 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(e) = api.parse_path(uri.path()) {
+        // Not served: counted by the last path segment, as an unserved CRD's list is.
+        let plural = uri.path().rsplit('/').next().unwrap_or("").to_owned();
+        *api.inner
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(("404", plural))
+            .or_default() += 1;
+        return e.into_response();
+    }
     match route(&api, method, uri.path(), &q, &headers, &body) {
         Ok(response) => response,
         Err(e) => e.into_response(),
