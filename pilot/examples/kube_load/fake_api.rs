@@ -912,3 +912,6 @@ fn route(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;
