@@ -9,7 +9,6 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -111,10 +110,7 @@ impl App {
                         args.keepalive_max_server_connection_age
                             .unwrap_or(Duration::MAX),
                     )
-                    .add_service(
-                        AggregatedDiscoveryServiceServer::new(ads.clone())
-                            .max_decoding_message_size(MAX_RECV_MSG_SIZE),
-                    );
+                    .add_service(ads.clone().max_decoding_message_size(MAX_RECV_MSG_SIZE));
                 let shutdown = shutdown.clone();
                 tasks.spawn(async move {
                     server
@@ -386,8 +382,7 @@ async fn start_secure(
     };
     let addr = listener.local_addr()?;
     let routes = ca.add_service(tonic::service::Routes::new(
-        AggregatedDiscoveryServiceServer::new(ads.clone())
-            .max_decoding_message_size(MAX_RECV_MSG_SIZE),
+        ads.clone().max_decoding_message_size(MAX_RECV_MSG_SIZE),
     ));
     let (mut authn, shutdown) = (ca.authn(), shutdown.clone());
     if let Some(client) = kube_client {

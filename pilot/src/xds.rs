@@ -18,6 +18,7 @@ pub mod route;
 pub mod sotw;
 pub mod types;
 pub mod watch;
+pub mod wire;
 
 pub use ads::AdsService;
 pub use discovery::DiscoveryServer;

@@ -231,7 +231,7 @@ impl Connection {
             .unwrap_or_default();
         let mut resources = Vec::new();
         let mut present = BTreeSet::new();
-        for r in generated.iter().cloned() {
+        for r in generated.resources.iter().cloned() {
             let version = content_version(&r.body.value);
             present.insert(r.name.clone());
             if watch.sent.get(&r.name) != Some(&version) {

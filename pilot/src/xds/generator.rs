@@ -1,13 +1,14 @@
 //! Resource generation: a pure function of (push context, proxy, subscription) → resources.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use envoy_types::pb::google::protobuf::Any;
+use prost::bytes::Bytes;
 use prost::{Message, Name};
 
 use super::types;
-use super::{cds, eds, grpc, lds, rds};
+use super::{cds, eds, grpc, lds, rds, wire};
 use crate::model::{Proxy, PushContext, SidecarScope};
 
 /// What a proxy asked for of one type.
@@ -89,11 +90,35 @@ pub fn generate(type_url: &str, ctx: &GenContext<'_>, sub: &Subscription) -> Opt
     Some(out)
 }
 
+/// The resources of one type generated for one config key, with their wire form made on
+/// first use and then shared by every stream that sends them.
+#[derive(Debug, Default)]
+pub struct Generated {
+    pub resources: Vec<Resource>,
+    wire: OnceLock<Bytes>,
+}
+
+impl Generated {
+    pub fn new(resources: Vec<Resource>) -> Self {
+        Generated {
+            resources,
+            wire: OnceLock::new(),
+        }
+    }
+
+    /// The resources encoded as `DiscoveryResponse.resources` (see [`wire`]).
+    pub fn wire(&self) -> Bytes {
+        self.wire
+            .get_or_init(|| wire::encode_resources(&self.resources))
+            .clone()
+    }
+}
+
 /// Resources generated during one push, shared by every proxy with the same config key:
 /// 500 sidecars of one namespace cost one generation, not 500.
 #[derive(Debug, Default)]
 pub struct GenCache {
-    entries: Mutex<HashMap<CacheKey, Arc<Vec<Resource>>>>,
+    entries: Mutex<HashMap<CacheKey, Arc<Generated>>>,
 }
 
 /// (type URL, proxy config key, subscription).
@@ -108,17 +133,17 @@ impl GenCache {
         key: &str,
         ctx: &GenContext<'_>,
         sub: &Subscription,
-    ) -> Option<Arc<Vec<Resource>>> {
+    ) -> Option<Arc<Generated>> {
         let k = (type_url.to_owned(), key.to_owned(), sub.clone());
         if let Some(hit) = self.lock().get(&k) {
             return Some(hit.clone());
         }
         // Generated outside the lock: other proxies keep reading while this one builds.
-        let generated = Arc::new(generate(type_url, ctx, sub)?);
+        let generated = Arc::new(Generated::new(generate(type_url, ctx, sub)?));
         Some(self.lock().entry(k).or_insert(generated).clone())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<Vec<Resource>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<Generated>>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

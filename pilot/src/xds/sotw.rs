@@ -5,6 +5,7 @@ use std::time::Instant as StdInstant;
 
 use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use prost::bytes::Bytes;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -14,10 +15,11 @@ use super::generator::{GenContext, Subscription};
 use super::metrics::Metrics;
 use super::types;
 use super::watch::{Decision, Watch};
+use super::wire::SotwResponse;
 use crate::model::{Proxy, SidecarScope};
 use crate::security::Caller;
 
-type Tx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+type Tx = mpsc::Sender<Result<SotwResponse, Status>>;
 
 /// Serves one stream until the client goes away.
 pub async fn run(
@@ -205,24 +207,26 @@ impl Connection {
                 .cache
                 .get_or_generate(type_url, &self.key, &ctx, &subscription)
             {
-                Some(r) => r,
+                Some(generated) => generated.wire(),
                 None => {
                     debug!(r#type = %type_url, "no generator for type; sending an empty response");
-                    Arc::default()
+                    Bytes::new()
                 }
             };
         let nonce = uuid::Uuid::new_v4().to_string();
-        let response = DiscoveryResponse {
-            version_info: push.version.clone(),
-            resources: resources.iter().map(|r| r.body.clone()).collect(),
-            type_url: type_url.to_owned(),
-            nonce: nonce.clone(),
-            control_plane: Some(ControlPlane {
-                identifier: control_plane_id(),
-            }),
-            ..Default::default()
+        let size = resources.len();
+        let response = SotwResponse {
+            head: DiscoveryResponse {
+                version_info: push.version.clone(),
+                type_url: type_url.to_owned(),
+                nonce: nonce.clone(),
+                control_plane: Some(ControlPlane {
+                    identifier: control_plane_id(),
+                }),
+                ..Default::default()
+            },
+            resources,
         };
-        let size: usize = response.resources.iter().map(|r| r.value.len()).sum();
         let short = types::short_name(type_url).to_owned();
         if let Some(w) = self.guard.info.watches().get_mut(type_url) {
             w.sent(&nonce, &push.version);
