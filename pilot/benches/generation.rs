@@ -39,12 +39,16 @@ fn subscriptions(ctx: &GenContext<'_>) -> Vec<(&'static str, &'static str, Subsc
     let route_names = rds::referenced_route_names(&listeners);
     let mut subs = vec![
         ("cds", types::CLUSTER, Subscription::Wildcard),
-        ("eds", types::ENDPOINT, Subscription::Names(cluster_names)),
+        (
+            "eds",
+            types::ENDPOINT,
+            Subscription::Names(cluster_names.into()),
+        ),
         ("lds", types::LISTENER, Subscription::Wildcard),
     ];
     // Like upstream's tcp case: no RDS when no listener references a route.
     if !route_names.is_empty() {
-        subs.push(("rds", types::ROUTE, Subscription::Names(route_names)));
+        subs.push(("rds", types::ROUTE, Subscription::Names(route_names.into())));
     }
     subs
 }

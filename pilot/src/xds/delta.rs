@@ -30,7 +30,7 @@ type Tx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
 #[derive(Debug, Default)]
 struct DeltaWatch {
     wildcard: bool,
-    names: BTreeSet<String>,
+    names: Arc<BTreeSet<String>>,
     sent: BTreeMap<String, String>,
 }
 
@@ -166,7 +166,9 @@ impl Connection {
         for name in &req.resource_names_subscribe {
             if name == "*" {
                 watch.wildcard = true;
-            } else if watch.names.insert(name.clone()) {
+            } else if !watch.names.contains(name)
+                && Arc::make_mut(&mut watch.names).insert(name.clone())
+            {
                 added.push(name.clone());
             }
         }
@@ -174,7 +176,9 @@ impl Connection {
             if name == "*" {
                 watch.wildcard = false;
             }
-            watch.names.remove(name);
+            if watch.names.contains(name) {
+                Arc::make_mut(&mut watch.names).remove(name);
+            }
             watch.sent.remove(name);
         }
         for name in &added {
@@ -279,7 +283,7 @@ impl Connection {
                 .entry(type_url.to_owned())
                 .or_insert_with(|| Watch::new(type_url));
             status.subscription = watch.subscription();
-            status.resource_names = watch.names.iter().cloned().collect();
+            status.record_names(watch.names.clone());
             status.sent(&nonce, &push.version);
         }
         let short = types::short_name(type_url).to_owned();

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::debounce::Debounce;
-use super::generator::GenCache;
+use super::generator::{GenCache, NameSets};
 use super::metrics::{Metrics, VersionLabel};
 use super::watch::Watch;
 use crate::config::args::Features;
@@ -58,6 +58,8 @@ pub struct DiscoveryServer {
     connections: Mutex<BTreeMap<String, Arc<ConnectionInfo>>>,
     /// Limits how many connections generate and send at once (`PILOT_PUSH_THROTTLE`).
     pub throttle: Arc<Semaphore>,
+    /// Subscribed name sets, shared across connections.
+    pub name_sets: NameSets,
     next_conn: AtomicU64,
     admission: Mutex<Instant>,
 }
@@ -82,6 +84,7 @@ impl DiscoveryServer {
             metrics,
             push_tx,
             connections: Mutex::new(BTreeMap::new()),
+            name_sets: NameSets::default(),
             next_conn: AtomicU64::new(1),
             admission: Mutex::new(Instant::now()),
         })

@@ -137,7 +137,6 @@ fn parse_locality(s: &str) -> Locality {
 mod tests {
     use super::*;
     use crate::testing::{push_context, sidecar};
-    use std::collections::BTreeSet;
 
     const MESH: &str = r#"
 apiVersion: v1
@@ -196,7 +195,7 @@ spec:
         let all = "outbound|7070||echo.demo.svc.cluster.local";
         let v2 = "outbound|7070|v2|echo.demo.svc.cluster.local";
         let nope = "outbound|7070|v9|echo.demo.svc.cluster.local";
-        let sub = Subscription::Names(BTreeSet::from([all.into(), v2.into(), nope.into()]));
+        let sub = Subscription::of([all, v2, nope]);
         let res = load_assignments(&ctx, &sub);
         let decode = |name: &str| -> ClusterLoadAssignment {
             let r = res.iter().find(|r| r.name == name).unwrap();

@@ -1,7 +1,9 @@
 //! Resource generation: a pure function of (push context, proxy, subscription) → resources.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use envoy_types::pb::google::protobuf::Any;
 use prost::bytes::Bytes;
@@ -16,11 +18,16 @@ use crate::model::{Proxy, PushContext, SidecarScope};
 pub enum Subscription {
     /// Everything of the type (an empty first request for CDS/LDS).
     Wildcard,
-    /// Only these names.
-    Names(BTreeSet<String>),
+    /// Only these names; shared (see [`NameSets`]), so cloning is cheap.
+    Names(Arc<BTreeSet<String>>),
 }
 
 impl Subscription {
+    /// A subscription to exactly `names`.
+    pub fn of<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Self {
+        Subscription::Names(Arc::new(names.into_iter().map(Into::into).collect()))
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         match self {
             Subscription::Wildcard => true,
@@ -32,9 +39,70 @@ impl Subscription {
     pub fn names(&self) -> impl Iterator<Item = &String> {
         let names = match self {
             Subscription::Wildcard => None,
-            Subscription::Names(n) => Some(n),
+            Subscription::Names(n) => Some(n.iter()),
         };
         names.into_iter().flatten()
+    }
+}
+
+/// Interns subscribed name sets. Hundreds of proxies of one shape subscribe to the same
+/// thousand endpoint names; they share one copy instead of holding one each.
+#[derive(Debug, Default)]
+pub struct NameSets {
+    inner: Mutex<Interned>,
+}
+
+#[derive(Debug, Default)]
+struct Interned {
+    /// By content hash; entries die with their last subscriber.
+    sets: HashMap<u64, Vec<Weak<BTreeSet<String>>>>,
+    /// Buckets left by the last sweep of dead entries.
+    swept_len: usize,
+}
+
+impl NameSets {
+    /// The shared set holding exactly `names`.
+    pub fn intern(&self, names: &[String]) -> Arc<BTreeSet<String>> {
+        let set: BTreeSet<String> = names.iter().cloned().collect();
+        let mut hasher = DefaultHasher::new();
+        set.hash(&mut hasher);
+        let hash = hasher.finish();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = inner.sets.entry(hash).or_default();
+        bucket.retain(|w| w.strong_count() > 0);
+        if let Some(shared) = bucket
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|shared| **shared == set)
+        {
+            return shared;
+        }
+        let shared = Arc::new(set);
+        bucket.push(Arc::downgrade(&shared));
+        // Dead entries are swept once the map has doubled since the last sweep.
+        if inner.sets.len() > 2 * inner.swept_len + 64 {
+            inner.sets.retain(|_, b| {
+                b.retain(|w| w.strong_count() > 0);
+                !b.is_empty()
+            });
+            inner.swept_len = inner.sets.len();
+        }
+        shared
+    }
+
+    /// How many distinct live sets there are.
+    pub fn len(&self) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .sets
+            .values()
+            .flatten()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -153,8 +221,8 @@ impl GenCache {
 pub fn generate_all(ctx: &GenContext<'_>) -> Vec<(String, Vec<Resource>)> {
     let clusters = generate(types::CLUSTER, ctx, &Subscription::Wildcard).unwrap_or_default();
     let listeners = generate(types::LISTENER, ctx, &Subscription::Wildcard).unwrap_or_default();
-    let eds_names = Subscription::Names(clusters.iter().map(|c| c.name.clone()).collect());
-    let rds_names = Subscription::Names(rds::referenced_route_names(&listeners));
+    let eds_names = Subscription::of(clusters.iter().map(|c| c.name.clone()));
+    let rds_names = Subscription::Names(Arc::new(rds::referenced_route_names(&listeners)));
     let endpoints = generate(types::ENDPOINT, ctx, &eds_names).unwrap_or_default();
     let routes = generate(types::ROUTE, ctx, &rds_names).unwrap_or_default();
     vec![
@@ -163,4 +231,38 @@ pub fn generate_all(ctx: &GenContext<'_>) -> Vec<(String, Vec<Resource>)> {
         (types::LISTENER.to_owned(), listeners),
         (types::ROUTE.to_owned(), routes),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn equal_name_sets_are_shared() {
+        let sets = NameSets::default();
+        let a = sets.intern(&names(&["b", "a"]));
+        let b = sets.intern(&names(&["a", "b", "a"]));
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = sets.intern(&names(&["a"]));
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(sets.len(), 2);
+    }
+
+    #[test]
+    fn sets_die_with_their_last_subscriber() {
+        let sets = NameSets::default();
+        let a = sets.intern(&names(&["x"]));
+        drop(a);
+        assert!(sets.is_empty());
+        // Many short-lived sets are swept, not kept as dead entries.
+        for i in 0..1000 {
+            sets.intern(&[format!("n{i}")]);
+        }
+        let inner = sets.inner.lock().expect("lock");
+        assert!(inner.sets.len() <= 129, "{} buckets", inner.sets.len());
+    }
 }

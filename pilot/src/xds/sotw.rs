@@ -121,7 +121,13 @@ impl Connection {
             let watch = watches
                 .entry(type_url.clone())
                 .or_insert_with(|| Watch::new(&type_url));
-            watch.on_request(first, &req.resource_names, &req.response_nonce, error)
+            watch.on_request(
+                first,
+                &req.resource_names,
+                &req.response_nonce,
+                error,
+                &self.server.name_sets,
+            )
         };
         let short = types::short_name(&type_url).to_owned();
         match decision {

@@ -1,5 +1,3 @@
-use std::collections::BTreeSet;
-
 use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
 use prost::Message;
 
@@ -34,7 +32,7 @@ spec:
 "#;
 
 fn names(n: &[&str]) -> Subscription {
-    Subscription::Names(n.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>())
+    Subscription::of(n.iter().copied())
 }
 
 #[test]

@@ -231,7 +231,7 @@ fn route_names_and_references() {
     let names = referenced_route_names(&listeners);
     let want: BTreeSet<String> = ["8000", "9080", "9090"].map(str::to_owned).into();
     assert_eq!(names, want, "TLS ports have no routes");
-    let sub = Subscription::Names(names);
+    let sub = Subscription::Names(std::sync::Arc::new(names));
     let res = with_ctx(MESH, &proxy, |ctx| route_configs(ctx, &sub));
     assert_eq!(res.len(), 3);
     let rc = RouteConfiguration::decode(res[0].body.value.as_slice()).unwrap();
