@@ -90,7 +90,7 @@ impl DirSource {
                 // Istio resources the webhook would deny are not applied; the rest of the
                 // file is.
                 let mut rejected = Vec::new();
-                parsed.configs.retain(|c| match crate::validation::rejection(&c.raw) {
+                parsed.configs.retain(|c| match c.raw.as_ref().and_then(crate::validation::rejection) {
                     Some(error) => {
                         warn!(file = %source, config = %c.key, %error, "rejecting invalid resource");
                         rejected.push(format!("{}: {error}", c.key));

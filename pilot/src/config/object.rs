@@ -1,4 +1,5 @@
-//! A configuration object as stored: identity, metadata, typed spec and the raw manifest.
+//! A configuration object as stored: identity, metadata, typed spec and, for kinds whose
+//! typed form is not the whole object, the raw manifest.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +17,24 @@ pub struct ConfigKey {
     pub kind: Kind,
     pub namespace: String,
     pub name: String,
+}
+
+impl ConfigKey {
+    /// The key of an object of `kind` from its metadata alone: a namespaced object without
+    /// a namespace is in `default`, a cluster-scoped one has none. `None` without a name.
+    pub fn from_metadata(kind: Kind, namespace: Option<&str>, name: Option<&str>) -> Option<Self> {
+        let name = name.filter(|n| !n.is_empty())?;
+        let namespace = if kind.is_namespaced() {
+            namespace.filter(|n| !n.is_empty()).unwrap_or("default")
+        } else {
+            ""
+        };
+        Some(ConfigKey {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+    }
 }
 
 impl fmt::Display for ConfigKey {
@@ -42,9 +61,9 @@ pub enum Spec {
     Sidecar(Box<istio::Sidecar>),
     Gateway(Box<istio::Gateway>),
     PeerAuthentication(Box<istio::PeerAuthentication>),
+    Node(Box<k8s_openapi::api::core::v1::Node>),
     /// A kind istiod stores (for validation, debugging, later features) but does not yet
     /// turn into xDS: kept as its manifest in [`Config::raw`].
-    Node(Box<k8s_openapi::api::core::v1::Node>),
     Other,
 }
 
@@ -55,8 +74,28 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub spec: Spec,
-    /// The manifest as read, for `/debug/configz`.
-    pub raw: serde_json::Value,
+    /// The manifest as read, for `/debug/configz` and validation. `None` for the kinds whose
+    /// typed form is the whole object (Namespace, Node, Service, EndpointSlice, Pod): they
+    /// are the bulk of a cluster, and [`Config::manifest`] re-encodes them on demand.
+    pub raw: Option<serde_json::Value>,
+}
+
+impl Config {
+    /// The object as a manifest: the raw one, else the typed form encoded again.
+    pub fn manifest(&self) -> serde_json::Value {
+        if let Some(raw) = &self.raw {
+            return raw.clone();
+        }
+        let encoded = match &self.spec {
+            Spec::Namespace(o) => serde_json::to_value(o),
+            Spec::Service(o) => serde_json::to_value(o),
+            Spec::EndpointSlice(o) => serde_json::to_value(o),
+            Spec::Pod(o) => serde_json::to_value(o),
+            Spec::Node(o) => serde_json::to_value(o),
+            _ => Ok(serde_json::Value::Null),
+        };
+        encoded.unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// Why a manifest could not be turned into a [`Config`].
@@ -150,6 +189,7 @@ fn collect(doc: usize, value: serde_json::Value, out: &mut Parsed) -> Result<(),
     Ok(())
 }
 
+/// Turns one manifest of `kind` into a [`Config`].
 pub fn to_config(doc: usize, kind: Kind, value: serde_json::Value) -> Result<Config, ParseError> {
     let meta: Metadata = match value.get("metadata") {
         Some(m) => serde_json::from_value(m.clone()).map_err(|source| ParseError::Spec {
@@ -166,76 +206,81 @@ pub fn to_config(doc: usize, kind: Kind, value: serde_json::Value) -> Result<Con
             })
         }
     };
-    let name = meta
-        .name
-        .filter(|n| !n.is_empty())
+    let key = ConfigKey::from_metadata(kind, meta.namespace.as_deref(), meta.name.as_deref())
         .ok_or(ParseError::Missing {
             doc,
             field: "metadata.name",
         })?;
-    let namespace = if kind.is_namespaced() {
-        meta.namespace.unwrap_or_else(|| "default".to_owned())
-    } else {
-        String::new()
-    };
     let spec_err = |what, source| ParseError::Spec {
         doc,
         kind,
-        name: name.clone(),
+        name: key.name.clone(),
         what,
         source,
     };
-    let whole = |v: &serde_json::Value| v.clone();
-    let istio_spec = |v: &serde_json::Value| v.get("spec").cloned().unwrap_or_default();
-    let spec = match kind {
-        Kind::Namespace => Spec::Namespace(Box::new(
-            serde_json::from_value(whole(&value)).map_err(|e| spec_err("Namespace", e))?,
-        )),
-        Kind::Service => Spec::Service(Box::new(
-            serde_json::from_value(whole(&value)).map_err(|e| spec_err("Service", e))?,
-        )),
-        Kind::EndpointSlice => Spec::EndpointSlice(Box::new(
-            serde_json::from_value(whole(&value)).map_err(|e| spec_err("EndpointSlice", e))?,
-        )),
-        Kind::Pod => Spec::Pod(Box::new(
-            serde_json::from_value(whole(&value)).map_err(|e| spec_err("Pod", e))?,
-        )),
-        Kind::ServiceEntry => Spec::ServiceEntry(Box::new(
-            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        )),
-        Kind::WorkloadEntry => Spec::WorkloadEntry(Box::new(
-            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        )),
-        Kind::VirtualService => Spec::VirtualService(Box::new(
-            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        )),
-        Kind::DestinationRule => Spec::DestinationRule(Box::new(
-            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        )),
-        Kind::Sidecar => Spec::Sidecar(Box::new(
-            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        )),
-        Kind::Gateway => Spec::Gateway(Box::new(
-            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        )),
-        Kind::PeerAuthentication => Spec::PeerAuthentication(Box::new(
-            serde_json::from_value(istio_spec(&value)).map_err(|e| spec_err("spec", e))?,
-        )),
-        Kind::Node => Spec::Node(Box::new(
-            serde_json::from_value(whole(&value)).map_err(|e| spec_err("Node", e))?,
-        )),
-        _ => Spec::Other,
+    // Core kinds are typed whole, so the manifest is consumed rather than kept.
+    let (spec, raw) = match kind {
+        Kind::Namespace => (
+            Spec::Namespace(Box::new(
+                serde_json::from_value(value).map_err(|e| spec_err("Namespace", e))?,
+            )),
+            None,
+        ),
+        Kind::Service => (
+            Spec::Service(Box::new(
+                serde_json::from_value(value).map_err(|e| spec_err("Service", e))?,
+            )),
+            None,
+        ),
+        Kind::EndpointSlice => (
+            Spec::EndpointSlice(Box::new(
+                serde_json::from_value(value).map_err(|e| spec_err("EndpointSlice", e))?,
+            )),
+            None,
+        ),
+        Kind::Pod => (
+            Spec::Pod(Box::new(
+                serde_json::from_value(value).map_err(|e| spec_err("Pod", e))?,
+            )),
+            None,
+        ),
+        Kind::Node => (
+            Spec::Node(Box::new(
+                serde_json::from_value(value).map_err(|e| spec_err("Node", e))?,
+            )),
+            None,
+        ),
+        _ => (
+            istio_spec(kind, &value).map_err(|e| spec_err("spec", e))?,
+            Some(value),
+        ),
     };
     Ok(Config {
-        key: ConfigKey {
-            kind,
-            namespace,
-            name,
-        },
+        key,
         labels: meta.labels,
         annotations: meta.annotations,
         spec,
-        raw: value,
+        raw,
+    })
+}
+
+/// The typed spec of an Istio kind; kinds not yet turned into xDS are [`Spec::Other`].
+fn istio_spec(kind: Kind, value: &serde_json::Value) -> Result<Spec, serde_json::Error> {
+    fn typed<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> serde_json::Result<Box<T>> {
+        match v.get("spec") {
+            Some(spec) => T::deserialize(spec).map(Box::new),
+            None => serde_json::from_value(serde_json::Value::Null).map(Box::new),
+        }
+    }
+    Ok(match kind {
+        Kind::ServiceEntry => Spec::ServiceEntry(typed(value)?),
+        Kind::WorkloadEntry => Spec::WorkloadEntry(typed(value)?),
+        Kind::VirtualService => Spec::VirtualService(typed(value)?),
+        Kind::DestinationRule => Spec::DestinationRule(typed(value)?),
+        Kind::Sidecar => Spec::Sidecar(typed(value)?),
+        Kind::Gateway => Spec::Gateway(typed(value)?),
+        Kind::PeerAuthentication => Spec::PeerAuthentication(typed(value)?),
+        _ => Spec::Other,
     })
 }
 
@@ -293,5 +338,27 @@ metadata: {name: ignored}
             let err = parse_manifests(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn core_kinds_keep_only_their_typed_form() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: demo}\nspec: {containers: [{name: app}]}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: demo}\nspec: {host: echo}\n";
+        let parsed = parse_manifests(text).unwrap();
+        let (pod, rule) = (&parsed.configs[0], &parsed.configs[1]);
+        assert!(pod.raw.is_none());
+        let manifest = pod.manifest();
+        assert_eq!(
+            (&manifest["kind"], &manifest["apiVersion"]),
+            (&serde_json::json!("Pod"), &serde_json::json!("v1"))
+        );
+        assert_eq!(manifest["spec"]["containers"][0]["name"], "app");
+        assert_eq!(rule.manifest()["spec"]["host"], "echo");
+        assert_eq!(rule.raw.as_ref(), Some(&rule.manifest()));
+
+        let key = |ns| ConfigKey::from_metadata(Kind::Node, ns, Some("n")).unwrap();
+        assert_eq!(key(Some("demo")).namespace, "", "cluster-scoped");
+        let vs = ConfigKey::from_metadata(Kind::VirtualService, None, Some("v")).unwrap();
+        assert_eq!(vs.to_string(), "VirtualService/default/v");
+        assert!(ConfigKey::from_metadata(Kind::VirtualService, None, Some("")).is_none());
     }
 }

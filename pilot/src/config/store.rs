@@ -118,6 +118,11 @@ impl ConfigStore {
         changes
     }
 
+    /// One object of `source`, as that source stored it.
+    pub fn get(&self, source: &str, key: &ConfigKey) -> Option<Arc<Config>> {
+        self.read().by_source.get(source)?.get(key).cloned()
+    }
+
     /// Removes one object of `source`. Returns what changed.
     pub fn delete(&self, source: &str, key: &ConfigKey) -> ChangeSet {
         let mut inner = self.write();

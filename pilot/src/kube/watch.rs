@@ -13,7 +13,7 @@ use tokio::sync::watch as notify;
 use tracing::{error, info, warn};
 
 use crate::config::object::to_config;
-use crate::config::{Config, ConfigStore, Kind};
+use crate::config::{Config, ConfigKey, ConfigStore, Kind};
 
 /// Tracks which kinds have finished their initial list; `/ready` waits for all of them.
 #[derive(Clone)]
@@ -135,34 +135,23 @@ fn classify(e: &watcher::Error) -> Failure {
 async fn watch_kind(client: kube::Client, kind: Kind, store: ConfigStore, sync: SyncTracker) {
     let ar = api_resource(kind);
     let api: Api<DynamicObject> = Api::all_with(client, &ar);
-    let source = format!("kubernetes/{kind}");
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
+        // Managed fields are large and of no use to istiod: drop them as objects arrive,
+        // as upstream's informer transform does.
+        .modify(|obj| obj.metadata.managed_fields = None)
         .boxed();
-    let mut initial: Vec<Config> = Vec::new();
+    let mut applier = Applier::new(kind, store);
     let mut warned_missing = false;
     while let Some(event) = stream.next().await {
         match event {
-            Ok(Event::Init) => initial.clear(),
-            Ok(Event::InitApply(obj)) => initial.extend(convert(kind, &obj)),
-            Ok(Event::InitDone) => {
-                let n = initial.len();
-                store.replace_source(&source, std::mem::take(&mut initial));
-                if warned_missing {
-                    info!(%kind, "resource is now served; watching it");
-                    warned_missing = false;
-                }
-                info!(%kind, objects = n, "synced");
-                sync.done(kind);
-            }
-            Ok(Event::Apply(obj)) => {
-                if let Some(c) = convert(kind, &obj) {
-                    store.upsert(&source, c);
-                }
-            }
-            Ok(Event::Delete(obj)) => {
-                if let Some(c) = convert(kind, &obj) {
-                    store.delete(&source, &c.key);
+            Ok(event) => {
+                if applier.apply(event) {
+                    if warned_missing {
+                        info!(%kind, "resource is now served; watching it");
+                        warned_missing = false;
+                    }
+                    sync.done(kind);
                 }
             }
             Err(e) => match classify(&e) {
@@ -186,28 +175,105 @@ async fn watch_kind(client: kube::Client, kind: Kind, store: ConfigStore, sync: 
     }
 }
 
-/// Turns an API object into a store object; one that does not parse is logged and skipped.
-fn convert(kind: Kind, obj: &DynamicObject) -> Option<Config> {
-    let mut value = match serde_json::to_value(obj) {
+/// Applies one kind's watch events to the store source `kubernetes/<Kind>`.
+///
+/// An object that does not parse is skipped and its last valid version kept, on an update
+/// as on a relist; a delete needs only the object's name, so it always applies.
+struct Applier {
+    kind: Kind,
+    source: String,
+    store: ConfigStore,
+    /// The objects of the list in progress.
+    initial: Vec<Config>,
+    /// Objects of the list in progress that do not parse.
+    unparsed: Vec<ConfigKey>,
+}
+
+impl Applier {
+    fn new(kind: Kind, store: ConfigStore) -> Self {
+        Applier {
+            kind,
+            source: format!("kubernetes/{kind}"),
+            store,
+            initial: Vec::new(),
+            unparsed: Vec::new(),
+        }
+    }
+
+    /// Applies one event; true when it completed a list.
+    fn apply(&mut self, event: Event<DynamicObject>) -> bool {
+        let kind = self.kind;
+        match event {
+            Event::Init => {
+                self.initial.clear();
+                self.unparsed.clear();
+            }
+            Event::InitApply(obj) => match convert(kind, obj) {
+                Ok(c) => self.initial.push(c),
+                Err(Some(key)) => self.unparsed.push(key),
+                Err(None) => {}
+            },
+            Event::InitDone => {
+                let mut configs = std::mem::take(&mut self.initial);
+                // An object listed but invalid keeps the version already stored; one absent
+                // from the list goes, whatever state it was last seen in.
+                for key in std::mem::take(&mut self.unparsed) {
+                    if let Some(kept) = self.store.get(&self.source, &key) {
+                        configs.push(Config::clone(&kept));
+                    }
+                }
+                let n = configs.len();
+                self.store.replace_source(&self.source, configs);
+                info!(%kind, objects = n, "synced");
+                return true;
+            }
+            Event::Apply(obj) => {
+                if let Ok(c) = convert(kind, obj) {
+                    self.store.upsert(&self.source, c);
+                }
+            }
+            Event::Delete(obj) => {
+                let meta = &obj.metadata;
+                match ConfigKey::from_metadata(
+                    kind,
+                    meta.namespace.as_deref(),
+                    meta.name.as_deref(),
+                ) {
+                    Some(key) => {
+                        self.store.delete(&self.source, &key);
+                    }
+                    None => warn!(%kind, "ignoring delete of an object without a name"),
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Turns an API object into a store object. One that does not parse is logged and skipped;
+/// the error carries its key when its metadata names it.
+fn convert(kind: Kind, obj: DynamicObject) -> Result<Config, Option<ConfigKey>> {
+    let meta = &obj.metadata;
+    let key = ConfigKey::from_metadata(kind, meta.namespace.as_deref(), meta.name.as_deref());
+    let mut value = match serde_json::to_value(&obj) {
         Ok(v) => v,
         Err(e) => {
             warn!(%kind, error = %e, "cannot encode object");
-            return None;
+            return Err(key);
         }
     };
+    drop(obj);
     // List items come without type metadata.
     let ar = api_resource(kind);
     if let Some(map) = value.as_object_mut() {
         map.insert("apiVersion".into(), ar.api_version.into());
         map.insert("kind".into(), ar.kind.into());
     }
-    match to_config(0, kind, value) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            warn!(%kind, name = obj.metadata.name.as_deref().unwrap_or(""), error = %e, "skipping object that does not parse");
-            None
-        }
-    }
+    to_config(0, kind, value).map_err(|e| {
+        let name = key.as_ref().map_or("", |k| k.name.as_str());
+        warn!(%kind, name, error = %e, "skipping object that does not parse; keeping its last valid version");
+        key
+    })
 }
 
 #[cfg(test)]

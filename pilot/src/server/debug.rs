@@ -13,7 +13,7 @@ use axum::Router;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::ConfigStore;
+use crate::config::{ConfigStore, Snapshot};
 use crate::xds::generator::{generate_all, GenContext};
 use crate::xds::{types, DiscoveryServer};
 
@@ -135,13 +135,17 @@ async fn syncz(State(s): State<DebugState>) -> Json<Vec<Value>> {
 }
 
 async fn configz(State(s): State<DebugState>) -> Json<Value> {
-    let snap = s.store.snapshot();
+    Json(configz_body(&s.store.snapshot()))
+}
+
+/// Every stored object as a manifest, with the store's revision and source errors.
+pub fn configz_body(snap: &Snapshot) -> Value {
     let configs: Vec<Value> = snap
         .configs
         .values()
-        .map(|c| json!({"kind": c.key.kind, "namespace": c.key.namespace, "name": c.key.name, "object": c.raw}))
+        .map(|c| json!({"kind": c.key.kind, "namespace": c.key.namespace, "name": c.key.name, "object": c.manifest()}))
         .collect();
-    Json(json!({"revision": snap.revision, "errors": snap.errors, "configs": configs}))
+    json!({"revision": snap.revision, "errors": snap.errors, "configs": configs})
 }
 
 async fn registryz(State(s): State<DebugState>) -> Json<Value> {

@@ -1,5 +1,6 @@
 //! Watches against a mocked API server (tower-test): list, watch events, a CRD that is not
-//! installed, and a kind istiod may not read.
+//! installed, a kind istiod may not read, deletes and relists of objects that do not
+//! parse, and managed fields dropped on arrival.
 
 use std::time::Duration;
 
@@ -8,6 +9,8 @@ use kube::client::Body;
 use serde_json::json;
 
 use super::*;
+use crate::config::Spec;
+use crate::kube::fake::{self, eventually};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -115,4 +118,175 @@ fn api_resources_match_upstream_paths() {
     let ar = api_resource(Kind::EndpointSlice);
     assert_eq!(ar.api_version, "discovery.k8s.io/v1");
     assert_eq!(api_resource(Kind::Node).api_version, "v1");
+}
+
+const VS_PATH: &str = "/apis/networking.istio.io/v1/namespaces/demo/virtualservices";
+
+fn virtual_service(name: &str, hosts: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+           "metadata": {"name": name, "namespace": "demo"},
+           "spec": {"hosts": hosts}})
+}
+
+fn stored(store: &ConfigStore, kind: Kind, name: &str) -> Option<Arc<Config>> {
+    store.snapshot().configs.into_values().find(|c| {
+        c.key
+            == ConfigKey {
+                kind,
+                namespace: "demo".into(),
+                name: name.into(),
+            }
+    })
+}
+
+fn vs_hosts(store: &ConfigStore, name: &str) -> Option<Vec<String>> {
+    match &stored(store, Kind::VirtualService, name)?.spec {
+        Spec::VirtualService(vs) => Some(vs.hosts.clone()),
+        other => panic!("not a VirtualService: {other:?}"),
+    }
+}
+
+/// Starts a source for `kinds` against `client` and waits for its initial sync.
+async fn start(
+    client: kube::Client,
+    kinds: Vec<Kind>,
+) -> (ConfigStore, tokio_util::sync::CancellationToken) {
+    let store = ConfigStore::new();
+    let source = KubeSource::new(client, store.clone(), kinds);
+    let sync = source.sync.clone();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(source.run(shutdown.clone()));
+    tokio::time::timeout(Duration::from_secs(10), sync.wait())
+        .await
+        .expect("initial sync");
+    (store, shutdown)
+}
+
+#[tokio::test]
+async fn delete_applies_to_an_object_last_updated_to_an_invalid_spec() {
+    let (client, api) = fake::pair();
+    api.put(
+        VS_PATH,
+        virtual_service("a", json!(["a.demo.svc.cluster.local"])),
+    );
+    let (store, shutdown) = start(client, vec![Kind::VirtualService]).await;
+    eventually("a listed", || vs_hosts(&store, "a").is_some()).await;
+
+    // An update that does not parse is skipped; the last valid version keeps serving. The
+    // watch delivers events in order, so once "b" is in, the bad update was seen.
+    api.put(VS_PATH, virtual_service("a", json!(3)));
+    api.put(
+        VS_PATH,
+        virtual_service("b", json!(["b.demo.svc.cluster.local"])),
+    );
+    eventually("b added", || vs_hosts(&store, "b").is_some()).await;
+    assert_eq!(
+        vs_hosts(&store, "a").expect("a kept"),
+        ["a.demo.svc.cluster.local"]
+    );
+
+    // The delete carries the invalid spec; it still removes the object.
+    api.delete(&format!("{VS_PATH}/a"));
+    eventually("a deleted", || vs_hosts(&store, "a").is_none()).await;
+    assert!(vs_hosts(&store, "b").is_some());
+    shutdown.cancel();
+}
+
+fn object(value: serde_json::Value) -> DynamicObject {
+    serde_json::from_value(value).expect("object")
+}
+
+#[test]
+fn relist_keeps_last_valid_versions_and_drops_missing_objects() {
+    let store = ConfigStore::new();
+    let mut applier = Applier::new(Kind::VirtualService, store.clone());
+    let valid = |name: &str| object(virtual_service(name, json!([format!("{name}.demo")])));
+    let invalid = |name: &str| object(virtual_service(name, json!(3)));
+
+    assert!(!applier.apply(Event::Init));
+    applier.apply(Event::InitApply(valid("a")));
+    applier.apply(Event::InitApply(valid("b")));
+    applier.apply(Event::InitApply(invalid("never-valid")));
+    assert!(applier.apply(Event::InitDone));
+    let names = |store: &ConfigStore| -> Vec<String> {
+        store
+            .snapshot()
+            .of_kind(Kind::VirtualService)
+            .map(|c| c.key.name.clone())
+            .collect()
+    };
+    assert_eq!(names(&store), ["a", "b"]);
+
+    // "a" turns invalid; "b" goes while the watch is down. The relist keeps "a" as it was
+    // last valid and drops "b".
+    applier.apply(Event::Apply(invalid("a")));
+    applier.apply(Event::Init);
+    applier.apply(Event::InitApply(invalid("a")));
+    assert!(applier.apply(Event::InitDone));
+    assert_eq!(names(&store), ["a"]);
+    assert_eq!(vs_hosts(&store, "a").expect("a kept"), ["a.demo"]);
+
+    // "a" goes too, still invalid when last seen: the next list removes it.
+    applier.apply(Event::Init);
+    applier.apply(Event::InitDone);
+    assert!(names(&store).is_empty());
+
+    // A delete needs only the name, in `default` when the object names no namespace.
+    applier.apply(Event::Apply(object(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "c"}, "spec": {"hosts": ["c"]}}))));
+    assert_eq!(names(&store), ["c"]);
+    applier.apply(Event::Delete(object(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "c"}, "spec": {"hosts": 3}}))));
+    assert!(names(&store).is_empty());
+}
+
+#[tokio::test]
+async fn managed_fields_are_dropped_and_configz_keeps_istio_specs() {
+    let managed = json!([{"manager": "kubectl", "operation": "Apply",
+                          "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]);
+    let (client, api) = fake::pair();
+    let mut svc = service("web");
+    svc["metadata"]["managedFields"] = managed.clone();
+    api.put("/api/v1/namespaces/demo/services", svc);
+    let mut vs = virtual_service("web", json!(["web.demo.svc.cluster.local"]));
+    vs["metadata"]["managedFields"] = managed;
+    api.put(VS_PATH, vs);
+    let (store, shutdown) = start(client, vec![Kind::Service, Kind::VirtualService]).await;
+    eventually("both listed", || {
+        stored(&store, Kind::Service, "web").is_some() && vs_hosts(&store, "web").is_some()
+    })
+    .await;
+
+    let svc = stored(&store, Kind::Service, "web").expect("service");
+    let Spec::Service(typed) = &svc.spec else {
+        panic!("not a Service")
+    };
+    assert!(typed.metadata.managed_fields.is_none());
+    assert!(svc.raw.is_none(), "a Service keeps only its typed form");
+
+    let configz = crate::server::debug::configz_body(&store.snapshot());
+    let text = configz.to_string();
+    assert!(!text.contains("managedFields"), "{text}");
+    let entry = |kind: &str| {
+        configz["configs"]
+            .as_array()
+            .expect("configs")
+            .iter()
+            .find(|c| c["kind"] == kind)
+            .unwrap_or_else(|| panic!("{kind} in configz: {text}"))
+            .clone()
+    };
+    let vs = entry("VirtualService");
+    assert_eq!(
+        vs["object"]["spec"]["hosts"],
+        json!(["web.demo.svc.cluster.local"])
+    );
+    assert_eq!(vs["object"]["apiVersion"], "networking.istio.io/v1");
+    // A Service is shown from its typed form.
+    let svc = entry("Service");
+    assert_eq!(svc["object"]["spec"]["clusterIP"], "10.96.0.1");
+    assert_eq!(svc["object"]["kind"], "Service");
+    shutdown.cancel();
 }
