@@ -315,7 +315,11 @@ async fn start_sources(
             });
         }
         info!("waiting for the initial sync of Kubernetes resources");
-        sync.wait().await;
+        sync.wait_reporting(Duration::from_secs(5), |pending| {
+            let pending: Vec<String> = pending.iter().map(ToString::to_string).collect();
+            info!(pending = %pending.join(", "), "still waiting for the initial sync of Kubernetes resources");
+        })
+        .await;
         info!("Kubernetes resources synced");
     }
     Ok((mesh_rx, kube_client))

@@ -7,7 +7,7 @@ use kube::api::Api;
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::model::MeshConfig;
 
@@ -34,7 +34,9 @@ pub fn mesh_from_configmap(
 }
 
 /// Watches the ConfigMap and publishes each valid mesh config; an invalid one is logged
-/// and the previous one kept.
+/// and the previous one kept. Without the ConfigMap (deleted, or absent from a relist) the
+/// config in force when the watch started applies again: istiod watches the ConfigMap only
+/// when no `--meshConfig` file exists, so that is the defaults, as upstream.
 pub async fn watch_mesh(
     client: kube::Client,
     namespace: String,
@@ -45,26 +47,75 @@ pub async fn watch_mesh(
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut mesh = MeshWatch::new(name, namespace, tx);
     while let Some(event) = stream.next().await {
-        let cm = match event {
-            Ok(Event::Apply(cm)) | Ok(Event::InitApply(cm)) => cm,
-            Ok(_) => continue,
-            Err(e) => {
-                warn!(configmap = %name, error = %e, "watching mesh config");
-                continue;
+        match event {
+            Ok(event) => mesh.apply(event),
+            Err(e) => warn!(configmap = %mesh.name, error = %e, "watching mesh config"),
+        }
+    }
+}
+
+/// Turns the ConfigMap's watch events into the live mesh config.
+struct MeshWatch {
+    name: String,
+    namespace: String,
+    /// What applies without the ConfigMap.
+    fallback: MeshConfig,
+    tx: watch::Sender<MeshConfig>,
+    /// Whether the list in progress has shown the ConfigMap.
+    listed: bool,
+}
+
+impl MeshWatch {
+    fn new(name: String, namespace: String, tx: watch::Sender<MeshConfig>) -> Self {
+        let fallback = tx.borrow().clone();
+        MeshWatch {
+            name,
+            namespace,
+            fallback,
+            tx,
+            listed: false,
+        }
+    }
+
+    fn apply(&mut self, event: Event<ConfigMap>) {
+        match event {
+            Event::Init => self.listed = false,
+            Event::InitApply(cm) => {
+                self.listed = true;
+                self.update(&cm);
             }
-        };
-        match mesh_from_configmap(&cm, &namespace) {
+            Event::Apply(cm) => self.update(&cm),
+            Event::InitDone if !self.listed => self.fall_back("absent"),
+            Event::InitDone => {}
+            Event::Delete(_) => self.fall_back("deleted"),
+        }
+    }
+
+    fn update(&self, cm: &ConfigMap) {
+        let name = &self.name;
+        match mesh_from_configmap(cm, &self.namespace) {
             Ok(mesh) => {
-                if *tx.borrow() != mesh {
+                if *self.tx.borrow() != mesh {
                     info!(configmap = %name, "mesh config updated");
-                    tx.send_replace(mesh);
+                    self.tx.send_replace(mesh);
                 }
             }
             Err(e) => {
                 warn!(configmap = %name, error = %e, "invalid mesh config; keeping the previous one")
             }
         }
+    }
+
+    fn fall_back(&self, why: &str) {
+        let name = &self.name;
+        if *self.tx.borrow() == self.fallback {
+            debug!(configmap = %name, "mesh ConfigMap {why}; using the default mesh config");
+            return;
+        }
+        info!(configmap = %name, "mesh ConfigMap {why}; using the default mesh config");
+        self.tx.send_replace(self.fallback.clone());
     }
 }
 
@@ -85,5 +136,71 @@ mod tests {
         assert_eq!(mesh.trust_domain, "example.org");
         assert!(mesh.registry_only());
         assert_eq!(mesh.root_namespace, "istio-system");
+    }
+
+    fn mesh_configmap(trust_domain: &str) -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "istio", "namespace": "istio-system"},
+            "data": {"mesh": format!("trustDomain: {trust_domain}\n")}
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn deleting_the_configmap_restores_the_defaults() {
+        use crate::kube::fake::{self, eventually};
+        let (client, api) = fake::pair();
+        let collection = "/api/v1/namespaces/istio-system/configmaps";
+        api.put(
+            collection,
+            serde_json::to_value(mesh_configmap("example.org")).unwrap(),
+        );
+        let defaults = MeshConfig::from_yaml("", "istio-system").unwrap();
+        let (tx, rx) = watch::channel(defaults.clone());
+        let task = tokio::spawn(watch_mesh(
+            client,
+            "istio-system".into(),
+            "default".into(),
+            tx,
+        ));
+        eventually("mesh from the ConfigMap", || {
+            rx.borrow().trust_domain == "example.org"
+        })
+        .await;
+
+        api.delete(&format!("{collection}/istio"));
+        eventually("defaults after the delete", || *rx.borrow() == defaults).await;
+
+        api.put(
+            collection,
+            serde_json::to_value(mesh_configmap("again.org")).unwrap(),
+        );
+        eventually("mesh from the recreated ConfigMap", || {
+            rx.borrow().trust_domain == "again.org"
+        })
+        .await;
+        task.abort();
+    }
+
+    #[test]
+    fn a_relist_without_the_configmap_restores_the_defaults() {
+        let defaults = MeshConfig::from_yaml("", "istio-system").unwrap();
+        let (tx, rx) = watch::channel(defaults.clone());
+        let mut mesh = MeshWatch::new("istio".into(), "istio-system".into(), tx);
+        mesh.apply(Event::Init);
+        mesh.apply(Event::InitApply(mesh_configmap("example.org")));
+        mesh.apply(Event::InitDone);
+        assert_eq!(rx.borrow().trust_domain, "example.org");
+
+        // An invalid edit keeps the last valid config.
+        let mut bad = mesh_configmap("x");
+        bad.data = Some([("mesh".to_owned(), "trustDomain: [\n".to_owned())].into());
+        mesh.apply(Event::Apply(bad));
+        assert_eq!(rx.borrow().trust_domain, "example.org");
+
+        // Deleted while the watch was down: the relist does not show it.
+        mesh.apply(Event::Init);
+        mesh.apply(Event::InitDone);
+        assert_eq!(*rx.borrow(), defaults);
     }
 }

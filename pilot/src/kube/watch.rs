@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -54,6 +55,20 @@ impl SyncTracker {
     pub async fn wait(&self) {
         let mut rx = self.synced.subscribe();
         let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Like [`SyncTracker::wait`], calling `report` with the kinds still listing every
+    /// `period` until then.
+    pub async fn wait_reporting(&self, period: Duration, mut report: impl FnMut(&[Kind])) {
+        let wait = self.wait();
+        tokio::pin!(wait);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                _ = &mut wait => return,
+                _ = tick.tick() => report(&self.pending()),
+            }
+        }
     }
 }
 

@@ -290,3 +290,27 @@ async fn managed_fields_are_dropped_and_configz_keeps_istio_specs() {
     assert_eq!(svc["object"]["kind"], "Service");
     shutdown.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_sync_reports_the_pending_kinds() {
+    let sync = SyncTracker::new([Kind::Service, Kind::Pod]);
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let waiter = tokio::spawn({
+        let (sync, reports) = (sync.clone(), reports.clone());
+        async move {
+            sync.wait_reporting(Duration::from_secs(5), |pending| {
+                reports.lock().unwrap().push(pending.to_vec())
+            })
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    sync.done(Kind::Service);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sync.done(Kind::Pod);
+    waiter.await.expect("wait ends once every kind is synced");
+    assert_eq!(
+        *reports.lock().unwrap(),
+        [vec![Kind::Service, Kind::Pod], vec![Kind::Pod]]
+    );
+}
