@@ -27,7 +27,7 @@ use pilot::testing::services_yaml;
 mod common;
 
 use common::ads::{self, wait_round};
-use common::process::{cpu_secs, free_port, mb, memory_kb, ms, wait_ready, PeakRss, Server};
+use common::process::{cpu_secs, mb, memory_kb, ms, wait_ready, PeakRss, Ports, Server};
 
 #[derive(Debug, Parser)]
 #[command(about = "Push convergence and memory of pilot-discovery under many ADS clients")]
@@ -94,23 +94,11 @@ async fn main() -> Result<()> {
     )
     .context("writing services.yaml")?;
 
-    let (grpc_port, http_port, mon_port) = (free_port()?, free_port()?, free_port()?);
+    let ports = Ports::free()?;
+    let config_dir = dir.display().to_string();
     let server = Server::spawn(
         &args.binary,
-        &[
-            "discovery".to_owned(),
-            "--configDir".to_owned(),
-            dir.display().to_string(),
-            "--registries=".to_owned(),
-            "--grpcAddr".to_owned(),
-            format!("127.0.0.1:{grpc_port}"),
-            "--httpAddr".to_owned(),
-            format!("127.0.0.1:{http_port}"),
-            "--monitoringAddr".to_owned(),
-            format!("127.0.0.1:{mon_port}"),
-            "--secureGRPCAddr=".to_owned(),
-            "--httpsAddr=".to_owned(),
-        ],
+        &ports.discovery_args(&["--configDir", &config_dir, "--registries="]),
         &[("PILOT_MAX_REQUESTS_PER_SECOND", "10000")],
         root.path().join("pilot-discovery.log"),
     )?;
@@ -118,7 +106,7 @@ async fn main() -> Result<()> {
     server
         .supervise(
             deadline,
-            run(&args, pid, started, grpc_port, http_port, &root, &dir),
+            run(&args, pid, started, ports.grpc, ports.http, &root, &dir),
         )
         .await
 }

@@ -19,6 +19,41 @@ pub fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// The plaintext ports of a `pilot-discovery` under test, free a moment ago on 127.0.0.1.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub grpc: u16,
+    pub http: u16,
+    pub monitoring: u16,
+}
+
+impl Ports {
+    pub fn free() -> Result<Ports> {
+        Ok(Ports {
+            grpc: free_port()?,
+            http: free_port()?,
+            monitoring: free_port()?,
+        })
+    }
+
+    /// `discovery` with the config-source flags in `source`, serving xDS, HTTP and
+    /// metrics on these ports; no TLS ports (no CA, no webhook).
+    pub fn discovery_args(&self, source: &[&str]) -> Vec<String> {
+        let mut args = vec!["discovery".to_owned()];
+        args.extend(source.iter().map(|s| s.to_string()));
+        for (flag, port) in [
+            ("--grpcAddr", self.grpc),
+            ("--httpAddr", self.http),
+            ("--monitoringAddr", self.monitoring),
+        ] {
+            args.push(flag.to_owned());
+            args.push(format!("127.0.0.1:{port}"));
+        }
+        args.extend(["--secureGRPCAddr=".to_owned(), "--httpsAddr=".to_owned()]);
+        args
+    }
+}
+
 /// Whether `GET /ready` answers 200.
 pub async fn ready(http: SocketAddr) -> bool {
     let Ok(mut s) = tokio::net::TcpStream::connect(http).await else {

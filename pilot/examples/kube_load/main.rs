@@ -29,7 +29,7 @@ mod fake_api;
 mod objects;
 
 use common::ads::{self, Event, Milestone};
-use common::process::{cpu_secs, free_port, mb, memory_kb, ms, wait_ready, PeakRss, Server};
+use common::process::{cpu_secs, mb, memory_kb, ms, wait_ready, PeakRss, Ports, Server};
 use fake_api::FakeApi;
 
 #[derive(Debug, Parser)]
@@ -80,26 +80,14 @@ async fn main() -> Result<()> {
     let root = tempfile::tempdir().context("creating a temp dir")?;
     let kubeconfig = root.path().join("kubeconfig");
     write_kubeconfig(&kubeconfig, &format!("http://{api_addr}"))?;
-    let (grpc_port, http_port, mon_port) = (free_port()?, free_port()?, free_port()?);
+    let ports = Ports::free()?;
+    let kubeconfig = kubeconfig.display().to_string();
+    let mut server_args =
+        ports.discovery_args(&["--kubeconfig", &kubeconfig, "--registries", "Kubernetes"]);
+    server_args.extend(["--log_output_level".to_owned(), "default:info".to_owned()]);
     let server = Server::spawn(
         &args.binary,
-        &[
-            "discovery".to_owned(),
-            "--kubeconfig".to_owned(),
-            kubeconfig.display().to_string(),
-            "--registries".to_owned(),
-            "Kubernetes".to_owned(),
-            "--grpcAddr".to_owned(),
-            format!("127.0.0.1:{grpc_port}"),
-            "--httpAddr".to_owned(),
-            format!("127.0.0.1:{http_port}"),
-            "--monitoringAddr".to_owned(),
-            format!("127.0.0.1:{mon_port}"),
-            "--secureGRPCAddr=".to_owned(),
-            "--httpsAddr=".to_owned(),
-            "--log_output_level".to_owned(),
-            "default:info".to_owned(),
-        ],
+        &server_args,
         &[
             ("POD_NAMESPACE", objects::ISTIO_NAMESPACE),
             ("POD_NAME", "istiod-kube-load"),
@@ -113,7 +101,7 @@ async fn main() -> Result<()> {
     server
         .supervise(
             Duration::from_secs(args.timeout_secs),
-            run(&args, &api, pid, started, grpc_port, http_port),
+            run(&args, &api, pid, started, ports.grpc, ports.http),
         )
         .await
 }
