@@ -2,27 +2,29 @@
 //! (state of the world in [`super::sotw`], incremental in [`super::delta`]).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use prost::Message;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{BufferSettings, Streaming};
 use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::metadata::GRPC_CONTENT_TYPE;
-use tonic::server::{Grpc, NamedService};
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
-use tonic_prost::{ProstCodec, ProstDecoder};
+use tonic_prost::ProstDecoder;
 
 use super::discovery::DiscoveryServer;
-use super::wire::{SotwBody, SotwResponse};
+use super::wire::{ResponseBody, WireResponse};
 use super::{delta, sotw};
 use crate::model::proxy::NodeType;
 use crate::model::Proxy;
 use crate::security::Caller;
+
+/// The responses of one stream, from its task to its HTTP/2 body.
+type Responses = mpsc::Receiver<Result<WireResponse, Status>>;
 
 /// Responses queued per stream before the sender waits for the client.
 const STREAM_BUFFER: usize = 4;
@@ -37,9 +39,8 @@ const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 /// The ADS gRPC service, cheap to clone; one per gRPC server (15010 and 15012 share the
-/// state). Served by hand rather than through the generated server so that
-/// state-of-the-world responses go out through [`SotwBody`] with their resources
-/// encoded once per push.
+/// state). Served by hand rather than through the generated server so that responses
+/// go out through [`ResponseBody`] with their resources encoded once per push.
 #[derive(Clone)]
 pub struct AdsService {
     server: Arc<DiscoveryServer>,
@@ -63,7 +64,7 @@ impl AdsService {
     async fn stream_aggregated_resources(
         self,
         request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<mpsc::Receiver<Result<SotwResponse, Status>>>, Status> {
+    ) -> Result<Response<Responses>, Status> {
         self.server.admit().await;
         let caller = request.extensions().get::<Caller>().cloned();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
@@ -79,7 +80,7 @@ impl AdsService {
     async fn delta_aggregated_resources(
         self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<ReceiverStream<Result<DeltaDiscoveryResponse, Status>>>, Status> {
+    ) -> Result<Response<Responses>, Status> {
         self.server.admit().await;
         let caller = request.extensions().get::<Caller>().cloned();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
@@ -89,45 +90,47 @@ impl AdsService {
             request.into_inner(),
             tx,
         ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(rx))
     }
 }
 
-impl AdsService {
-    /// Serves a state-of-the-world stream: requests decoded by tonic, responses written
-    /// by [`SotwBody`] so that shared resource bytes reach HTTP/2 without a copy.
-    async fn serve_sotw<B>(
-        self,
-        req: http::Request<B>,
-        limit: Option<usize>,
-    ) -> http::Response<tonic::body::Body>
-    where
-        B: Body + Send + 'static,
-        B::Error: Into<StdError> + Send + 'static,
+/// Serves one ADS stream: requests decoded by tonic, responses written by
+/// [`ResponseBody`] so that shared resource bytes reach HTTP/2 without a copy.
+async fn serve_stream<B, Req, Fut>(
+    req: http::Request<B>,
+    limit: Option<usize>,
+    start: impl FnOnce(Request<Streaming<Req>>) -> Fut,
+) -> http::Response<tonic::body::Body>
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+    Req: Message + Default + Send + 'static,
+    Fut: Future<Output = Result<Response<Responses>, Status>>,
+{
+    if let Some(encoding) = req.headers().get(GRPC_ENCODING) {
+        if encoding != "identity" {
+            return Status::unimplemented(format!(
+                "request compression {encoding:?} is not supported"
+            ))
+            .into_http();
+        }
+    }
+    let (parts, body) = req.into_parts();
+    let decoder = ProstDecoder::<Req>::new(BufferSettings::default());
+    let inbound = Streaming::new_request(decoder, body, None, limit);
+    match start(Request::from_http(http::Request::from_parts(
+        parts, inbound,
+    )))
+    .await
     {
-        if let Some(encoding) = req.headers().get(GRPC_ENCODING) {
-            if encoding != "identity" {
-                return Status::unimplemented(format!(
-                    "request compression {encoding:?} is not supported"
-                ))
-                .into_http();
-            }
+        Ok(responses) => {
+            let body = ResponseBody::new(responses.into_inner());
+            let mut http = http::Response::new(tonic::body::Body::new(body));
+            http.headers_mut()
+                .insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+            http
         }
-        let (parts, body) = req.into_parts();
-        let decoder = ProstDecoder::<DiscoveryRequest>::new(BufferSettings::default());
-        let inbound = Streaming::new_request(decoder, body, None, limit);
-        let request = Request::from_http(http::Request::from_parts(parts, inbound));
-        match self.stream_aggregated_resources(request).await {
-            Ok(response) => {
-                let mut http = http::Response::new(tonic::body::Body::new(SotwBody::new(
-                    response.into_inner(),
-                )));
-                http.headers_mut()
-                    .insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
-                http
-            }
-            Err(status) => status.into_http(),
-        }
+        Err(status) => status.into_http(),
     }
 }
 
@@ -152,12 +155,11 @@ where
         let this = self.clone();
         let limit = self.max_decoding_message_size;
         match req.uri().path() {
-            SOTW_PATH => Box::pin(async move { Ok(this.serve_sotw(req, limit).await) }),
+            SOTW_PATH => Box::pin(async move {
+                Ok(serve_stream(req, limit, |r| this.stream_aggregated_resources(r)).await)
+            }),
             DELTA_PATH => Box::pin(async move {
-                let method = tower::service_fn(move |r| this.clone().delta_aggregated_resources(r));
-                let codec = ProstCodec::<DeltaDiscoveryResponse, DeltaDiscoveryRequest>::default();
-                let mut grpc = Grpc::new(codec).apply_max_message_size_config(limit, None);
-                Ok(grpc.streaming(method, req).await)
+                Ok(serve_stream(req, limit, |r| this.delta_aggregated_resources(r)).await)
             }),
             _ => Box::pin(async move { Ok(Status::unimplemented(req.uri().path()).into_http()) }),
         }

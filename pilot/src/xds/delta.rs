@@ -1,14 +1,13 @@
 //! An incremental (delta) ADS stream: only changed resources are sent, and removals are
 //! named explicitly.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
 use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
@@ -20,10 +19,11 @@ use super::metrics::Metrics;
 use super::sotw::{config_key, control_plane_id};
 use super::types;
 use super::watch::Watch;
+use super::wire::WireResponse;
 use crate::model::SidecarScope;
 use crate::security::Caller;
 
-type Tx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
+type Tx = mpsc::Sender<Result<WireResponse, Status>>;
 
 /// Delta state of one type: the subscription and the version of each resource the
 /// client holds.
@@ -233,25 +233,26 @@ impl Connection {
             .cache
             .get_or_generate(type_url, &self.key, &ctx, &watch.subscription())
             .unwrap_or_default();
+        // Versions and wire forms are computed once per push and config key; this stream
+        // only picks what its client does not hold yet.
         let mut resources = Vec::new();
-        let mut present = BTreeSet::new();
-        for r in generated.resources.iter().cloned() {
-            let version = content_version(&r.body.value);
-            present.insert(r.name.clone());
-            if watch.sent.get(&r.name) != Some(&version) {
-                watch.sent.insert(r.name.clone(), version.clone());
-                resources.push(DeltaResource {
-                    name: r.name,
-                    version,
-                    resource: Some(r.body),
-                    ..Default::default()
-                });
+        let mut size = 0;
+        for (r, entry) in generated.resources.iter().zip(generated.delta_entries()) {
+            if watch.sent.get(&r.name) != Some(&entry.version) {
+                watch.sent.insert(r.name.clone(), entry.version.clone());
+                size += r.body.value.len();
+                resources.push(entry.wire.clone());
             }
         }
+        let present: HashSet<&str> = generated
+            .resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
         let removed: Vec<String> = watch
             .sent
             .keys()
-            .filter(|n| !present.contains(*n))
+            .filter(|n| !present.contains(n.as_str()))
             .cloned()
             .collect();
         for n in &removed {
@@ -261,14 +262,8 @@ impl Connection {
             return Ok(());
         }
         let nonce = uuid::Uuid::new_v4().to_string();
-        let size: usize = resources
-            .iter()
-            .filter_map(|r| r.resource.as_ref())
-            .map(|a| a.value.len())
-            .sum();
-        let response = DeltaDiscoveryResponse {
+        let head = DeltaDiscoveryResponse {
             system_version_info: push.version.clone(),
-            resources,
             type_url: type_url.to_owned(),
             removed_resources: removed,
             nonce: nonce.clone(),
@@ -276,6 +271,14 @@ impl Connection {
                 identifier: control_plane_id(),
             }),
             ..Default::default()
+        };
+        let Some(response) = WireResponse::new(&head, resources) else {
+            warn!(r#type = %type_url, bytes = size, "response exceeds gRPC's 4 GiB limit");
+            let _ = self
+                .tx
+                .send(Err(Status::resource_exhausted("response exceeds 4 GiB")))
+                .await;
+            return Err(());
         };
         {
             let mut watches = self.guard.info.watches();
@@ -304,11 +307,4 @@ impl Connection {
         debug!(r#type = %short, %nonce, bytes = size, "pushed delta");
         Ok(())
     }
-}
-
-/// A resource version derived from its bytes, so unchanged resources are not resent.
-fn content_version(bytes: &[u8]) -> String {
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    format!("{:016x}", h.finish())
 }

@@ -164,6 +164,7 @@ pub fn generate(type_url: &str, ctx: &GenContext<'_>, sub: &Subscription) -> Opt
 pub struct Generated {
     pub resources: Vec<Resource>,
     wire: OnceLock<Bytes>,
+    delta: OnceLock<Vec<wire::DeltaEntry>>,
 }
 
 impl Generated {
@@ -171,7 +172,14 @@ impl Generated {
         Generated {
             resources,
             wire: OnceLock::new(),
+            delta: OnceLock::new(),
         }
+    }
+
+    /// Each resource's content version and delta wire form, in `resources` order.
+    pub fn delta_entries(&self) -> &[wire::DeltaEntry] {
+        self.delta
+            .get_or_init(|| self.resources.iter().map(wire::DeltaEntry::new).collect())
     }
 
     /// The resources encoded as `DiscoveryResponse.resources` (see [`wire`]).

@@ -15,11 +15,11 @@ use super::generator::{GenContext, Subscription};
 use super::metrics::Metrics;
 use super::types;
 use super::watch::{Decision, Watch};
-use super::wire::SotwResponse;
+use super::wire::WireResponse;
 use crate::model::{Proxy, SidecarScope};
 use crate::security::Caller;
 
-type Tx = mpsc::Sender<Result<SotwResponse, Status>>;
+type Tx = mpsc::Sender<Result<WireResponse, Status>>;
 
 /// Serves one stream until the client goes away.
 pub async fn run(
@@ -221,17 +221,22 @@ impl Connection {
             };
         let nonce = uuid::Uuid::new_v4().to_string();
         let size = resources.len();
-        let response = SotwResponse {
-            head: DiscoveryResponse {
-                version_info: push.version.clone(),
-                type_url: type_url.to_owned(),
-                nonce: nonce.clone(),
-                control_plane: Some(ControlPlane {
-                    identifier: control_plane_id(),
-                }),
-                ..Default::default()
-            },
-            resources,
+        let head = DiscoveryResponse {
+            version_info: push.version.clone(),
+            type_url: type_url.to_owned(),
+            nonce: nonce.clone(),
+            control_plane: Some(ControlPlane {
+                identifier: control_plane_id(),
+            }),
+            ..Default::default()
+        };
+        let Some(response) = WireResponse::new(&head, vec![resources]) else {
+            warn!(r#type = %type_url, bytes = size, "response exceeds gRPC's 4 GiB limit");
+            let _ = self
+                .tx
+                .send(Err(Status::resource_exhausted("response exceeds 4 GiB")))
+                .await;
+            return Err(());
         };
         let short = types::short_name(type_url).to_owned();
         if let Some(w) = self.guard.info.watches().get_mut(type_url) {

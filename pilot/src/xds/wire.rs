@@ -1,20 +1,22 @@
-//! The wire form of state-of-the-world responses.
+//! The wire form of xDS responses.
 //!
 //! Within a push every proxy with the same config key receives the same resources, often
 //! hundreds of kilobytes of them. They are encoded once per push and the bytes are shared:
-//! a stream encodes only its own version and nonce, and hands the shared bytes to HTTP/2
-//! by reference. No stream copies or buffers a response of its own, so memory does not
-//! grow with the number of connected proxies times the size of their config.
+//! a stream encodes only its own version, nonce and removals, and hands the shared bytes to
+//! HTTP/2 by reference. No stream copies or buffers a response of its own, so memory does
+//! not grow with the number of connected proxies times the size of their config.
 //!
-//! Protobuf fields may appear in any order on the wire, so a [`SotwResponse`] is the
-//! response's scalar fields followed by the pre-encoded `resources` (field 2) entries;
-//! every decoder reads it as the same `DiscoveryResponse`.
+//! Protobuf fields may appear in any order on the wire, so a [`WireResponse`] is the
+//! response's own fields followed by pre-encoded `resources` entries (field 2 of both
+//! `DiscoveryResponse` and `DeltaDiscoveryResponse`); every decoder reads it as the
+//! plain message.
 
 use std::collections::VecDeque;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use envoy_types::pb::envoy::service::discovery::v3::Resource as DeltaResource;
 use http::HeaderMap;
 use http_body::Frame;
 use prost::bytes::{BufMut, Bytes, BytesMut};
@@ -25,7 +27,7 @@ use tracing::warn;
 
 use super::generator::Resource;
 
-/// `DiscoveryResponse.resources`.
+/// `resources` in `DiscoveryResponse` and `DeltaDiscoveryResponse`.
 const RESOURCES_FIELD: u32 = 2;
 
 /// The gRPC message prefix: a compression flag and a big-endian length.
@@ -44,56 +46,97 @@ pub fn encode_resources(resources: &[Resource]) -> Bytes {
     buf.freeze()
 }
 
-/// A `DiscoveryResponse` whose resources are already encoded.
-#[derive(Debug, Clone, Default)]
-pub struct SotwResponse {
-    /// Everything but `resources`.
-    pub head: DiscoveryResponse,
-    /// The `resources` entries, as from [`encode_resources`]; shared, not copied.
-    pub resources: Bytes,
+/// One resource as a delta stream sends it: its content version and its
+/// `DeltaDiscoveryResponse.resources` entry.
+#[derive(Debug, Clone)]
+pub struct DeltaEntry {
+    pub version: String,
+    pub wire: Bytes,
 }
 
-impl SotwResponse {
-    /// The size of the encoded message.
+impl DeltaEntry {
+    pub fn new(resource: &Resource) -> Self {
+        let version = content_version(&resource.body.value);
+        let message = DeltaResource {
+            name: resource.name.clone(),
+            version: version.clone(),
+            resource: Some(resource.body.clone()),
+            ..Default::default()
+        };
+        let mut buf = BytesMut::with_capacity(prost::encoding::message::encoded_len(
+            RESOURCES_FIELD,
+            &message,
+        ));
+        prost::encoding::message::encode(RESOURCES_FIELD, &message, &mut buf);
+        DeltaEntry {
+            version,
+            wire: buf.freeze(),
+        }
+    }
+}
+
+/// A resource version derived from its bytes, so unchanged resources are not resent.
+pub fn content_version(bytes: &[u8]) -> String {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// An xDS response ready for the wire: the gRPC prefix and the response's own fields,
+/// then shared `resources` entries.
+#[derive(Debug, Clone)]
+pub struct WireResponse {
+    head: Bytes,
+    resources: Vec<Bytes>,
+}
+
+impl WireResponse {
+    /// `head` is the response without resources; `resources` are encoded entries of
+    /// field 2. `None` if the message exceeds gRPC's 4 GiB length prefix.
+    pub fn new<M: Message>(head: &M, resources: Vec<Bytes>) -> Option<Self> {
+        let head_len = head.encoded_len();
+        let total = head_len + resources.iter().map(Bytes::len).sum::<usize>();
+        let mut buf = BytesMut::with_capacity(GRPC_HEADER_LEN + head_len);
+        buf.put_u8(0);
+        buf.put_u32(u32::try_from(total).ok()?);
+        head.encode_raw(&mut buf);
+        Some(WireResponse {
+            head: buf.freeze(),
+            resources: resources.into_iter().filter(|b| !b.is_empty()).collect(),
+        })
+    }
+
+    /// The size of the message (without the gRPC prefix).
     pub fn encoded_len(&self) -> usize {
-        self.head.encoded_len() + self.resources.len()
+        self.head.len() - GRPC_HEADER_LEN + self.resources.iter().map(Bytes::len).sum::<usize>()
     }
 
     /// The plain message, as a client decodes it.
-    pub fn to_message(&self) -> Result<DiscoveryResponse, prost::DecodeError> {
+    pub fn decode<M: Message + Default>(&self) -> Result<M, prost::DecodeError> {
         let mut buf = Vec::with_capacity(self.encoded_len());
-        self.head.encode_raw(&mut buf);
-        buf.put_slice(&self.resources);
-        DiscoveryResponse::decode(buf.as_slice())
-    }
-
-    /// The gRPC message as body chunks: the prefix with the head, then the shared
-    /// resources. `None` if the message exceeds gRPC's 4 GiB length prefix.
-    fn into_chunks(self) -> Option<(Bytes, Bytes)> {
-        let len = u32::try_from(self.encoded_len()).ok()?;
-        let mut first = BytesMut::with_capacity(GRPC_HEADER_LEN + self.head.encoded_len());
-        first.put_u8(0);
-        first.put_u32(len);
-        self.head.encode_raw(&mut first);
-        Some((first.freeze(), self.resources))
+        buf.extend_from_slice(&self.head[GRPC_HEADER_LEN..]);
+        for r in &self.resources {
+            buf.extend_from_slice(r);
+        }
+        M::decode(buf.as_slice())
     }
 }
 
-/// The HTTP/2 response body of a state-of-the-world stream: each [`SotwResponse`] from
-/// the stream's task becomes gRPC message chunks, and the end of the task becomes the
-/// trailers (`grpc-status` 0, or the task's error).
+/// The HTTP/2 response body of an ADS stream: each [`WireResponse`] from the stream's
+/// task becomes body chunks, and the end of the task becomes the trailers (`grpc-status`
+/// 0, or the task's error).
 #[derive(Debug)]
-pub struct SotwBody {
-    rx: mpsc::Receiver<Result<SotwResponse, Status>>,
+pub struct ResponseBody {
+    rx: mpsc::Receiver<Result<WireResponse, Status>>,
     pending: VecDeque<Bytes>,
     done: bool,
 }
 
-impl SotwBody {
-    pub fn new(rx: mpsc::Receiver<Result<SotwResponse, Status>>) -> Self {
-        SotwBody {
+impl ResponseBody {
+    pub fn new(rx: mpsc::Receiver<Result<WireResponse, Status>>) -> Self {
+        ResponseBody {
             rx,
-            pending: VecDeque::with_capacity(2),
+            pending: VecDeque::new(),
             done: false,
         }
     }
@@ -109,7 +152,7 @@ impl SotwBody {
     }
 }
 
-impl http_body::Body for SotwBody {
+impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = Status;
 
@@ -125,16 +168,11 @@ impl http_body::Body for SotwBody {
                 return Poll::Ready(None);
             }
             let status = match std::task::ready!(self.rx.poll_recv(cx)) {
-                Some(Ok(response)) => match response.into_chunks() {
-                    Some((first, resources)) => {
-                        self.pending.push_back(first);
-                        if !resources.is_empty() {
-                            self.pending.push_back(resources);
-                        }
-                        continue;
-                    }
-                    None => Status::resource_exhausted("response exceeds 4 GiB"),
-                },
+                Some(Ok(response)) => {
+                    self.pending.push_back(response.head);
+                    self.pending.extend(response.resources);
+                    continue;
+                }
                 Some(Err(status)) => status,
                 None => Status::ok(""),
             };
@@ -155,6 +193,9 @@ mod tests {
 
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;
     use envoy_types::pb::envoy::config::core::v3::ControlPlane;
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryResponse, DiscoveryResponse,
+    };
     use http_body::Body as _;
 
     use super::*;
@@ -169,19 +210,20 @@ mod tests {
         )
     }
 
-    fn response(nonce: &str, resources: &[Resource]) -> SotwResponse {
-        SotwResponse {
-            head: DiscoveryResponse {
-                version_info: "2026-11-28T00:00:00Z/7".into(),
-                type_url: super::super::types::CLUSTER.into(),
-                nonce: nonce.into(),
-                control_plane: Some(ControlPlane {
-                    identifier: "istiod".into(),
-                }),
-                ..Default::default()
-            },
-            resources: encode_resources(resources),
+    fn head(nonce: &str) -> DiscoveryResponse {
+        DiscoveryResponse {
+            version_info: "2026-11-28T00:00:00Z/7".into(),
+            type_url: super::super::types::CLUSTER.into(),
+            nonce: nonce.into(),
+            control_plane: Some(ControlPlane {
+                identifier: "istiod".into(),
+            }),
+            ..Default::default()
         }
+    }
+
+    fn response(nonce: &str, resources: &[Resource]) -> WireResponse {
+        WireResponse::new(&head(nonce), vec![encode_resources(resources)]).expect("fits")
     }
 
     #[test]
@@ -190,23 +232,59 @@ mod tests {
         let response = response("n-1", &resources);
         let plain = DiscoveryResponse {
             resources: resources.iter().map(|r| r.body.clone()).collect(),
-            ..response.head.clone()
+            ..head("n-1")
         };
-        assert_eq!(response.to_message().expect("decodes"), plain);
+        assert_eq!(
+            response.decode::<DiscoveryResponse>().expect("decodes"),
+            plain
+        );
         assert_eq!(response.encoded_len(), plain.encoded_len());
+    }
+
+    #[test]
+    fn delta_entries_decode_as_delta_resources() {
+        let resources = [cluster("a"), cluster("b")];
+        let entries: Vec<DeltaEntry> = resources.iter().map(DeltaEntry::new).collect();
+        let head = DeltaDiscoveryResponse {
+            system_version_info: "v1".into(),
+            type_url: super::super::types::CLUSTER.into(),
+            removed_resources: vec!["gone".into()],
+            nonce: "n-2".into(),
+            ..Default::default()
+        };
+        let response = WireResponse::new(&head, entries.iter().map(|e| e.wire.clone()).collect())
+            .expect("fits");
+        let got = response
+            .decode::<DeltaDiscoveryResponse>()
+            .expect("decodes");
+        assert_eq!(got.removed_resources, ["gone"]);
+        assert_eq!(got.resources.len(), 2);
+        for (r, (want, entry)) in got.resources.iter().zip(resources.iter().zip(&entries)) {
+            assert_eq!(r.name, want.name);
+            assert_eq!(r.version, entry.version);
+            assert_eq!(r.resource.as_ref(), Some(&want.body));
+        }
+        assert_eq!(
+            entries[0].version,
+            content_version(&resources[0].body.value)
+        );
+        assert_ne!(entries[0].version, entries[1].version);
     }
 
     #[test]
     fn empty_resources_encode_nothing() {
         assert!(encode_resources(&[]).is_empty());
+        let empty =
+            WireResponse::new(&DiscoveryResponse::default(), vec![Bytes::new()]).expect("fits");
+        assert_eq!(empty.encoded_len(), 0);
         assert_eq!(
-            SotwResponse::default().to_message().expect("decodes"),
+            empty.decode::<DiscoveryResponse>().expect("decodes"),
             DiscoveryResponse::default()
         );
     }
 
     /// Reads a body to the end: the concatenated data and the trailers.
-    async fn drain(mut body: SotwBody) -> (Vec<u8>, HeaderMap) {
+    async fn drain(mut body: ResponseBody) -> (Vec<u8>, HeaderMap) {
         let mut data = Vec::new();
         loop {
             let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
@@ -241,11 +319,17 @@ mod tests {
         tx.send(Ok(first.clone())).await.expect("send");
         tx.send(Ok(second.clone())).await.expect("send");
         drop(tx);
-        let (data, trailers) = drain(SotwBody::new(rx)).await;
+        let (data, trailers) = drain(ResponseBody::new(rx)).await;
         let got = messages(&data);
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0], first.to_message().expect("decodes"));
-        assert_eq!(got[1], second.to_message().expect("decodes"));
+        assert_eq!(
+            got[0],
+            first.decode::<DiscoveryResponse>().expect("decodes")
+        );
+        assert_eq!(
+            got[1],
+            second.decode::<DiscoveryResponse>().expect("decodes")
+        );
         assert_eq!(trailers["grpc-status"], "0");
     }
 
@@ -255,7 +339,7 @@ mod tests {
         tx.send(Err(Status::invalid_argument("bad node id")))
             .await
             .expect("send");
-        let (data, trailers) = drain(SotwBody::new(rx)).await;
+        let (data, trailers) = drain(ResponseBody::new(rx)).await;
         assert!(data.is_empty());
         assert_eq!(trailers["grpc-status"], "3");
         assert_eq!(trailers["grpc-message"], "bad%20node%20id");
@@ -264,10 +348,10 @@ mod tests {
     #[tokio::test]
     async fn shares_the_resource_bytes() {
         let (tx, rx) = mpsc::channel(1);
-        let shared = response("n-1", &[cluster("a")]);
-        let resources = shared.resources.clone();
+        let resources = encode_resources(&[cluster("a")]);
+        let shared = WireResponse::new(&head("n-1"), vec![resources.clone()]).expect("fits");
         tx.send(Ok(shared)).await.expect("send");
-        let mut body = SotwBody::new(rx);
+        let mut body = ResponseBody::new(rx);
         let mut chunks = Vec::new();
         for _ in 0..2 {
             let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
