@@ -16,6 +16,7 @@ pub mod naming;
 pub mod rds;
 pub mod route;
 pub mod sotw;
+pub mod stream;
 pub mod types;
 pub mod watch;
 pub mod wire;

@@ -16,9 +16,11 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstDecoder;
 
+use super::delta::Delta;
 use super::discovery::DiscoveryServer;
+use super::sotw::Sotw;
+use super::stream;
 use super::wire::{ResponseBody, WireResponse};
-use super::{delta, sotw};
 use crate::model::proxy::NodeType;
 use crate::model::Proxy;
 use crate::security::Caller;
@@ -68,7 +70,7 @@ impl AdsService {
         self.server.admit().await;
         let caller = request.extensions().get::<Caller>().cloned();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(sotw::run(
+        tokio::spawn(stream::run::<Sotw>(
             self.server.clone(),
             caller,
             request.into_inner(),
@@ -84,7 +86,7 @@ impl AdsService {
         self.server.admit().await;
         let caller = request.extensions().get::<Caller>().cloned();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(delta::run(
+        tokio::spawn(stream::run::<Delta>(
             self.server.clone(),
             caller,
             request.into_inner(),
