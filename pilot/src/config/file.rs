@@ -56,9 +56,7 @@ impl DirSource {
     /// Loads every file once. Errors in files are recorded, not returned: only an unreadable
     /// folder is an error.
     pub fn sync(&self) -> std::io::Result<()> {
-        let mut files = Vec::new();
-        collect_files(&self.dir, &mut files)?;
-        files.sort();
+        let files = config_files(&self.dir)?;
         let seen: std::collections::BTreeSet<String> =
             files.iter().map(|p| p.display().to_string()).collect();
         for source in self.store.sources() {
@@ -169,6 +167,15 @@ impl DirSource {
 pub struct DirWatch {
     _watcher: notify::RecommendedWatcher,
     events: mpsc::UnboundedReceiver<notify::Result<()>>,
+}
+
+/// The config files under `dir`, sorted: `.yaml`, `.yml` and `.json`, in subfolders too;
+/// hidden entries (editor swap files, a ConfigMap volume's `..data` links) are skipped.
+pub fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

@@ -419,27 +419,55 @@ pub struct MutualTls {
     pub mode: Option<String>,
 }
 
-/// Parses a duration as Istio's CRDs write it: `1s`, `0.5s`, `100ms`, `1h30m`.
+/// gRPC status names in code order (`UNAVAILABLE` is 14), as a fault's `grpcStatus`
+/// names them.
+pub const GRPC_STATUS_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// Parses a duration as Istio's CRDs and Go write it: `1.5s`, `100ms`, `1h30m`, `0`;
+/// at most 10,000 years, as protobuf's `Duration`.
 pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     let s = s.trim();
-    if s.is_empty() {
+    if s == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    if s.is_empty() || s.starts_with('-') {
         return None;
     }
+    let s = s.strip_prefix('+').unwrap_or(s);
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest
+        let num_end = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        if num_len == 0 {
+        let (num, tail) = rest.split_at(num_end);
+        if num.is_empty() || num == "." {
             return None;
         }
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
+        let value: f64 = num.parse().ok()?;
+        let unit_end = tail
             .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let scale = match unit {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
             "ms" => 1e-3,
@@ -448,10 +476,13 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
             "h" => 3600.0,
             _ => return None,
         };
-        rest = &rest[unit_len..];
         total += value * scale;
+        rest = next;
     }
-    (total.is_finite() && total >= 0.0).then(|| std::time::Duration::from_secs_f64(total))
+    if !total.is_finite() || total > 315_576_000_000.0 {
+        return None;
+    }
+    Some(std::time::Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]

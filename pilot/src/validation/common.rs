@@ -309,48 +309,7 @@ pub fn is_ip_or_cidr(s: &str) -> bool {
     }
 }
 
-/// Durations as Go and protobuf JSON write them: `1.5s`, `100ms`, `1h30m`, `0`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    if s.is_empty() || s.starts_with('-') {
-        return None;
-    }
-    let s = s.strip_prefix('+').unwrap_or(s);
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, tail) = rest.split_at(num_end);
-        if num.is_empty() || num == "." {
-            return None;
-        }
-        let value: f64 = num.parse().ok()?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_end);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = next;
-    }
-    if !total.is_finite() || total > 315_576_000_000.0 {
-        return None;
-    }
-    Some(Duration::from_secs_f64(total))
-}
+pub use crate::config::istio::parse_duration;
 
 /// A duration field that must parse and be at least `min` when set.
 pub fn check_duration(v: &Value, k: &str, min: Duration, path: &str, r: &mut Report) {

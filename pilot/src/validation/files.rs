@@ -58,19 +58,20 @@ impl Summary {
 pub fn validate_paths(paths: &[PathBuf]) -> Summary {
     let mut summary = Summary::default();
     for path in paths {
-        let mut files = Vec::new();
-        if path.is_dir() {
-            if let Err(e) = collect(path, &mut files) {
-                summary.invalid += 1;
-                summary
-                    .findings
-                    .push(failure(path, format!("cannot read folder: {e}")));
-                continue;
+        let files = if path.is_dir() {
+            match crate::config::file::config_files(path) {
+                Ok(found) => found,
+                Err(e) => {
+                    summary.invalid += 1;
+                    summary
+                        .findings
+                        .push(failure(path, format!("cannot read folder: {e}")));
+                    continue;
+                }
             }
-            files.sort();
         } else {
-            files.push(path.clone());
-        }
+            vec![path.clone()]
+        };
         for file in files {
             match std::fs::read_to_string(&file) {
                 Ok(text) => validate_text(&file.display().to_string(), &text, &mut summary),
@@ -180,28 +181,6 @@ fn failure(path: &Path, message: String) -> FileFinding {
         message,
         warning: false,
     }
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if path.is_dir() {
-            collect(&path, out)?;
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

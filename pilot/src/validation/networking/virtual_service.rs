@@ -7,6 +7,7 @@ use super::super::common::*;
 use super::super::report::{field, index, key, Report};
 use super::super::Resource;
 use super::{duplicates, whole_seconds};
+use crate::config::istio::GRPC_STATUS_NAMES;
 
 /// Envoy retry conditions accepted in `retries.retryOn` (besides HTTP status codes).
 const RETRY_ON: &[&str] = &[
@@ -26,26 +27,6 @@ const RETRY_ON: &[&str] = &[
     "internal",
     "resource-exhausted",
     "unavailable",
-];
-
-const GRPC_STATUS: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
 ];
 
 const HTTP_METHODS: &[&str] = &[
@@ -587,7 +568,7 @@ fn fault(f: &Value, p: &str, r: &mut Report) {
             }
         }
         if let Some(g) = str_of(a, "grpcStatus") {
-            if !GRPC_STATUS.contains(&g) {
+            if !GRPC_STATUS_NAMES.contains(&g) {
                 r.error(
                     field(&ap, "grpcStatus"),
                     format!("gRPC status {g:?} is not supported"),

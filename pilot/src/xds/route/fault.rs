@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
 };
 
 use super::{duration, fraction};
-use crate::config::istio::{parse_duration, HttpFaultInjection};
+use crate::config::istio::{parse_duration, HttpFaultInjection, GRPC_STATUS_NAMES};
 
 /// Translates a rule's fault injection. `None` when nothing usable is left: exponential
 /// delays are not supported by Envoy, and an abort needs an HTTP or gRPC status.
@@ -47,25 +47,8 @@ pub fn http_fault(f: &HttpFaultInjection) -> Option<HttpFault> {
 
 /// The numeric code of a gRPC status name (`UNAVAILABLE` → 14).
 pub fn grpc_code(name: &str) -> Option<u32> {
-    const CODES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    let code = CODES.iter().position(|c| c.eq_ignore_ascii_case(name))?;
+    let code = GRPC_STATUS_NAMES
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case(name))?;
     u32::try_from(code).ok()
 }
