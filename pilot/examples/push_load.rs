@@ -10,6 +10,11 @@
 //! client has received and ACKed a new version of every type. The peak RSS of the server is
 //! sampled from `/proc/<pid>/status` throughout.
 //!
+//! With `--delta` the clients use the incremental protocol (`DeltaAggregatedResources`,
+//! `common/delta.rs`). A delta server sends only the types that changed, so a push is
+//! converged for a client once it has ACKed an RDS response with a version it had not seen
+//! before the push (the VirtualService edit changes routes only).
+//!
 //! ```text
 //! cargo build --release -p pilot --bin pilot-discovery --example push_load
 //! target/release/examples/push_load --binary target/release/pilot-discovery
@@ -26,8 +31,9 @@ use pilot::testing::services_yaml;
 #[path = "common/mod.rs"]
 mod common;
 
-use common::ads::{self, wait_round};
+use common::ads::{self, wait_round, Protocol};
 use common::process::{cpu_secs, mb, memory_kb, ms, wait_ready, PeakRss, Ports, Server};
+use pilot::xds::types;
 
 #[derive(Debug, Parser)]
 #[command(about = "Push convergence and memory of pilot-discovery under many ADS clients")]
@@ -53,6 +59,9 @@ struct Args {
     /// Give up after this many seconds overall.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Use incremental xDS (`DeltaAggregatedResources`) instead of state of the world.
+    #[arg(long)]
+    delta: bool,
 }
 
 fn virtual_service(round: usize) -> String {
@@ -111,6 +120,16 @@ async fn main() -> Result<()> {
         .await
 }
 
+/// Mean responses per client of each type in a round: `CDS 1.0, EDS 1.0, ...`.
+fn per_type(r: &ads::Round) -> String {
+    ["CDS", "EDS", "LDS", "RDS"]
+        .iter()
+        .zip(r.responses_per_client)
+        .map(|(t, n)| format!("{t} {n:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 async fn run(
     args: &Args,
     pid: u32,
@@ -127,12 +146,20 @@ async fn run(
     let channels = ads::connect(grpc_port, args.channels).await?;
     let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
-    let mut clients = ads::spawn_clients(args.clients, &channels, None);
+    let protocol = if args.delta {
+        // The VirtualService edit changes routes only, and a delta server sends only that.
+        Protocol::Delta {
+            round_type: types::ROUTE,
+        }
+    } else {
+        Protocol::StateOfTheWorld
+    };
+    let mut clients = ads::spawn_clients(args.clients, &channels, None, protocol);
     let ev_rx = &mut clients.events;
 
     let mut rounds = Vec::new();
-    let mut bytes = vec![0u64; args.clients];
-    let mut r = wait_round(ev_rx, 0, t0, &mut bytes).await?;
+    let mut received = vec![ads::Received::default(); args.clients];
+    let mut r = wait_round(ev_rx, 0, t0, &mut received).await?;
     r.server_cpu = cpu_secs(pid) - cpu0;
     rounds.push(r);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -142,7 +169,7 @@ async fn run(
         let cpu0 = cpu_secs(pid);
         let t = Instant::now();
         write_atomic(root.path(), dir, "vs.yaml", &virtual_service(round))?;
-        let mut r = wait_round(ev_rx, round, t, &mut bytes).await?;
+        let mut r = wait_round(ev_rx, round, t, &mut received).await?;
         r.server_cpu = cpu_secs(pid) - cpu0;
         rounds.push(r);
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -162,6 +189,9 @@ async fn run(
         "  services:             {} ({}, one endpoint each)",
         args.services, args.shape
     );
+    if args.delta {
+        println!("  protocol:             {protocol}; a push is converged at a client when it has ACKed an RDS response of a version new to it");
+    }
     println!("  server ready after:   {:.0} ms", ms(ready_after));
     let r0 = &rounds[0];
     println!(
@@ -175,6 +205,9 @@ async fn run(
         r0.bytes_per_client,
         r0.bytes_per_client as f64 / 1024.0
     );
+    if args.delta {
+        println!("                        responses/client: {}", per_type(r0));
+    }
     for (i, r) in rounds.iter().enumerate().skip(1) {
         println!(
             "  push {i} convergence:   {:.0} ms (first new response {:.0} ms, first client done {:.0} ms), server CPU {:.2} s, {} bytes/client",
@@ -184,6 +217,9 @@ async fn run(
             r.server_cpu,
             r.bytes_per_client
         );
+        if args.delta {
+            println!("                        responses/client: {}", per_type(r));
+        }
     }
     println!(
         "  RSS:                  ready {:.1} MB, connected {:.1} MB, end {:.1} MB",

@@ -2,12 +2,14 @@
 //! LDS (wildcard), then RDS for the routes the listeners reference, ACKing every response
 //! with its nonce. Each client reports when it holds a complete new version of its config
 //! and, when asked to watch a cluster, when that cluster and its first endpoint arrive.
+//! The incremental variant is in [`super::delta`]; both report through [`Event`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
@@ -21,6 +23,29 @@ use pilot::testing::node;
 use pilot::xds::generator::Resource;
 use pilot::xds::{rds, types};
 
+use super::delta;
+
+/// Which ADS method the simulated sidecars use.
+#[derive(Debug, Clone, Copy)]
+pub enum Protocol {
+    /// `StreamAggregatedResources`.
+    StateOfTheWorld,
+    /// `DeltaAggregatedResources`; a push round is converged for a client when it has
+    /// ACKed a response of `round_type` carrying a version it had not seen before.
+    Delta { round_type: &'static str },
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Protocol::StateOfTheWorld => {
+                f.write_str("state of the world (StreamAggregatedResources)")
+            }
+            Protocol::Delta { .. } => f.write_str("delta (DeltaAggregatedResources)"),
+        }
+    }
+}
+
 /// A client reached a converged state: round 0 is the initial config, round k the k-th push.
 pub struct Converged {
     pub client: usize,
@@ -28,8 +53,34 @@ pub struct Converged {
     pub at: Instant,
     /// When the first response of a new version arrived (rounds > 0).
     pub first_new_at: Option<Instant>,
-    /// Bytes received on the stream so far.
+    /// What the stream received so far.
+    pub received: Received,
+}
+
+/// What one stream received: bytes, and responses per type.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Received {
     pub bytes: u64,
+    /// Responses of CDS, EDS, LDS and RDS, in this order ([`TYPES`]).
+    pub responses: [u64; 4],
+}
+
+/// The types the clients follow, in the order of [`Received::responses`].
+pub const TYPES: [&str; 4] = [
+    types::CLUSTER,
+    types::ENDPOINT,
+    types::LISTENER,
+    types::ROUTE,
+];
+
+impl Received {
+    /// Counts one response of `type_url` of `bytes` bytes.
+    pub(super) fn add(&mut self, type_url: &str, bytes: usize) {
+        self.bytes += bytes as u64;
+        if let Some(i) = TYPES.iter().position(|t| *t == type_url) {
+            self.responses[i] += 1;
+        }
+    }
 }
 
 /// What a client saw of the watched cluster.
@@ -75,22 +126,15 @@ struct Client {
     baseline: Option<HashMap<&'static str, String>>,
     round: usize,
     first_new_at: Option<Instant>,
-    bytes: u64,
+    received: Received,
     /// The cluster to report milestones for, and which were reported.
     watched: Option<Arc<str>>,
     seen_cluster: bool,
     seen_endpoints: bool,
 }
 
-fn static_type(url: &str) -> Option<&'static str> {
-    [
-        types::CLUSTER,
-        types::ENDPOINT,
-        types::LISTENER,
-        types::ROUTE,
-    ]
-    .into_iter()
-    .find(|t| *t == url)
+pub(super) fn static_type(url: &str) -> Option<&'static str> {
+    TYPES.into_iter().find(|t| *t == url)
 }
 
 impl Client {
@@ -113,9 +157,9 @@ impl Client {
     /// Handles one response: ACK it, follow up with dependent subscriptions, and report
     /// convergence and milestones of the watched cluster.
     async fn on_response(&mut self, resp: DiscoveryResponse) -> Result<Vec<Event>> {
-        self.bytes += resp.encoded_len() as u64;
         let type_url = static_type(&resp.type_url)
             .ok_or_else(|| anyhow!("unexpected response type {:?}", resp.type_url))?;
+        self.received.add(type_url, resp.encoded_len());
         {
             let st = self.state.entry(type_url).or_default();
             st.version = resp.version_info.clone();
@@ -199,14 +243,11 @@ impl Client {
             return Ok(false);
         };
         for any in &resp.resources {
-            let name = NameOnly::decode(any.value.as_slice())
-                .with_context(|| format!("client {}: decoding endpoints", self.id))?;
-            if *name.name != **watched {
-                continue;
+            if gives_endpoints(watched, &any.value)
+                .with_context(|| format!("client {}: decoding endpoints", self.id))?
+            {
+                return Ok(true);
             }
-            let cla = ClusterLoadAssignment::decode(any.value.as_slice())
-                .with_context(|| format!("client {}: decoding endpoints", self.id))?;
-            return Ok(cla.endpoints.iter().any(|l| !l.lb_endpoints.is_empty()));
         }
         Ok(false)
     }
@@ -214,12 +255,7 @@ impl Client {
     fn check_converged(&mut self) -> Option<Converged> {
         // Every requested type must have an answer (RDS only if a listener needs routes).
         let mut versions = HashMap::new();
-        for t in [
-            types::CLUSTER,
-            types::ENDPOINT,
-            types::LISTENER,
-            types::ROUTE,
-        ] {
+        for t in TYPES {
             match self.state.get(t) {
                 Some(st) if st.requested => {
                     if st.version.is_empty() {
@@ -241,7 +277,7 @@ impl Client {
             round: self.round,
             at: Instant::now(),
             first_new_at: self.first_new_at.take(),
-            bytes: self.bytes,
+            received: self.received,
         };
         self.baseline = Some(versions);
         self.round += 1;
@@ -249,8 +285,26 @@ impl Client {
     }
 }
 
-/// Runs one sidecar `sidecar~10.100.x.y~pod-<id>.default~default.svc.cluster.local` until
-/// its stream fails or `events` is closed.
+/// Whether `body`, an encoded ClusterLoadAssignment, gives cluster `watched` at least one
+/// endpoint.
+pub(super) fn gives_endpoints(watched: &str, body: &[u8]) -> Result<bool> {
+    if NameOnly::decode(body)?.name != watched {
+        return Ok(false);
+    }
+    let cla = ClusterLoadAssignment::decode(body)?;
+    Ok(cla.endpoints.iter().any(|l| !l.lb_endpoints.is_empty()))
+}
+
+/// The node of sidecar `id`: `sidecar~10.100.x.y~pod-<id>.default~default.svc.cluster.local`.
+pub(super) fn sidecar_node(id: usize) -> Node {
+    let ip = format!("10.100.{}.{}", id / 250, id % 250 + 1);
+    node(
+        &format!("sidecar~{ip}~pod-{id}.default~default.svc.cluster.local"),
+        &[("ISTIO_VERSION", "1.26.0")],
+    )
+}
+
+/// Runs one state-of-the-world sidecar until its stream fails or `events` is closed.
 async fn run_client(
     id: usize,
     channel: Channel,
@@ -258,12 +312,8 @@ async fn run_client(
     events: mpsc::UnboundedSender<Event>,
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel(16);
-    let ip = format!("10.100.{}.{}", id / 250, id % 250 + 1);
     let first = DiscoveryRequest {
-        node: Some(node(
-            &format!("sidecar~{ip}~pod-{id}.default~default.svc.cluster.local"),
-            &[("ISTIO_VERSION", "1.26.0")],
-        )),
+        node: Some(sidecar_node(id)),
         type_url: types::CLUSTER.to_owned(),
         ..Default::default()
     };
@@ -277,7 +327,7 @@ async fn run_client(
         baseline: None,
         round: 0,
         first_new_at: None,
-        bytes: 0,
+        received: Received::default(),
         watched,
         seen_cluster: false,
         seen_endpoints: false,
@@ -345,14 +395,25 @@ impl Drop for Clients {
 }
 
 /// Starts `n` clients spread over `channels`; each reports milestones of `watched`.
-pub fn spawn_clients(n: usize, channels: &[Channel], watched: Option<Arc<str>>) -> Clients {
+pub fn spawn_clients(
+    n: usize,
+    channels: &[Channel],
+    watched: Option<Arc<str>>,
+    protocol: Protocol,
+) -> Clients {
     let (ev_tx, events) = mpsc::unbounded_channel();
     let tasks = (0..n)
         .map(|id| {
             let ch = channels[id % channels.len()].clone();
             let (ev, watched) = (ev_tx.clone(), watched.clone());
             tokio::spawn(async move {
-                if let Err(e) = run_client(id, ch, watched, ev.clone()).await {
+                let run = match protocol {
+                    Protocol::StateOfTheWorld => run_client(id, ch, watched, ev.clone()).await,
+                    Protocol::Delta { round_type } => {
+                        delta::run_client(id, ch, watched, round_type, ev.clone()).await
+                    }
+                };
+                if let Err(e) = run {
                     let _ = ev.send(Event::Failed(id, e));
                 }
             })
@@ -371,25 +432,28 @@ pub struct Round {
     pub first_response: Option<Duration>,
     /// Mean bytes received per client during the round.
     pub bytes_per_client: u64,
+    /// Mean responses per client during the round, per type ([`TYPES`]).
+    pub responses_per_client: [f64; 4],
     /// Server CPU seconds during the round.
     pub server_cpu: f64,
 }
 
-/// Waits until every client has converged in `round`. `bytes` holds each client's
-/// cumulative received bytes and is updated.
+/// Waits until every client has converged in `round`. `received` holds what each client
+/// received up to its previous convergence and is updated.
 pub async fn wait_round(
     rx: &mut mpsc::UnboundedReceiver<Event>,
     round: usize,
     start: Instant,
-    bytes: &mut [u64],
+    received: &mut [Received],
 ) -> Result<Round> {
-    let clients = bytes.len();
+    let clients = received.len();
     let mut last = start;
     let mut first: Option<Instant> = None;
     let mut first_resp: Option<Instant> = None;
     let mut seen = vec![false; clients];
     let mut done = 0;
-    let mut received = 0u64;
+    let mut bytes = 0u64;
+    let mut responses = [0u64; 4];
     while done < clients {
         let ev = rx
             .recv()
@@ -414,14 +478,22 @@ pub async fn wait_round(
         if let Some(f) = c.first_new_at {
             first_resp = Some(first_resp.map_or(f, |x| x.min(f)));
         }
-        received += c.bytes.saturating_sub(bytes[c.client]);
-        bytes[c.client] = c.bytes;
+        let before = &mut received[c.client];
+        bytes += c.received.bytes.saturating_sub(before.bytes);
+        for (sum, (now, then)) in responses
+            .iter_mut()
+            .zip(c.received.responses.iter().zip(before.responses))
+        {
+            *sum += now.saturating_sub(then);
+        }
+        *before = c.received;
     }
     Ok(Round {
         last: last.duration_since(start),
         first: first.unwrap_or(start).duration_since(start),
         first_response: first_resp.map(|f| f.duration_since(start)),
-        bytes_per_client: received / clients as u64,
+        bytes_per_client: bytes / clients as u64,
+        responses_per_client: responses.map(|n| n as f64 / clients as f64),
         server_cpu: 0.0,
     })
 }
