@@ -1,7 +1,7 @@
 //! An incremental (delta) ADS stream: only changed resources are sent, and removals are
 //! named explicitly.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,18 +10,72 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 
-use super::generator::Subscription;
+use super::generator::{Generated, Subscription};
 use super::stream::{control_plane_id, Protocol, ProxyStream};
 use super::types;
 use super::watch::Watch;
 
-/// Delta state of one type: the subscription and the version of each resource the
-/// client holds.
+/// Delta state of one type: the subscription and what the client holds.
 #[derive(Debug, Default)]
 struct DeltaWatch {
     wildcard: bool,
+    /// Shared with every stream subscribing to the same names.
     names: Arc<BTreeSet<String>>,
-    sent: BTreeMap<String, String>,
+    held: Held,
+}
+
+/// What a client holds of one type, without a copy per stream: the generated set its
+/// last response brought it to (shared with every proxy of the config key), and the
+/// changes since — versions it announced on connecting, names it dropped or asked for
+/// again (to be resent).
+#[derive(Debug, Default)]
+struct Held {
+    base: Option<Arc<Generated>>,
+    /// `Some(version)`: holds that version; `None`: holds nothing of that name.
+    changes: BTreeMap<String, Option<String>>,
+}
+
+impl Held {
+    fn version(&self, name: &str) -> Option<&str> {
+        match self.changes.get(name) {
+            Some(v) => v.as_deref(),
+            None => self.base.as_ref().and_then(|b| b.version_of(name)),
+        }
+    }
+
+    fn claim(&mut self, name: String, version: String) {
+        self.changes.insert(name, Some(version));
+    }
+
+    fn forget(&mut self, name: &str) {
+        self.changes.insert(name.to_owned(), None);
+    }
+
+    /// The names held that `next` does not have.
+    fn missing_from(&self, next: &Generated) -> Vec<String> {
+        let from_base = self
+            .base
+            .iter()
+            .flat_map(|b| b.resources.iter())
+            .map(|r| &r.name);
+        let base_names = from_base.filter(|n| !self.changes.contains_key(*n));
+        let claimed = self
+            .changes
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(n, _)| n);
+        base_names
+            .chain(claimed)
+            .filter(|n| next.position(n).is_none())
+            .cloned()
+            .collect()
+    }
+
+    /// The client now holds exactly `generated`.
+    fn settle(&mut self, generated: Arc<Generated>) {
+        self.base = Some(generated);
+        self.changes.clear();
+    }
 }
 
 impl DeltaWatch {
@@ -85,30 +139,39 @@ impl Protocol for Delta {
         if first {
             watch.wildcard =
                 types::is_wildcard(type_url) && req.resource_names_subscribe.is_empty();
-            watch.sent.extend(req.initial_resource_versions.clone());
+            for (name, version) in &req.initial_resource_versions {
+                watch.held.claim(name.clone(), version.clone());
+            }
         }
+        let mut names: Option<BTreeSet<String>> = None;
         let mut added = Vec::new();
         for name in &req.resource_names_subscribe {
             if name == "*" {
                 watch.wildcard = true;
-            } else if !watch.names.contains(name)
-                && Arc::make_mut(&mut watch.names).insert(name.clone())
-            {
-                added.push(name.clone());
+            } else if !watch.names.contains(name) {
+                let set = names.get_or_insert_with(|| watch.names.as_ref().clone());
+                if set.insert(name.clone()) {
+                    added.push(name.as_str());
+                }
             }
         }
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
                 watch.wildcard = false;
             }
-            if watch.names.contains(name) {
-                Arc::make_mut(&mut watch.names).remove(name);
+            if watch.names.contains(name) || names.as_ref().is_some_and(|n| n.contains(name)) {
+                names
+                    .get_or_insert_with(|| watch.names.as_ref().clone())
+                    .remove(name);
             }
-            watch.sent.remove(name);
+            watch.held.forget(name);
         }
         for name in &added {
             // A (re)subscribed name must be sent even if we think the client has it.
-            watch.sent.remove(name);
+            watch.held.forget(name);
+        }
+        if let Some(set) = names {
+            watch.names = self.stream.server.name_sets.intern_set(set);
         }
         if first || !added.is_empty() {
             return self.respond(type_url, first).await;
@@ -142,26 +205,13 @@ impl Delta {
         let mut resources = Vec::new();
         let mut size = 0;
         for (r, entry) in generated.resources.iter().zip(generated.delta_entries()) {
-            if watch.sent.get(&r.name) != Some(&entry.version) {
-                watch.sent.insert(r.name.clone(), entry.version.clone());
+            if watch.held.version(&r.name) != Some(entry.version.as_str()) {
                 size += r.body.value.len();
                 resources.push(entry.wire.clone());
             }
         }
-        let present: HashSet<&str> = generated
-            .resources
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
-        let removed: Vec<String> = watch
-            .sent
-            .keys()
-            .filter(|n| !present.contains(n.as_str()))
-            .cloned()
-            .collect();
-        for n in &removed {
-            watch.sent.remove(n);
-        }
+        let removed = watch.held.missing_from(&generated);
+        watch.held.settle(generated);
         if resources.is_empty() && removed.is_empty() && !always {
             return Ok(());
         }
@@ -189,5 +239,58 @@ impl Delta {
         self.stream
             .send(type_url, &head, resources, size, started)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::google::protobuf::UInt32Value;
+
+    use super::*;
+    use crate::xds::generator::Resource;
+
+    fn generated(clusters: &[(&str, u32)]) -> Arc<Generated> {
+        let resources = clusters
+            .iter()
+            .map(|(name, limit)| {
+                let cluster = Cluster {
+                    name: (*name).to_owned(),
+                    per_connection_buffer_limit_bytes: Some(UInt32Value { value: *limit }),
+                    ..Default::default()
+                };
+                Resource::new(*name, &cluster)
+            })
+            .collect();
+        Arc::new(Generated::new(resources))
+    }
+
+    #[test]
+    fn settled_set_is_held_without_a_copy() {
+        let g = generated(&[("a", 1), ("b", 1)]);
+        let mut held = Held::default();
+        assert_eq!(held.version("a"), None);
+        held.settle(g.clone());
+        assert_eq!(held.version("a"), g.version_of("a"));
+        assert!(held.changes.is_empty());
+        // The next push changed b and dropped a.
+        let next = generated(&[("b", 2), ("c", 1)]);
+        assert_ne!(held.version("b"), next.version_of("b"));
+        assert_eq!(held.missing_from(&next), ["a"]);
+    }
+
+    #[test]
+    fn announced_and_forgotten_names_override_the_settled_set() {
+        let g = generated(&[("a", 1), ("b", 1)]);
+        let mut held = Held::default();
+        held.claim("x".into(), "v0".into());
+        assert_eq!(held.version("x"), Some("v0"));
+        held.settle(g.clone());
+        held.forget("a");
+        assert_eq!(held.version("a"), None, "asked for again: resend");
+        assert_eq!(held.version("b"), g.version_of("b"));
+        held.claim("z".into(), "v9".into());
+        // Forgotten names are not removals; claimed ones missing from the next set are.
+        assert_eq!(held.missing_from(&generated(&[])), ["b", "z"]);
     }
 }

@@ -63,7 +63,11 @@ struct Interned {
 impl NameSets {
     /// The shared set holding exactly `names`.
     pub fn intern(&self, names: &[String]) -> Arc<BTreeSet<String>> {
-        let set: BTreeSet<String> = names.iter().cloned().collect();
+        self.intern_set(names.iter().cloned().collect())
+    }
+
+    /// The shared set equal to `set`.
+    pub fn intern_set(&self, set: BTreeSet<String>) -> Arc<BTreeSet<String>> {
         let mut hasher = DefaultHasher::new();
         set.hash(&mut hasher);
         let hash = hasher.finish();
@@ -165,6 +169,7 @@ pub struct Generated {
     pub resources: Vec<Resource>,
     wire: OnceLock<Bytes>,
     delta: OnceLock<Vec<wire::DeltaEntry>>,
+    by_name: OnceLock<HashMap<String, usize>>,
 }
 
 impl Generated {
@@ -173,7 +178,28 @@ impl Generated {
             resources,
             wire: OnceLock::new(),
             delta: OnceLock::new(),
+            by_name: OnceLock::new(),
         }
+    }
+
+    /// Where the resource `name` is in `resources`.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.by_name
+            .get_or_init(|| {
+                self.resources
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (r.name.clone(), i))
+                    .collect()
+            })
+            .get(name)
+            .copied()
+    }
+
+    /// The content version of the resource `name`, if there is one.
+    pub fn version_of(&self, name: &str) -> Option<&str> {
+        let i = self.position(name)?;
+        self.delta_entries().get(i).map(|e| e.version.as_str())
     }
 
     /// Each resource's content version and delta wire form, in `resources` order.

@@ -33,6 +33,13 @@ const RESOURCES_FIELD: u32 = 2;
 /// The gRPC message prefix: a compression flag and a big-endian length.
 const GRPC_HEADER_LEN: usize = 5;
 
+/// Parts at least this large go to HTTP/2 by reference; smaller ones (a delta response's
+/// single resources, a response's own fields) are gathered into chunks of
+/// [`CHUNK_LEN`], so a response becomes a few frames, not one per resource (HTTP/2 keeps
+/// a queue entry per frame until it is written).
+const BY_REFERENCE_LEN: usize = 16 * 1024;
+const CHUNK_LEN: usize = 64 * 1024;
+
 /// Encodes `resources` as the repeated `resources` field of a `DiscoveryResponse`.
 pub fn encode_resources(resources: &[Resource]) -> Bytes {
     let len = resources
@@ -141,6 +148,32 @@ impl ResponseBody {
         }
     }
 
+    /// Queues a response's chunks: large shared parts as they are, small ones gathered.
+    fn queue(&mut self, response: WireResponse) {
+        let mut gathered = BytesMut::new();
+        for part in std::iter::once(response.head).chain(response.resources) {
+            if part.len() >= BY_REFERENCE_LEN {
+                if !gathered.is_empty() {
+                    self.pending
+                        .push_back(std::mem::take(&mut gathered).freeze());
+                }
+                self.pending.push_back(part);
+                continue;
+            }
+            if gathered.len() + part.len() > CHUNK_LEN {
+                self.pending
+                    .push_back(std::mem::take(&mut gathered).freeze());
+            }
+            if gathered.is_empty() {
+                gathered.reserve(CHUNK_LEN.min(part.len().max(GRPC_HEADER_LEN) * 16));
+            }
+            gathered.extend_from_slice(&part);
+        }
+        if !gathered.is_empty() {
+            self.pending.push_back(gathered.freeze());
+        }
+    }
+
     fn trailers(status: &Status) -> Frame<Bytes> {
         let mut trailers = HeaderMap::new();
         if let Err(bad) = status.add_header(&mut trailers) {
@@ -169,8 +202,7 @@ impl http_body::Body for ResponseBody {
             }
             let status = match std::task::ready!(self.rx.poll_recv(cx)) {
                 Some(Ok(response)) => {
-                    self.pending.push_back(response.head);
-                    self.pending.extend(response.resources);
+                    self.queue(response);
                     continue;
                 }
                 Some(Err(status)) => status,
@@ -284,12 +316,18 @@ mod tests {
     }
 
     /// Reads a body to the end: the concatenated data and the trailers.
-    async fn drain(mut body: ResponseBody) -> (Vec<u8>, HeaderMap) {
+    async fn drain(body: ResponseBody) -> (Vec<u8>, HeaderMap) {
+        let (chunks, trailers) = drain_chunks(body).await;
+        (chunks.concat(), trailers)
+    }
+
+    /// Reads a body to the end: its data chunks and the trailers.
+    async fn drain_chunks(mut body: ResponseBody) -> (Vec<Bytes>, HeaderMap) {
         let mut data = Vec::new();
         loop {
             let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
             match frame.map(|f| f.expect("no body error").into_data()) {
-                Some(Ok(chunk)) => data.extend_from_slice(&chunk),
+                Some(Ok(chunk)) => data.push(chunk),
                 Some(Err(frame)) => {
                     assert!(body.is_end_stream());
                     return (data, frame.into_trailers().expect("trailers"));
@@ -345,17 +383,12 @@ mod tests {
         assert_eq!(trailers["grpc-message"], "bad%20node%20id");
     }
 
-    #[tokio::test]
-    async fn shares_the_resource_bytes() {
-        let (tx, rx) = mpsc::channel(1);
-        let resources = encode_resources(&[cluster("a")]);
-        let shared = WireResponse::new(&head("n-1"), vec![resources.clone()]).expect("fits");
-        tx.send(Ok(shared)).await.expect("send");
-        let mut body = ResponseBody::new(rx);
-        let mut chunks = Vec::new();
-        for _ in 0..2 {
+    /// Polls the chunks of the first response.
+    async fn chunks(mut body: ResponseBody, n: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        for _ in 0..n {
             let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-            chunks.push(
+            out.push(
                 frame
                     .expect("frame")
                     .expect("ok")
@@ -363,6 +396,41 @@ mod tests {
                     .expect("data"),
             );
         }
-        assert_eq!(chunks[1].as_ptr(), resources.as_ptr(), "sent by reference");
+        out
+    }
+
+    #[tokio::test]
+    async fn shares_large_resource_bytes() {
+        let (tx, rx) = mpsc::channel(1);
+        let big: Vec<Resource> = (0..400)
+            .map(|i| cluster(&format!("outbound|80||s{i}.ns")))
+            .collect();
+        let resources = encode_resources(&big);
+        assert!(resources.len() >= BY_REFERENCE_LEN);
+        let shared = WireResponse::new(&head("n-1"), vec![resources.clone()]).expect("fits");
+        tx.send(Ok(shared)).await.expect("send");
+        let got = chunks(ResponseBody::new(rx), 2).await;
+        assert_eq!(got[1].as_ptr(), resources.as_ptr(), "sent by reference");
+    }
+
+    #[tokio::test]
+    async fn gathers_small_parts_into_few_chunks() {
+        let (tx, rx) = mpsc::channel(1);
+        let entries: Vec<Bytes> = (0..2000)
+            .map(|i| DeltaEntry::new(&cluster(&format!("outbound|80||s{i}.ns"))).wire)
+            .collect();
+        let total: usize = entries.iter().map(Bytes::len).sum();
+        let response = WireResponse::new(&head("n-1"), entries).expect("fits");
+        let want = response.decode::<DiscoveryResponse>().expect("decodes");
+        tx.send(Ok(response)).await.expect("send");
+        drop(tx);
+        let (chunks, _) = drain_chunks(ResponseBody::new(rx)).await;
+        assert!(
+            chunks.len() <= total.div_ceil(CHUNK_LEN) + 1,
+            "{} chunks for {total} bytes",
+            chunks.len()
+        );
+        let data: Vec<u8> = chunks.concat();
+        assert_eq!(messages(&data), [want]);
     }
 }
