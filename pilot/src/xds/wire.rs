@@ -11,8 +11,8 @@
 //! `DiscoveryResponse` and `DeltaDiscoveryResponse`); every decoder reads it as the
 //! plain message.
 
-use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::iter::Peekable;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -34,11 +34,12 @@ const RESOURCES_FIELD: u32 = 2;
 const GRPC_HEADER_LEN: usize = 5;
 
 /// Parts at least this large go to HTTP/2 by reference; smaller ones (a delta response's
-/// single resources, a response's own fields) are gathered into chunks of
-/// [`CHUNK_LEN`], so a response becomes a few frames, not one per resource (HTTP/2 keeps
-/// a queue entry per frame until it is written).
+/// single resources, a response's own fields) are gathered into chunks of up to
+/// [`CHUNK_LEN`] (HTTP/2's default frame size) as HTTP/2 asks for data: a response is a
+/// few frames, not one per resource, and a stream's copies never exceed what its flow
+/// control window lets through.
 const BY_REFERENCE_LEN: usize = 16 * 1024;
-const CHUNK_LEN: usize = 64 * 1024;
+const CHUNK_LEN: usize = 16 * 1024;
 
 /// Encodes `resources` as the repeated `resources` field of a `DiscoveryResponse`.
 pub fn encode_resources(resources: &[Resource]) -> Bytes {
@@ -135,7 +136,9 @@ impl WireResponse {
 #[derive(Debug)]
 pub struct ResponseBody {
     rx: mpsc::Receiver<Result<WireResponse, Status>>,
-    pending: VecDeque<Bytes>,
+    /// The response being written: its head, then its parts in order.
+    head: Option<Bytes>,
+    parts: Peekable<std::vec::IntoIter<Bytes>>,
     done: bool,
 }
 
@@ -143,35 +146,31 @@ impl ResponseBody {
     pub fn new(rx: mpsc::Receiver<Result<WireResponse, Status>>) -> Self {
         ResponseBody {
             rx,
-            pending: VecDeque::new(),
+            head: None,
+            parts: Vec::new().into_iter().peekable(),
             done: false,
         }
     }
 
-    /// Queues a response's chunks: large shared parts as they are, small ones gathered.
-    fn queue(&mut self, response: WireResponse) {
-        let mut gathered = BytesMut::new();
-        for part in std::iter::once(response.head).chain(response.resources) {
-            if part.len() >= BY_REFERENCE_LEN {
-                if !gathered.is_empty() {
-                    self.pending
-                        .push_back(std::mem::take(&mut gathered).freeze());
-                }
-                self.pending.push_back(part);
-                continue;
-            }
-            if gathered.len() + part.len() > CHUNK_LEN {
-                self.pending
-                    .push_back(std::mem::take(&mut gathered).freeze());
-            }
-            if gathered.is_empty() {
-                gathered.reserve(CHUNK_LEN.min(part.len().max(GRPC_HEADER_LEN) * 16));
-            }
-            gathered.extend_from_slice(&part);
+    /// The next body chunk: a large shared part as it is, or the small parts ahead
+    /// gathered into one. Gathering happens here, when HTTP/2 asks for data, so a stream
+    /// holds at most one gathered chunk of its own however large the response.
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        let first = self.head.take().or_else(|| self.parts.next())?;
+        let fits = |p: &Bytes, len: usize| p.len() < BY_REFERENCE_LEN && len + p.len() <= CHUNK_LEN;
+        if first.len() >= BY_REFERENCE_LEN
+            || !self.parts.peek().is_some_and(|p| fits(p, first.len()))
+        {
+            return Some(first);
         }
-        if !gathered.is_empty() {
-            self.pending.push_back(gathered.freeze());
+        let mut chunk = Vec::with_capacity(8);
+        let mut len = first.len();
+        chunk.push(first);
+        while let Some(part) = self.parts.next_if(|p| fits(p, len)) {
+            len += part.len();
+            chunk.push(part);
         }
+        Some(Bytes::from(chunk.concat()))
     }
 
     fn trailers(status: &Status) -> Frame<Bytes> {
@@ -194,7 +193,7 @@ impl http_body::Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         loop {
-            if let Some(chunk) = self.pending.pop_front() {
+            if let Some(chunk) = self.next_chunk() {
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
             if self.done {
@@ -202,7 +201,8 @@ impl http_body::Body for ResponseBody {
             }
             let status = match std::task::ready!(self.rx.poll_recv(cx)) {
                 Some(Ok(response)) => {
-                    self.queue(response);
+                    self.head = Some(response.head);
+                    self.parts = response.resources.into_iter().peekable();
                     continue;
                 }
                 Some(Err(status)) => status,
@@ -215,7 +215,7 @@ impl http_body::Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.pending.is_empty()
+        self.done && self.head.is_none() && self.parts.len() == 0
     }
 }
 
