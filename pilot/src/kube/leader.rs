@@ -314,15 +314,7 @@ impl LeaderElection {
                 object["metadata"]["annotations"][RECORD_ANNOTATION] = json!(raw);
                 let cm: ConfigMap = serde_json::from_value(object).map_err(record_err)?;
                 let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
-                if create {
-                    api.create(&PostParams::default(), &cm)
-                        .await
-                        .map_err(write_err)?;
-                } else {
-                    api.replace(self.lock.name, &PostParams::default(), &cm)
-                        .await
-                        .map_err(write_err)?;
-                }
+                self.store(&api, create, &cm).await.map_err(write_err)?;
             }
             LockKind::Lease => {
                 object["spec"] = json!({
@@ -342,16 +334,22 @@ impl LeaderElection {
                 }
                 let lease: Lease = serde_json::from_value(object).map_err(record_err)?;
                 let api: Api<Lease> = Api::namespaced(self.client.clone(), ns);
-                if create {
-                    api.create(&PostParams::default(), &lease)
-                        .await
-                        .map_err(write_err)?;
-                } else {
-                    api.replace(self.lock.name, &PostParams::default(), &lease)
-                        .await
-                        .map_err(write_err)?;
-                }
+                self.store(&api, create, &lease).await.map_err(write_err)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Creates the lock object, or replaces it (guarded by the resource version read).
+    async fn store<K>(&self, api: &Api<K>, create: bool, object: &K) -> Result<(), kube::Error>
+    where
+        K: kube::Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        if create {
+            api.create(&PostParams::default(), object).await?;
+        } else {
+            api.replace(self.lock.name, &PostParams::default(), object)
+                .await?;
         }
         Ok(())
     }

@@ -99,16 +99,8 @@ impl WebhookPatcher {
     ) -> Result<usize, PatchError> {
         const KIND: &str = "ValidatingWebhookConfiguration";
         let api: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
-        let list = api
-            .list(&self.selector())
-            .await
-            .map_err(|source| PatchError::List {
-                kind: KIND,
-                revision: self.revision.clone(),
-                source,
-            })?;
         let mut updated = 0;
-        for mut config in list.items {
+        for mut config in self.list(&api, KIND).await? {
             let mut changed = false;
             for hook in config.webhooks.iter_mut().flatten() {
                 let want = bundle_bytes(ca_bundle);
@@ -135,16 +127,8 @@ impl WebhookPatcher {
     pub async fn patch_mutating(&self, ca_bundle: &str) -> Result<usize, PatchError> {
         const KIND: &str = "MutatingWebhookConfiguration";
         let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        let list = api
-            .list(&self.selector())
-            .await
-            .map_err(|source| PatchError::List {
-                kind: KIND,
-                revision: self.revision.clone(),
-                source,
-            })?;
         let mut updated = 0;
-        for mut config in list.items {
+        for mut config in self.list(&api, KIND).await? {
             let mut changed = false;
             for hook in config.webhooks.iter_mut().flatten() {
                 let want = bundle_bytes(ca_bundle);
@@ -160,6 +144,22 @@ impl WebhookPatcher {
             }
         }
         Ok(updated)
+    }
+
+    /// This revision's configurations of one kind.
+    async fn list<K>(&self, api: &Api<K>, kind: &'static str) -> Result<Vec<K>, PatchError>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let list = api
+            .list(&self.selector())
+            .await
+            .map_err(|source| PatchError::List {
+                kind,
+                revision: self.revision.clone(),
+                source,
+            })?;
+        Ok(list.items)
     }
 
     async fn replace<K>(
