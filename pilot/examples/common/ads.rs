@@ -102,6 +102,17 @@ pub enum Event {
     Failed(usize, anyhow::Error),
 }
 
+impl Event {
+    /// Client `client` reached `milestone` just now.
+    pub fn seen(client: usize, milestone: Milestone) -> Event {
+        Event::Seen {
+            client,
+            milestone,
+            at: Instant::now(),
+        }
+    }
+}
+
 /// The `name` field (tag 1) of a Cluster, or the `cluster_name` of a
 /// ClusterLoadAssignment: enough to follow subscriptions without decoding the whole message.
 #[derive(Clone, PartialEq, Message)]
@@ -187,7 +198,7 @@ impl Client {
                 if let Some(watched) = &self.watched {
                     if !self.seen_cluster && names.iter().any(|n| **n == **watched) {
                         self.seen_cluster = true;
-                        events.push(self.seen(Milestone::Cluster));
+                        events.push(Event::seen(self.id, Milestone::Cluster));
                     }
                 }
                 let eds = self.state.entry(types::ENDPOINT).or_default();
@@ -199,7 +210,7 @@ impl Client {
             types::ENDPOINT => {
                 if self.seen_cluster && !self.seen_endpoints && self.has_watched_endpoints(&resp)? {
                     self.seen_endpoints = true;
-                    events.push(self.seen(Milestone::Endpoints));
+                    events.push(Event::seen(self.id, Milestone::Endpoints));
                 }
                 if !self.state.get(types::LISTENER).is_some_and(|s| s.requested) {
                     self.send(types::LISTENER).await?;
@@ -227,14 +238,6 @@ impl Client {
         }
         events.extend(self.check_converged().map(Event::Converged));
         Ok(events)
-    }
-
-    fn seen(&self, milestone: Milestone) -> Event {
-        Event::Seen {
-            client: self.id,
-            milestone,
-            at: Instant::now(),
-        }
     }
 
     /// Whether an EDS response gives the watched cluster at least one endpoint.

@@ -188,7 +188,7 @@ impl Client {
                 if let Some(watched) = &self.watched {
                     if !self.seen_cluster && resp.resources.iter().any(|r| *r.name == **watched) {
                         self.seen_cluster = true;
-                        events.push(self.seen(Milestone::Cluster));
+                        events.push(Event::seen(self.id, Milestone::Cluster));
                     }
                 }
                 let wanted = self.eds_names.values().cloned().collect();
@@ -197,7 +197,7 @@ impl Client {
             types::ENDPOINT => {
                 if self.seen_cluster && !self.seen_endpoints && self.has_watched_endpoints(&resp)? {
                     self.seen_endpoints = true;
-                    events.push(self.seen(Milestone::Endpoints));
+                    events.push(Event::seen(self.id, Milestone::Endpoints));
                 }
                 if !self.state.get(types::LISTENER).is_some_and(|s| s.requested) {
                     self.subscribe(types::LISTENER, BTreeSet::new()).await?;
@@ -226,14 +226,6 @@ impl Client {
         }
         events.extend(self.check_converged().map(Event::Converged));
         Ok(events)
-    }
-
-    fn seen(&self, milestone: Milestone) -> Event {
-        Event::Seen {
-            client: self.id,
-            milestone,
-            at: Instant::now(),
-        }
     }
 
     /// Whether an EDS response gives the watched cluster at least one endpoint.
