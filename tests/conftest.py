@@ -102,3 +102,81 @@ def istiod_factory(tmp_path):
     yield start
     for d in started:
         d.stop()
+
+
+def _start_kube_cluster(workdir: pathlib.Path):
+    """A started KubeCluster, or a skip (no API server binary here) or failure (one is, but
+    the cluster did not start)."""
+    from kube_cluster import KubeCluster, apiserver_binary
+
+    binary, why_not = apiserver_binary()
+    if binary is None:
+        pytest.skip(why_not)
+    cluster = KubeCluster(workdir, binary)
+    try:
+        return cluster.start()
+    except Exception as e:  # noqa: BLE001 - reported as a failure with the server's log
+        cluster.stop()
+        pytest.fail(f"the live Kubernetes API server did not start: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory):
+    """One real API server (etcd + kube-apiserver on loopback) shared by the session's live tests;
+    the Istio CRDs are installed."""
+    from kube_cluster import install_crds
+
+    cluster = _start_kube_cluster(tmp_path_factory.mktemp("kube"))
+    try:
+        install_crds(cluster)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def own_kube_cluster(tmp_path_factory):
+    """A real API server of the test's own, for tests that restart it or compact its etcd."""
+    from kube_cluster import install_crds
+
+    cluster = _start_kube_cluster(tmp_path_factory.mktemp("kube-own"))
+    try:
+        install_crds(cluster)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# --- live tests must run where an API server is available -------------------------------------
+
+_LIVE_FIXTURES = {"kube_cluster", "own_kube_cluster"}
+_skipped_live: list[str] = []
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "live: needs the real Kubernetes API server (tests/kube_cluster.py)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.live)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("live") is not None:
+        _skipped_live.append(item.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With an API server binary present (CI has one), a skipped live test fails the run."""
+    from kube_cluster import shared_binary_present
+
+    if _skipped_live and shared_binary_present():
+        session.config.get_terminal_writer().line(
+            f"error: {len(_skipped_live)} live Kubernetes test(s) skipped although an API server "
+            f"binary is available: {', '.join(_skipped_live[:5])}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
