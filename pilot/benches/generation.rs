@@ -17,8 +17,9 @@ use pilot::config::object::parse_manifests;
 use pilot::config::ConfigStore;
 use pilot::model::{MeshConfig, PushContext};
 use pilot::testing::{push_context, services_yaml, sidecar};
-use pilot::xds::generator::{generate, GenContext, Resource, Subscription};
-use pilot::xds::{rds, types};
+use pilot::xds::gen::rds;
+use pilot::xds::gen::{generate, GenContext, Resource, Subscription};
+use pilot::xds::types;
 
 const SIZES: [usize; 3] = [10, 100, 1000];
 const SHAPES: [&str; 2] = ["http", "tcp"];

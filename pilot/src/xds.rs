@@ -1,22 +1,16 @@
-//! The xDS server: ADS over gRPC (state of the world and delta), push pipeline, and the
-//! generators that turn a push context into Envoy and gRPC resources.
+//! The xDS server: ADS over gRPC (state of the world and delta), subscriptions, the push
+//! pipeline and the shared wire forms. What is sent is generated in [`gen`].
 
 pub mod ads;
-pub mod cds;
-pub mod common;
+pub mod cache;
 pub mod debounce;
 pub mod delta;
 pub mod discovery;
-pub mod eds;
-pub mod generator;
-pub mod grpc;
-pub mod lds;
+pub mod gen;
 pub mod metrics;
-pub mod naming;
-pub mod rds;
-pub mod route;
 pub mod sotw;
 pub mod stream;
+pub mod subscriptions;
 pub mod types;
 pub mod watch;
 pub mod wire;

@@ -20,8 +20,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use pilot::testing::node;
-use pilot::xds::generator::Resource;
-use pilot::xds::{rds, types};
+use pilot::xds::gen::rds;
+use pilot::xds::gen::Resource;
+use pilot::xds::types;
 
 use super::delta;
 

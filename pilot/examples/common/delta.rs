@@ -26,8 +26,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use pilot::xds::generator::Resource;
-use pilot::xds::{rds, types};
+use pilot::xds::gen::rds;
+use pilot::xds::gen::Resource;
+use pilot::xds::types;
 
 use super::ads::{
     gives_endpoints, sidecar_node, static_type, Converged, Event, Milestone, Received, TYPES,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::{ConfigStore, Snapshot};
-use crate::xds::generator::{generate_all, GenContext};
+use crate::xds::gen::{generate_all, GenContext};
 use crate::xds::{types, DiscoveryServer};
 
 /// What the debug handlers read.

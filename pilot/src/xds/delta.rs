@@ -10,7 +10,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 
-use super::generator::{Generated, Subscription};
+use super::cache::Generated;
+use super::gen::Subscription;
 use super::stream::{control_plane_id, Protocol, ProxyStream};
 use super::types;
 use super::watch::Watch;
@@ -248,7 +249,7 @@ mod tests {
     use envoy_types::pb::google::protobuf::UInt32Value;
 
     use super::*;
-    use crate::xds::generator::Resource;
+    use crate::xds::gen::Resource;
 
     fn generated(clusters: &[(&str, u32)]) -> Arc<Generated> {
         let resources = clusters

@@ -10,9 +10,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use super::cache::GenCache;
 use super::debounce::Debounce;
-use super::generator::{GenCache, NameSets};
 use super::metrics::{Metrics, VersionLabel};
+use super::subscriptions::NameSets;
 use super::watch::Watch;
 use crate::config::args::Features;
 use crate::config::{ChangeSet, ConfigStore, Kind};

@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use tracing::debug;
 
-use super::generator::Subscription;
+use super::gen::Subscription;
 use super::stream::{control_plane_id, Protocol, ProxyStream};
 use super::types;
 use super::watch::{Decision, Watch};

@@ -14,8 +14,9 @@ use tokio::sync::SemaphorePermit;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::cache::Generated;
 use super::discovery::{ConnectionGuard, DiscoveryServer, PushEvent};
-use super::generator::{GenContext, Generated, Subscription};
+use super::gen::{GenContext, Subscription};
 use super::metrics::Metrics;
 use super::types;
 use super::wire::WireResponse;

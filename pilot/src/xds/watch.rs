@@ -7,7 +7,8 @@ use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
-use super::generator::{NameSets, Subscription};
+use super::gen::Subscription;
+use super::subscriptions::NameSets;
 use super::types;
 
 /// What one type of one connection has asked for and been sent.

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::warn;
 
-use super::generator::Resource;
+use super::gen::Resource;
 
 /// `resources` in `DiscoveryResponse` and `DeltaDiscoveryResponse`.
 const RESOURCES_FIELD: u32 = 2;

@@ -30,8 +30,8 @@ use crate::config::istio::{
     parse_duration, ConnectionPoolSettings, ConsistentHash, LoadBalancerSettings, OutlierDetection,
     TrafficPolicy,
 };
-use crate::xds::common::any;
-use crate::xds::route::duration;
+use crate::xds::gen::filters::any;
+use crate::xds::gen::route::duration;
 
 /// Key of the upstream HTTP protocol options in `typed_extension_protocol_options`.
 pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";

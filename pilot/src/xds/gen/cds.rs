@@ -16,14 +16,14 @@ use envoy_types::pb::envoy::config::core::v3::{
     socket_address::PortSpecifier, BindConfig, SocketAddress,
 };
 
-use super::common::{ads_config_source, any};
 use super::eds::{load_assignment, subset_labels};
-use super::generator::{GenContext, Resource};
+use super::filters::{ads_config_source, any};
 use super::naming::{
     cluster_name, inbound_cluster_name, Direction, BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER,
     PASSTHROUGH_CLUSTER,
 };
 use super::route::duration;
+use super::{GenContext, Resource};
 use crate::model::service::{Port, Protocol, Resolution, Service};
 use crate::model::PushContext;
 use policy::{

@@ -5,8 +5,8 @@ use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
 
 use super::*;
 use crate::testing::sidecar;
-use crate::xds::cds::tests::{with_ctx, MESH};
-use crate::xds::common::FAULT_FILTER;
+use crate::xds::gen::cds::tests::{with_ctx, MESH};
+use crate::xds::gen::filters::FAULT_FILTER;
 
 const SPLIT_WITH_FAULT: &str = r#"
 ---
@@ -227,7 +227,7 @@ fn virtual_service_weights_and_fault_injection() {
 #[test]
 fn route_names_and_references() {
     let proxy = sidecar("10.1.0.1", "default");
-    let listeners = with_ctx(MESH, &proxy, crate::xds::lds::listeners);
+    let listeners = with_ctx(MESH, &proxy, crate::xds::gen::lds::listeners);
     let names = referenced_route_names(&listeners);
     let want: BTreeSet<String> = ["8000", "9080", "9090"].map(str::to_owned).into();
     assert_eq!(names, want, "TLS ports have no routes");

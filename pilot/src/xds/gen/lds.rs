@@ -20,17 +20,17 @@ use envoy_types::pb::envoy::r#type::v3::Int32Range;
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::cds::{inbound_ports, InboundPort};
-use super::common::{
+use super::eds::socket_address;
+use super::filters::{
     any, inline_connection_manager, network_filter, rds_connection_manager, sidecar_http_filters,
     HCM_FILTER, TCP_PROXY_FILTER,
 };
-use super::eds::socket_address;
-use super::generator::{GenContext, Resource};
 use super::naming::{
     cluster_name, inbound_cluster_name, Direction, BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER,
     PASSTHROUGH_CLUSTER, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND,
 };
 use super::route::{default_route, destination_cluster};
+use super::{GenContext, Resource};
 use crate::config::istio::TcpRoute;
 use crate::model::push_context::host_matches;
 use crate::model::service::{labels_match, Registry, Resolution, Service};

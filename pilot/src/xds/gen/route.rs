@@ -25,7 +25,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::envoy::r#type::v3::{fractional_percent::DenominatorType, FractionalPercent};
 use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 
-use super::common::{any, FAULT_FILTER};
+use super::filters::{any, FAULT_FILTER};
 use super::naming::{cluster_name, Direction};
 use crate::config::istio::{
     parse_duration, Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRoute,

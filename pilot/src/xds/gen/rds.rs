@@ -15,10 +15,10 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use prost::Message;
 
 use super::cds::policy::{hash_policy, merge_traffic_policy};
-use super::generator::{GenContext, Resource, Subscription};
 use super::lds::egress_allows;
 use super::naming::{cluster_name, parse_cluster_name, Direction, PASSTHROUGH_CLUSTER};
 use super::route::{default_route, duration, http_routes};
+use super::{GenContext, Resource, Subscription};
 use crate::model::service::{Registry, Resolution, Service};
 use crate::model::PushContext;
 

@@ -11,8 +11,8 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
-use super::generator::{GenContext, Resource, Subscription};
 use super::naming::{parse_cluster_name, Direction};
+use super::{GenContext, Resource, Subscription};
 use crate::model::service::{labels_match, Endpoint, Health};
 use crate::model::PushContext;
 

@@ -6,7 +6,7 @@ use prost::Message;
 
 use super::*;
 use crate::testing::sidecar;
-use crate::xds::cds::tests::{with_ctx, MESH};
+use crate::xds::gen::cds::tests::{with_ctx, MESH};
 
 const TCP_SPLIT: &str = r#"
 ---

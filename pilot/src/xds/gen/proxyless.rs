@@ -17,14 +17,14 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
 
-use super::common::{
+use super::eds::socket_address;
+use super::filters::{
     ads_config_source, any, fault_filter, network_filter, rds_connection_manager, router_filter,
     HCM_FILTER,
 };
-use super::eds::socket_address;
-use super::generator::{GenContext, Resource, Subscription};
 use super::naming::{cluster_name, parse_cluster_name, Direction};
 use super::route::{default_route, duration, http_routes};
+use super::{GenContext, Resource, Subscription};
 use crate::model::Service;
 
 /// Prefix of the listener a gRPC server asks for (`xds.istio.io/grpc/lds/inbound/<ip>:<port>`).
