@@ -165,22 +165,35 @@ impl Authority {
         Ok(s.chain(cert.pem()))
     }
 
-    /// Signs istiod's serving certificate for `dns_names` with `key`.
+    /// Signs istiod's serving certificate for `hosts` with `key`. As upstream, a host that
+    /// parses as an IP address (an `ISTIOD_CUSTOM_HOST` of `127.0.0.1`, say) becomes an IP
+    /// SAN, one starting `spiffe://` a URI SAN, anything else a DNS SAN.
     pub fn sign_serving(
         &self,
-        dns_names: &[String],
+        hosts: &[String],
         key: &KeyPair,
         ttl: Duration,
     ) -> Result<Vec<String>, Error> {
         let s = self.signer.load();
         let mut params = leaf_params(ttl, s.ca_not_after);
-        params.subject_alt_names = dns_names
+        params.subject_alt_names = hosts
             .iter()
-            .map(|d| Ok(SanType::DnsName(d.clone().try_into()?)))
+            .map(|h| serving_san(h))
             .collect::<Result<_, rcgen::Error>>()?;
         let cert = params.signed_by(key, &s.issuer)?;
         Ok(s.chain(cert.pem()))
     }
+}
+
+/// The SAN of one serving-certificate host.
+fn serving_san(host: &str) -> Result<SanType, rcgen::Error> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    if host.starts_with("spiffe://") {
+        return Ok(SanType::URI(host.to_owned().try_into()?));
+    }
+    Ok(SanType::DnsName(host.to_owned().try_into()?))
 }
 
 impl Signer {

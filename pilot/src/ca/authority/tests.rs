@@ -98,3 +98,45 @@ fn serving_certificate_has_dns_names() {
         GeneralName::DNSName("istiod.istio-system.svc")
     ));
 }
+
+#[test]
+fn serving_certificate_hosts_that_are_addresses_are_ip_sans() {
+    let ca = authority();
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let hosts = [
+        "127.0.0.1",
+        "::1",
+        "istiod.istio-system.svc",
+        "spiffe://cluster.local/ns/istio-system/sa/istiod",
+    ]
+    .map(str::to_owned);
+    let chain = ca
+        .sign_serving(&hosts, &key, Duration::from_secs(3600))
+        .unwrap();
+    let der = root::der_of(&chain[0], "leaf").unwrap();
+    let (_, leaf) = X509Certificate::from_der(&der).unwrap();
+    let san = leaf.subject_alternative_name().unwrap().unwrap();
+    let names = &san.value.general_names;
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(
+        matches!(names[0], GeneralName::IPAddress(&[127, 0, 0, 1])),
+        "{names:?}"
+    );
+    let mut v6 = [0u8; 16];
+    v6[15] = 1;
+    assert!(
+        matches!(names[1], GeneralName::IPAddress(b) if b == v6),
+        "{names:?}"
+    );
+    assert!(
+        matches!(names[2], GeneralName::DNSName("istiod.istio-system.svc")),
+        "{names:?}"
+    );
+    assert!(
+        matches!(
+            names[3],
+            GeneralName::URI("spiffe://cluster.local/ns/istio-system/sa/istiod")
+        ),
+        "{names:?}"
+    );
+}
