@@ -3,7 +3,8 @@
 //! ValidatingWebhookConfigurations labelled `istio.io/rev=<rev>`, and on the
 //! `*sidecar-injector.istio.io` webhooks of the MutatingWebhookConfigurations with that
 //! label. The validation webhooks' `failurePolicy` goes from `Ignore` to `Fail` only once
-//! a dry-run create of an invalid Gateway is denied, i.e. the webhook really answers.
+//! a dry-run create of an invalid Gateway labelled with the revision is denied, i.e. the
+//! webhook really answers.
 
 use std::time::Duration;
 
@@ -202,6 +203,9 @@ impl WebhookPatcher {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
         let mut gateway = DynamicObject::new(INVALID_GATEWAY, &ar).within(&self.namespace);
+        // Labelled with this revision, as upstream: the webhooks' objectSelector sends only
+        // this revision's objects to this istiod, so the check proves this one answers.
+        gateway.metadata.labels = Some([(REVISION_LABEL.to_owned(), self.revision.clone())].into());
         gateway.metadata.annotations =
             Some([(ALWAYS_REJECT_ANNOTATION.to_owned(), "true".to_owned())].into());
         // No servers: invalid even without the annotation.

@@ -135,6 +135,8 @@ async fn self_check_dry_runs_an_invalid_gateway_and_needs_a_denial() {
         post.body["metadata"]["annotations"][ALWAYS_REJECT_ANNOTATION],
         "true"
     );
+    // The chart's objectSelector sends only this revision's objects to this istiod.
+    assert_eq!(post.body["metadata"]["labels"][REVISION_LABEL], "default");
     // Never persisted.
     assert!(api
         .get("/apis/networking.istio.io/v1/namespaces/istio-system/gateways/invalid-gateway")
