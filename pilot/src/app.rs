@@ -217,6 +217,8 @@ impl App {
         // fails stops istiod, since a half-working control plane is worse than a restart.
         let result = loop {
             tokio::select! {
+                // Tasks end on shutdown too: that is not "early".
+                biased;
                 _ = self.shutdown.cancelled() => break Ok(()),
                 res = self.tasks.join_next() => match res {
                     None => break Ok(()),
@@ -309,8 +311,9 @@ async fn start_sources(
         if !mesh_file_exists {
             // A mesh file wins, as upstream; else the `istio[-<rev>]` ConfigMap, live.
             let (namespace, revision) = (args.namespace.clone(), features.revision.clone());
+            let shutdown = shutdown.clone();
             tasks.spawn(async move {
-                kube_source::mesh::watch_mesh(client, namespace, revision, mesh_tx).await;
+                kube_source::mesh::watch_mesh(client, namespace, revision, mesh_tx, shutdown).await;
                 Ok(())
             });
         }
@@ -349,6 +352,8 @@ async fn start_secure(
     if !mesh.trust_domain.is_empty() {
         config.trust_domain = mesh.trust_domain.clone();
     }
+    // Proxies verify istiod by the host they dial, as upstream's getDNSNames.
+    config.discovery_host = ca::config::discovery_host(&mesh.default_config.discovery_address);
     let (audiences, trust_domain) = (config.token_audiences.clone(), config.trust_domain.clone());
     let opts = ca::SecureOptions::from_flags(
         &args.ca_cert_file,

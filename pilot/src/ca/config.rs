@@ -57,6 +57,8 @@ pub struct CaConfig {
     pub namespace: String,
     pub revision: String,
     pub custom_hosts: Vec<String>,
+    /// The host of MeshConfig `defaultConfig.discoveryAddress`, the name proxies verify.
+    pub discovery_host: Option<String>,
     pub token_audiences: Vec<String>,
     pub jwt_rule: Option<String>,
 }
@@ -78,6 +80,7 @@ impl Default for CaConfig {
             namespace: "istio-system".to_owned(),
             revision: "default".to_owned(),
             custom_hosts: Vec::new(),
+            discovery_host: None,
             token_audiences: vec!["istio-ca".to_owned()],
             jwt_rule: None,
         }
@@ -171,10 +174,25 @@ impl CaConfig {
             names.push(format!("istiod-{}.{ns}.svc", self.revision));
         }
         names.extend(self.custom_hosts.iter().cloned());
+        names.extend(self.discovery_host.iter().cloned());
         names.sort();
         names.dedup();
         names
     }
+}
+
+/// The host of a `host:port` discovery address (`[v6]:port` unbracketed); `None` when the
+/// address has no port, as upstream refuses it.
+pub fn discovery_host(address: &str) -> Option<String> {
+    let (host, port) = address.trim().rsplit_once(':')?;
+    if port.parse::<u16>().is_err() {
+        return None;
+    }
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then(|| host.to_owned())
 }
 
 fn err(var: &'static str, value: &str, reason: &str) -> ConfigError {
@@ -258,6 +276,30 @@ mod tests {
                 "istiod.istio-system.svc",
             ]
         );
+    }
+
+    #[test]
+    fn serving_names_include_the_discovery_address_host() {
+        let mut c = CaConfig::from_env(env(&[(POD_NAMESPACE, "istio-live")])).unwrap();
+        c.discovery_host = discovery_host("istiod.istio-system.svc:15012");
+        assert_eq!(
+            c.serving_dns_names(),
+            vec![
+                "istio-pilot.istio-live.svc",
+                "istiod-remote.istio-live.svc",
+                "istiod.istio-live.svc",
+                "istiod.istio-system.svc",
+            ]
+        );
+        // The same name as a known one is listed once.
+        c.discovery_host = discovery_host("istiod.istio-live.svc:15012");
+        assert_eq!(c.serving_dns_names().len(), 3);
+        assert_eq!(
+            discovery_host("[fd00::1]:15012").as_deref(),
+            Some("fd00::1")
+        );
+        assert_eq!(discovery_host("istiod.istio-system.svc"), None);
+        assert_eq!(discovery_host(":15012"), None);
     }
 
     #[test]

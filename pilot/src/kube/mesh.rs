@@ -7,6 +7,7 @@ use kube::api::Api;
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::model::MeshConfig;
@@ -36,22 +37,29 @@ pub fn mesh_from_configmap(
 /// Watches the ConfigMap and publishes each valid mesh config; an invalid one is logged
 /// and the previous one kept. Without the ConfigMap (deleted, or absent from a relist) the
 /// config in force when the watch started applies again: istiod watches the ConfigMap only
-/// when no `--meshConfig` file exists, so that is the defaults, as upstream.
+/// when no `--meshConfig` file exists, so that is the defaults, as upstream. Returns on
+/// `shutdown`.
 pub async fn watch_mesh(
     client: kube::Client,
     namespace: String,
     revision: String,
     tx: watch::Sender<MeshConfig>,
+    shutdown: CancellationToken,
 ) {
     let name = configmap_name(&revision);
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = watcher(api, config).default_backoff().boxed();
     let mut mesh = MeshWatch::new(name, namespace, tx);
-    while let Some(event) = stream.next().await {
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = stream.next() => event,
+        };
         match event {
-            Ok(event) => mesh.apply(event),
-            Err(e) => warn!(configmap = %mesh.name, error = %e, "watching mesh config"),
+            Some(Ok(event)) => mesh.apply(event),
+            Some(Err(e)) => warn!(configmap = %mesh.name, error = %e, "watching mesh config"),
+            None => return,
         }
     }
 }
@@ -157,11 +165,13 @@ mod tests {
         );
         let defaults = MeshConfig::from_yaml("", "istio-system").unwrap();
         let (tx, rx) = watch::channel(defaults.clone());
+        let shutdown = CancellationToken::new();
         let task = tokio::spawn(watch_mesh(
             client,
             "istio-system".into(),
             "default".into(),
             tx,
+            shutdown.clone(),
         ));
         eventually("mesh from the ConfigMap", || {
             rx.borrow().trust_domain == "example.org"
@@ -179,7 +189,12 @@ mod tests {
             rx.borrow().trust_domain == "again.org"
         })
         .await;
-        task.abort();
+        // Shutdown ends the watch, so istiod's drain need not wait for it.
+        shutdown.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("the watch ends on shutdown")
+            .expect("the watch task");
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub const ROOT_CERT_KEY: &str = "root-cert.pem";
 pub const CONFIG_LABEL: &str = "istio.io/config";
 /// Namespaces that never get the ConfigMap, as upstream.
 pub const SKIPPED_NAMESPACES: [&str; 3] = ["kube-public", "kube-node-lease", "local-path-storage"];
+/// The first and longest wait before retrying a namespace that failed.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// The cause the API server gives for a create in a namespace being deleted.
+const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
 
 /// Why one namespace could not be reconciled.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,21 @@ fn is_current(cm: &ConfigMap, root: &str) -> bool {
         .and_then(|l| l.get(CONFIG_LABEL))
         .is_some_and(|v| v == "true");
     data_ok && label_ok
+}
+
+/// Whether a refused write says the namespace is being deleted (cause `NamespaceTerminating`).
+fn is_namespace_terminating(status: &kube::core::Status) -> bool {
+    status.code == 403
+        && status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.reason == NAMESPACE_TERMINATING))
+}
+
+/// Whether the namespace is being deleted: it takes no new objects.
+fn is_terminating(ns: &Namespace) -> bool {
+    ns.metadata.deletion_timestamp.is_some()
+        || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
 }
 
 /// Writes `istio-ca-root-cert` ConfigMaps.
@@ -116,10 +136,18 @@ impl NamespaceController {
                     data: Some([(ROOT_CERT_KEY.to_owned(), root.to_owned())].into()),
                     ..Default::default()
                 };
-                api.create(&PostParams::default(), &cm)
-                    .await
-                    .map_err(write_err)?;
-                Ok(Outcome::Created)
+                match api.create(&PostParams::default(), &cm).await {
+                    Ok(_) => Ok(Outcome::Created),
+                    // Nothing can be created in a namespace being deleted; it needs none.
+                    Err(kube::Error::Api(status)) if is_namespace_terminating(&status) => {
+                        debug!(
+                            namespace,
+                            "namespace is terminating; no root certificate ConfigMap"
+                        );
+                        Ok(Outcome::Skipped)
+                    }
+                    Err(source) => Err(write_err(source)),
+                }
             }
             Some(cm) if is_current(&cm, root) => Ok(Outcome::Unchanged),
             Some(_) => {
@@ -151,34 +179,41 @@ impl NamespaceController {
                 .boxed();
             let mut known: BTreeSet<String> = BTreeSet::new();
             let mut listing: BTreeSet<String> = BTreeSet::new();
+            // Namespaces to reconcile now, and those waiting for a retry after a failure:
+            // a failed namespace is retried on its backoff, not on every unrelated event.
             let mut dirty: BTreeSet<String> = BTreeSet::new();
-            let mut retry_in = Duration::from_millis(100);
+            let mut failed: BTreeSet<String> = BTreeSet::new();
+            let mut retry_at: Option<tokio::time::Instant> = None;
+            let mut retry_in = RETRY_MIN;
             loop {
                 let current_root = root.borrow_and_update().clone();
-                let mut failed = BTreeSet::new();
                 for ns in std::mem::take(&mut dirty) {
                     if !known.contains(&ns) {
+                        failed.remove(&ns);
                         continue;
                     }
                     match self.reconcile(&ns, &current_root).await {
-                        Ok(Outcome::Created) => info!(namespace = %ns, "created root certificate ConfigMap"),
-                        Ok(Outcome::Updated) => info!(namespace = %ns, "updated root certificate ConfigMap"),
-                        Ok(_) => {}
+                        Ok(outcome) => {
+                            failed.remove(&ns);
+                            match outcome {
+                                Outcome::Created => info!(namespace = %ns, "created root certificate ConfigMap"),
+                                Outcome::Updated => info!(namespace = %ns, "updated root certificate ConfigMap"),
+                                Outcome::Unchanged | Outcome::Skipped => {}
+                            }
+                        }
                         Err(error) => {
                             warn!(namespace = %ns, %error, "reconciling root certificate ConfigMap failed; will retry");
                             failed.insert(ns);
                         }
                     }
                 }
-                let retry_at = if failed.is_empty() {
-                    retry_in = Duration::from_millis(100);
-                    None
-                } else {
-                    let at = tokio::time::Instant::now() + retry_in;
-                    retry_in = (retry_in * 2).min(Duration::from_secs(60));
-                    dirty = failed;
-                    Some(at)
-                };
+                if failed.is_empty() {
+                    retry_at = None;
+                    retry_in = RETRY_MIN;
+                } else if retry_at.is_none() {
+                    retry_at = Some(tokio::time::Instant::now() + retry_in);
+                    retry_in = (retry_in * 2).min(RETRY_MAX);
+                }
                 let retry = async {
                     match retry_at {
                         Some(at) => tokio::time::sleep_until(at).await,
@@ -187,7 +222,10 @@ impl NamespaceController {
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = retry => {}
+                    _ = retry => {
+                        retry_at = None;
+                        dirty.extend(failed.iter().cloned());
+                    }
                     changed = root.changed() => {
                         if changed.is_err() {
                             debug!("root certificate source closed");
@@ -198,14 +236,17 @@ impl NamespaceController {
                     Some(event) = ns_events.next() => match event {
                         Ok(Event::Init) => listing.clear(),
                         Ok(Event::InitApply(ns)) => {
-                            if let Some(name) = ns.metadata.name { listing.insert(name); }
+                            // A namespace being deleted takes no new objects.
+                            if let Some(name) = ns.metadata.name.clone().filter(|_| !is_terminating(&ns)) {
+                                listing.insert(name);
+                            }
                         }
                         Ok(Event::InitDone) => {
                             known = std::mem::take(&mut listing);
                             dirty.extend(known.iter().cloned());
                         }
                         Ok(Event::Apply(ns)) => {
-                            let terminating = ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
+                            let terminating = is_terminating(&ns);
                             if let Some(name) = ns.metadata.name {
                                 if terminating {
                                     known.remove(&name);

@@ -139,3 +139,128 @@ async fn controller_keeps_every_namespace_current() {
     .await;
     shutdown.cancel();
 }
+
+/// The API server's answer to a create in a namespace being deleted.
+fn namespace_terminating(ns: &str) -> (u16, Value) {
+    (
+        403,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+               "message": format!("configmaps \"{CONFIGMAP_NAME}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated"),
+               "details": {"name": CONFIGMAP_NAME, "kind": "configmaps", "causes": [{
+                   "reason": "NamespaceTerminating", "field": "metadata.namespace",
+                   "message": format!("namespace {ns} is being terminated")}]}}),
+    )
+}
+
+fn posts_to(api: &FakeApi, ns: &str) -> usize {
+    let path = format!("/api/v1/namespaces/{ns}/configmaps");
+    api.calls()
+        .iter()
+        .filter(|c| c.method == http::Method::POST && c.path == path)
+        .count()
+}
+
+#[tokio::test]
+async fn terminating_namespaces_get_no_configmap_and_no_retries() {
+    let (client, api) = fake::pair();
+    api.on(|call| {
+        let ns = call
+            .path
+            .strip_prefix("/api/v1/namespaces/")?
+            .strip_suffix("/configmaps")?;
+        (call.method == http::Method::POST && ns.starts_with("dying"))
+            .then(|| namespace_terminating(ns))
+    });
+    let controller = NamespaceController::new(client);
+    // A create that races the namespace's deletion is not an error.
+    assert_eq!(
+        controller
+            .reconcile("dying-race", "ROOT")
+            .await
+            .expect("skip"),
+        Outcome::Skipped
+    );
+
+    api.put("/api/v1/namespaces", namespace("demo"));
+    api.put(
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "dying", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+               "status": {"phase": "Terminating"}}),
+    );
+    let (_root_tx, root_rx) = watch::channel("ROOT".to_owned());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(controller.run(root_rx, shutdown.clone()));
+    eventually("ConfigMap in the live namespace", || {
+        root_in(&api, "demo").as_deref() == Some("ROOT")
+    })
+    .await;
+    api.put("/api/v1/namespaces", namespace("late"));
+    eventually("ConfigMap in a later namespace", || {
+        root_in(&api, "late").as_deref() == Some("ROOT")
+    })
+    .await;
+    assert_eq!(
+        posts_to(&api, "dying"),
+        0,
+        "listed as terminating: never tried"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_failing_namespace_is_retried_on_its_backoff_not_on_every_event() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let (client, api) = fake::pair();
+    let failing = Arc::new(AtomicBool::new(true));
+    let fail = failing.clone();
+    api.on(move |call| {
+        (fail.load(Ordering::SeqCst)
+            && call.method == http::Method::POST
+            && call.path == "/api/v1/namespaces/broken/configmaps")
+            .then(|| {
+                (
+                    500,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "InternalError", "message": "etcd is down", "code": 500}),
+                )
+            })
+    });
+    api.put("/api/v1/namespaces", namespace("broken"));
+    let (_root_tx, root_rx) = watch::channel("ROOT".to_owned());
+    let shutdown = CancellationToken::new();
+    let started = std::time::Instant::now();
+    tokio::spawn(NamespaceController::new(client).run(root_rx, shutdown.clone()));
+    eventually("the first attempt", || posts_to(&api, "broken") >= 1).await;
+
+    // Many unrelated events while the broken namespace waits for its retry.
+    let names: Vec<String> = (0..40).map(|i| format!("ok-{i}")).collect();
+    for name in &names {
+        api.put("/api/v1/namespaces", namespace(name));
+        tokio::task::yield_now().await;
+    }
+    eventually("ConfigMaps in the other namespaces", || {
+        names
+            .iter()
+            .all(|n| root_in(&api, n).as_deref() == Some("ROOT"))
+    })
+    .await;
+    // Retries at 100 ms, then 200 ms, 400 ms, ...: at most 2 + log2(elapsed / 100 ms).
+    let elapsed_ms = started.elapsed().as_millis().max(1) as f64;
+    let bound = 2 + (elapsed_ms / 100.0 + 1.0).log2().ceil() as usize;
+    let attempts = posts_to(&api, "broken");
+    assert!(
+        attempts <= bound,
+        "{attempts} attempts in {elapsed_ms} ms (at most {bound} on the backoff)"
+    );
+
+    // Once the API server takes it, a retry succeeds.
+    failing.store(false, Ordering::SeqCst);
+    eventually("ConfigMap in the namespace that failed", || {
+        root_in(&api, "broken").as_deref() == Some("ROOT")
+    })
+    .await;
+    shutdown.cancel();
+}
