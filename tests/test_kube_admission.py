@@ -1,0 +1,143 @@
+"""Admission through the real API server: istiod's validation webhook, registered with a
+ValidatingWebhookConfiguration as upstream's chart makes it, is called by kube-apiserver.
+
+istiod runs outside the cluster on loopback, so the configuration's `clientConfig` is a `url`,
+`https://127.0.0.1:<port>/validate`, not the chart's `service`. The API server checks the
+webhook's certificate against the `caBundle` istiod patches in, for the url's host. As upstream,
+`ISTIOD_CUSTOM_HOST` adds names to istiod's serving certificate and an entry that is an IP
+address becomes an IP SAN, so `ISTIOD_CUSTOM_HOST=127.0.0.1` is how an istiod outside the
+cluster is made reachable under its own CA (no certificate files of the test's own).
+
+The cluster is shared with other test modules: istiod runs with a revision of its own, and the
+configuration selects only objects labelled `istio.io/rev=<that revision>` (the chart's
+objectSelector), so no other test's writes are sent to it; it is deleted at the end.
+"""
+
+import base64
+import json
+import time
+import uuid
+
+import pytest
+
+from conftest import wait_until
+from live_istiod import LiveIstiod
+
+VALIDATE_GROUPS = ["security.istio.io", "networking.istio.io", "telemetry.istio.io", "extensions.istio.io"]
+INVALID_WEIGHTS = "spec.http[0].route: total destination weight = 0"
+
+
+def validator(name: str, revision: str, url: str) -> dict:
+    """The chart's ValidatingWebhookConfiguration (charts/istiod/templates), with a url client."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"istio.io/rev": revision, "istio": "istiod"}},
+        "webhooks": [{
+            "name": "rev.validation.istio.io",
+            "clientConfig": {"url": url},
+            "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": VALIDATE_GROUPS,
+                       "apiVersions": ["*"], "resources": ["*"]}],
+            "failurePolicy": "Ignore",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 10,
+            "objectSelector": {"matchExpressions": [
+                {"key": "istio.io/rev", "operator": "In", "values": [revision]}]},
+        }],
+    }
+
+
+def virtual_service(name: str, ns: str, revision: str | None, weights: tuple[int, int]) -> dict:
+    meta = {"name": name, "namespace": ns}
+    if revision:
+        meta["labels"] = {"istio.io/rev": revision}
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": meta,
+            "spec": {"hosts": ["reviews"], "http": [{"route": [
+                {"destination": {"host": "reviews-a"}, "weight": weights[0]},
+                {"destination": {"host": "reviews-b"}, "weight": weights[1]}]}]}}
+
+
+def apply(cluster, obj: dict) -> tuple[bool, str]:
+    """`kubectl apply`: whether it succeeded and what it printed."""
+    out = cluster.kubectl("apply", "-f", "-", input=json.dumps(obj), check=False)
+    stored = cluster.get_json("virtualservice", obj["metadata"]["name"], "-n", obj["metadata"]["namespace"])
+    return stored is not None, out
+
+
+def webhook_of(cluster, name: str) -> dict:
+    vwc = cluster.get_json("validatingwebhookconfiguration", name)
+    assert vwc is not None, f"{name} is gone"
+    return vwc["webhooks"][0]
+
+
+@pytest.fixture
+def admission(kube_cluster, tmp_path):
+    """istiod (own revision, webhook on loopback) and its ValidatingWebhookConfiguration,
+    deleted afterwards."""
+    suffix = uuid.uuid4().hex[:6]
+    revision, istio_ns, app_ns = f"adm{suffix}", f"istio-adm-{suffix}", f"adm-app-{suffix}"
+    for ns in (istio_ns, app_ns):
+        kube_cluster.kubectl("create", "namespace", ns)
+    # Upstream's chart name for a revision: istio-validator-<rev>-<istio namespace>.
+    name = f"istio-validator-{revision}-{istio_ns}"
+    istiod = None
+    try:
+        istiod = LiveIstiod(tmp_path / "istiod", kube_cluster.kubeconfig, istio_ns, https=True,
+                            env={"REVISION": revision, "ISTIOD_CUSTOM_HOST": "127.0.0.1"})
+        started = time.monotonic()
+        kube_cluster.apply(validator(name, revision, f"https://127.0.0.1:{istiod.https}/validate"))
+        yield {"cluster": kube_cluster, "istiod": istiod, "name": name, "revision": revision,
+               "app_ns": app_ns, "started": started}
+    finally:
+        if istiod is not None:
+            istiod.stop()
+        kube_cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
+
+
+def test_api_server_refuses_invalid_config_with_istiods_message(admission):
+    cluster, istiod, name = admission["cluster"], admission["istiod"], admission["name"]
+    revision, ns = admission["revision"], admission["app_ns"]
+
+    # istiod patches its CA bundle in, then proves through the API server that it rejects an
+    # invalid Gateway (dry run) and only then makes the webhook fail closed.
+    hook = wait_until(lambda: (h := webhook_of(cluster, name))["clientConfig"].get("caBundle") and h,
+                      timeout=30, what="caBundle patched in")
+    assert "BEGIN CERTIFICATE" in base64.b64decode(hook["clientConfig"]["caBundle"]).decode()
+    wait_until(lambda: webhook_of(cluster, name)["failurePolicy"] == "Fail", timeout=60,
+               what="failurePolicy switched to Fail after the dry-run self-check")
+    flipped = time.monotonic() - admission["started"]
+    istiod.wait_log("validation webhook denied the invalid Gateway; switching failurePolicy to Fail", timeout=5)
+    assert cluster.get_json("gateway", "invalid-gateway", "-n", istiod.namespace) is None, \
+        "the self-check Gateway was a dry run; it must not be stored"
+
+    # Refused by the API server, with istiod's reason.
+    stored, out = apply(cluster, virtual_service("bad", ns, revision, (0, 0)))
+    assert not stored, out
+    assert 'admission webhook "rev.validation.istio.io" denied the request' in out, out
+    assert f"configuration is invalid: {INVALID_WEIGHTS}" in out, out
+
+    # A valid one is stored, and an update to an invalid spec is refused too.
+    stored, out = apply(cluster, virtual_service("good", ns, revision, (80, 20)))
+    assert stored, out
+    stored, out = apply(cluster, virtual_service("good", ns, revision, (0, 0)))
+    assert INVALID_WEIGHTS in out, out
+    kept = cluster.get_json("virtualservice", "good", "-n", ns)
+    assert [r["weight"] for r in kept["spec"]["http"][0]["route"]] == [80, 20], kept
+
+    # Objects of other revisions (or none) are not sent to this webhook.
+    stored, out = apply(cluster, virtual_service("other", ns, None, (0, 0)))
+    assert stored, out
+    print(f"failurePolicy Fail {flipped:.1f}s after the configuration was created")
+
+
+def test_fail_closed_once_istiod_is_gone(admission):
+    """With failurePolicy Fail, the API server refuses this revision's config while istiod
+    does not answer: the flip is what makes validation binding."""
+    cluster, istiod, name = admission["cluster"], admission["istiod"], admission["name"]
+    revision, ns = admission["revision"], admission["app_ns"]
+    wait_until(lambda: webhook_of(cluster, name)["failurePolicy"] == "Fail", timeout=60,
+               what="failurePolicy switched to Fail")
+    istiod.stop()
+    stored, out = apply(cluster, virtual_service("good", ns, revision, (80, 20)))
+    assert not stored, out
+    assert "failed calling webhook" in out, out
