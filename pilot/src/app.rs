@@ -13,7 +13,6 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -24,6 +23,7 @@ use crate::config::{ConfigStore, Kind};
 use crate::kube as kube_source;
 use crate::model::MeshConfig;
 use crate::server::debug::{self, DebugState};
+use crate::server::grpc::{self, GrpcSettings};
 use crate::server::{http, monitoring};
 use crate::webhook;
 use crate::xds::discovery::build_push;
@@ -99,25 +99,21 @@ impl App {
         });
 
         let ads = AdsService::new(discovery.clone());
+        let grpc = GrpcSettings {
+            keepalive_interval: args.keepalive_interval,
+            keepalive_timeout: args.keepalive_timeout,
+            max_connection_age: args.keepalive_max_server_connection_age,
+            max_connection_age_grace: grpc::MAX_CONNECTION_AGE_GRACE,
+        };
         let grpc_addr = match bind(&args.grpc_addr, "grpcAddr").await? {
             Some(listener) => {
                 let addr = listener.local_addr()?;
-                info!(%addr, "serving plaintext xDS");
-                let server = tonic::transport::Server::builder()
-                    .http2_keepalive_interval(Some(args.keepalive_interval))
-                    .http2_keepalive_timeout(Some(args.keepalive_timeout))
-                    .max_connection_age(
-                        args.keepalive_max_server_connection_age
-                            .unwrap_or(Duration::MAX),
-                    )
-                    .add_service(ads.clone().max_decoding_message_size(MAX_RECV_MSG_SIZE));
-                let shutdown = shutdown.clone();
+                let routes = tonic::service::Routes::new(
+                    ads.clone().max_decoding_message_size(MAX_RECV_MSG_SIZE),
+                );
+                let (grpc, shutdown) = (grpc.clone(), shutdown.clone());
                 tasks.spawn(async move {
-                    server
-                        .serve_with_incoming_shutdown(
-                            TcpListenerStream::new(listener),
-                            shutdown.cancelled_owned(),
-                        )
+                    grpc::serve_plaintext(listener, grpc, routes, shutdown)
                         .await
                         .context("plaintext xDS server")
                 });
@@ -129,6 +125,7 @@ impl App {
         // Secure gRPC (15012: xDS + CA over TLS): the CA subsystem.
         let (secure_grpc_addr, ca) = start_secure(
             &args,
+            &grpc,
             &mesh,
             &ads,
             kube_client,
@@ -339,8 +336,10 @@ async fn ready_handler(
 }
 
 /// Builds the CA and serves ADS and the CA over TLS on `--secureGRPCAddr`.
+#[allow(clippy::too_many_arguments)]
 async fn start_secure(
     args: &DiscoveryArgs,
+    grpc: &GrpcSettings,
     mesh: &MeshConfig,
     ads: &AdsService,
     kube_client: Option<kube::Client>,
@@ -393,7 +392,7 @@ async fn start_secure(
     let routes = ca.add_service(tonic::service::Routes::new(
         ads.clone().max_decoding_message_size(MAX_RECV_MSG_SIZE),
     ));
-    let (mut authn, shutdown) = (ca.authn(), shutdown.clone());
+    let (mut authn, shutdown, grpc) = (ca.authn(), shutdown.clone(), grpc.clone());
     if let Some(client) = kube_client {
         // Service-account tokens from this cluster, checked with a TokenReview.
         let reviewer = kube_source::tokenreview::TokenReviewer::new(client, audiences);
@@ -406,7 +405,7 @@ async fn start_secure(
         ));
     }
     tasks.spawn(async move {
-        ca::secure::serve_secure(listener, tls, authn, routes, shutdown)
+        grpc::serve_secure(listener, tls, grpc, authn, routes, shutdown)
             .await
             .context("secure gRPC server")
     });

@@ -1,6 +1,10 @@
-//! HTTP servers: readiness and debug (8080), metrics (15014).
+//! Every listener istiod serves: plaintext xDS (15010) and xDS + CA over TLS (15012) in
+//! [`grpc`], the webhook port's TLS (15017) through [`tls`], readiness and debug (8080) and
+//! metrics (15014) in [`http`].
 
 pub mod debug;
 pub mod dump;
+pub mod grpc;
 pub mod http;
 pub mod monitoring;
+pub mod tls;

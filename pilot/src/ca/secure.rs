@@ -1,14 +1,13 @@
-//! The secure gRPC server (`--secureGRPCAddr`, 15012): TLS with istiod's serving
-//! certificate, optional client certificates verified against the mesh roots, and an
-//! authenticating layer that puts `security::Caller` into every request. Serves the CA
-//! service and whatever other services (ADS) the caller adds to the routes.
+//! Security of the secure gRPC port (`--secureGRPCAddr`, 15012): the TLS configuration
+//! (istiod's serving certificate, optional client certificates verified against the mesh
+//! roots) and the authenticating layer that puts `security::Caller` into every request.
+//! The server itself is `server::grpc`.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
@@ -17,15 +16,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
-use tonic::service::Routes;
-use tonic::transport::server::Connected;
-use tracing::{debug, info, warn};
+use tracing::debug;
 use x509_parser::prelude::FromDer;
 
 use super::authn::{Chain, Credentials};
@@ -36,7 +28,6 @@ use crate::security::{Caller, Identity};
 /// gRPC path prefix of the CA service: unauthenticated calls reach it so that it can
 /// count and answer them; every other service refuses them in the layer.
 const CA_PATH_PREFIX: &str = "/istio.v1.auth.IstioCertificateService/";
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why authentication failed, for the CA service to report.
 #[derive(Debug, Clone)]
@@ -183,55 +174,6 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
-/// A TLS connection with what we learned about its peer.
-pub struct TlsConn {
-    stream: TlsStream<TcpStream>,
-    info: PeerInfo,
-}
-
-impl Connected for TlsConn {
-    type ConnectInfo = PeerInfo;
-    fn connect_info(&self) -> PeerInfo {
-        self.info.clone()
-    }
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
 /// SPIFFE identities in the URI SANs of a DER certificate.
 pub fn spiffe_identities(der: &[u8]) -> Vec<Identity> {
     let Ok((_, x509)) = x509_parser::certificate::X509Certificate::from_der(der) else {
@@ -248,61 +190,6 @@ pub fn spiffe_identities(der: &[u8]) -> Vec<Identity> {
             _ => None,
         })
         .collect()
-}
-
-/// Accepts TCP connections and completes TLS handshakes concurrently; yields connections.
-fn tls_incoming(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    cancel: CancellationToken,
-) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, std::io::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(128);
-    let acceptor = TlsAcceptor::from(tls);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, remote) = tokio::select! {
-                _ = cancel.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(error) => {
-                        warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let stream =
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(error)) => {
-                            debug!(%error, %remote, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            debug!(%remote, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                let identities = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(|leaf| spiffe_identities(leaf))
-                    .unwrap_or_default();
-                let info = PeerInfo {
-                    remote_addr: Some(remote),
-                    identities: Arc::new(identities),
-                };
-                let _ = tx.send(Ok(TlsConn { stream, info })).await;
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Authenticates every request, inserting `Caller` (or `AuthFailure` for the CA).
@@ -380,23 +267,4 @@ where
             inner.call(req).await
         })
     }
-}
-
-/// Serves `routes` (the CA service, ADS, ...) over TLS on `listener` until `shutdown`.
-pub async fn serve_secure(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    authn: Chain,
-    routes: Routes,
-    shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
-    let addr = listener.local_addr().ok();
-    info!(?addr, "secure gRPC server listening");
-    let incoming = tls_incoming(listener, tls, shutdown.clone());
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(AuthLayer::new(authn))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await
 }

@@ -1,24 +1,19 @@
-//! The HTTPS server of the webhook: TLS handshakes run in their own tasks (a slow client
-//! does not hold up others) and finished connections are handed to axum.
+//! The HTTPS server of the webhook: connections from the shared TLS acceptor
+//! (`server::tls`) handed to axum.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::config::args::listen_addr;
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections handshaken but not yet taken by the HTTP server.
-const BACKLOG: usize = 128;
+use crate::server::tls;
 
 /// Errors starting the webhook server.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +28,9 @@ pub enum Error {
     },
 }
 
-/// A listener of TLS connections for `axum::serve`.
+/// A listener of TLS connections for `axum::serve`, fed by the shared TLS acceptor.
 pub struct TlsListener {
-    conns: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    conns: mpsc::Receiver<tls::Accepted>,
     local: SocketAddr,
 }
 
@@ -47,34 +42,7 @@ impl TlsListener {
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
-        let (tx, conns) = mpsc::channel(BACKLOG);
-        let acceptor = TlsAcceptor::from(tls);
-        tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(a) => a,
-                        Err(error) => {
-                            // Out of file descriptors and the like: back off, keep serving.
-                            warn!(%error, "webhook accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send((stream, peer)).await;
-                        }
-                        Ok(Err(error)) => debug!(%peer, %error, "webhook TLS handshake failed"),
-                        Err(_) => debug!(%peer, "webhook TLS handshake timed out"),
-                    }
-                });
-            }
-        });
+        let conns = tls::accept("httpsAddr", listener, tls, shutdown);
         Ok(TlsListener { conns, local })
     }
 }
@@ -85,7 +53,7 @@ impl axum::serve::Listener for TlsListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.conns.recv().await {
-            Some(conn) => conn,
+            Some(conn) => (conn.stream, conn.remote),
             // The acceptor stopped (shutdown): wait for the server's own shutdown.
             None => std::future::pending().await,
         }

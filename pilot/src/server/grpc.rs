@@ -1,0 +1,262 @@
+//! istiod's gRPC servers: plaintext xDS (15010) and xDS + CA over TLS (15012), built from
+//! one set of settings so that keepalive and connection age apply to both ports alike.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::server::Connected;
+use tracing::info;
+
+use super::tls;
+use crate::ca::authn::Chain;
+use crate::ca::secure::{spiffe_identities, AuthLayer, PeerInfo};
+
+/// How long in-flight streams may run on after a connection reached its maximum age
+/// (upstream's `MaxServerConnectionAgeGrace`, fixed at 10 s).
+pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(10);
+
+/// Keepalive and connection lifetime of both gRPC ports.
+#[derive(Debug, Clone)]
+pub struct GrpcSettings {
+    /// `--keepaliveInterval`: HTTP/2 pings on idle connections.
+    pub keepalive_interval: Duration,
+    /// `--keepaliveTimeout`: a ping not answered in this time closes the connection.
+    pub keepalive_timeout: Duration,
+    /// `--keepaliveMaxServerConnectionAge`: after this, the server sends GOAWAY so the
+    /// client reconnects (to another replica, perhaps); `None` for no limit.
+    pub max_connection_age: Option<Duration>,
+    /// After GOAWAY, how long streams may finish before the connection is closed.
+    pub max_connection_age_grace: Duration,
+}
+
+impl GrpcSettings {
+    /// A tonic server with these settings.
+    fn builder(&self) -> tonic::transport::Server {
+        let mut server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(self.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.keepalive_timeout));
+        if let Some(age) = self.max_connection_age {
+            server = server.max_connection_age(age);
+        }
+        server
+    }
+
+    /// When a connection accepted now must be closed, if ever.
+    fn hard_deadline(&self) -> Option<Duration> {
+        self.max_connection_age
+            .map(|age| age.saturating_add(self.max_connection_age_grace))
+    }
+}
+
+/// Serves `routes` in plaintext on `listener` (15010) until `shutdown`.
+pub async fn serve_plaintext(
+    listener: TcpListener,
+    settings: GrpcSettings,
+    routes: Routes,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let addr = listener.local_addr().ok();
+    info!(?addr, "serving plaintext xDS");
+    let deadline = settings.hard_deadline();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |conn| {
+        conn.map(|tcp| {
+            let _ = tcp.set_nodelay(true);
+            AgedConn::new(tcp, deadline)
+        })
+    });
+    settings
+        .builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
+}
+
+/// Serves `routes` (the CA service, ADS, ...) over TLS on `listener` (15012) until
+/// `shutdown`; every request passes the authentication layer first.
+pub async fn serve_secure(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    settings: GrpcSettings,
+    authn: Chain,
+    routes: Routes,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let addr = listener.local_addr().ok();
+    info!(?addr, "secure gRPC server listening");
+    let deadline = settings.hard_deadline();
+    let accepted = tls::accept("secureGRPCAddr", listener, tls, shutdown.clone());
+    let incoming = ReceiverStream::new(accepted).map(move |a| {
+        let identities = a
+            .stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|leaf| spiffe_identities(leaf))
+            .unwrap_or_default();
+        let info = PeerInfo {
+            remote_addr: Some(a.remote),
+            identities: Arc::new(identities),
+        };
+        Ok::<_, io::Error>(AgedConn::new(
+            TlsConn {
+                stream: a.stream,
+                info,
+            },
+            deadline,
+        ))
+    });
+    settings
+        .builder()
+        .layer(AuthLayer::new(authn))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
+}
+
+/// A TLS connection with what the handshake learned about its peer.
+pub struct TlsConn {
+    stream: TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+/// A connection that fails every read and write once its deadline has passed: the end of
+/// the grace period after the server's GOAWAY, for clients whose streams never finish.
+pub struct AgedConn<T> {
+    inner: T,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> AgedConn<T> {
+    pub fn new(inner: T, lifetime: Option<Duration>) -> Self {
+        AgedConn {
+            inner,
+            deadline: lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
+        }
+    }
+
+    /// Polls the deadline (registering the waker), true once it has passed.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.deadline {
+            Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
+            None => false,
+        }
+    }
+}
+
+fn aged_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection closed: maximum connection age and grace period passed",
+    )
+}
+
+impl<T: Connected> Connected for AgedConn<T> {
+    type ConnectInfo = T::ConnectInfo;
+    fn connect_info(&self) -> T::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for AgedConn<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(aged_out()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for AgedConn<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(aged_out()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(aged_out()));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests;
