@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::config::object::to_config;
 use crate::config::{Config, ConfigKey, ConfigStore, Kind};
+use crate::validation;
 
 /// Tracks which kinds have finished their initial list; `/ready` waits for all of them.
 #[derive(Clone)]
@@ -192,8 +193,8 @@ async fn watch_kind(client: kube::Client, kind: Kind, store: ConfigStore, sync: 
 
 /// Applies one kind's watch events to the store source `kubernetes/<Kind>`.
 ///
-/// An object that does not parse is skipped and its last valid version kept, on an update
-/// as on a relist; a delete needs only the object's name, so it always applies.
+/// An object that does not parse or is invalid is skipped and its last valid version kept,
+/// on an update as on a relist; a delete needs only the object's name, so it always applies.
 struct Applier {
     kind: Kind,
     source: String,
@@ -265,8 +266,8 @@ impl Applier {
     }
 }
 
-/// Turns an API object into a store object. One that does not parse is logged and skipped;
-/// the error carries its key when its metadata names it.
+/// Turns an API object into a store object. One that does not parse, or that validation
+/// rejects, is logged and skipped; the error carries its key when its metadata names it.
 fn convert(kind: Kind, obj: DynamicObject) -> Result<Config, Option<ConfigKey>> {
     let meta = &obj.metadata;
     let key = ConfigKey::from_metadata(kind, meta.namespace.as_deref(), meta.name.as_deref());
@@ -284,11 +285,20 @@ fn convert(kind: Kind, obj: DynamicObject) -> Result<Config, Option<ConfigKey>> 
         map.insert("apiVersion".into(), ar.api_version.into());
         map.insert("kind".into(), ar.kind.into());
     }
-    to_config(0, kind, value).map_err(|e| {
-        let name = key.as_ref().map_or("", |k| k.name.as_str());
-        warn!(%kind, name, error = %e, "skipping object that does not parse; keeping its last valid version");
-        key
-    })
+    let (namespace, name) = key
+        .as_ref()
+        .map_or(("", ""), |k| (k.namespace.as_str(), k.name.as_str()));
+    let config = to_config(0, kind, value).map_err(|e| {
+        warn!(%kind, namespace, name, error = %e, "skipping object that does not parse; keeping its last valid version");
+        key.clone()
+    })?;
+    // An Istio object the validation webhook would deny is not applied either, as the
+    // config folder does: the API server only stores it because no webhook stopped it.
+    if let Some(error) = config.raw.as_ref().and_then(validation::rejection) {
+        warn!(%kind, namespace, name, %error, "skipping invalid object; keeping its last valid version");
+        return Err(key);
+    }
+    Ok(config)
 }
 
 #[cfg(test)]

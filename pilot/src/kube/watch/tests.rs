@@ -125,7 +125,7 @@ const VS_PATH: &str = "/apis/networking.istio.io/v1/namespaces/demo/virtualservi
 fn virtual_service(name: &str, hosts: serde_json::Value) -> serde_json::Value {
     json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
            "metadata": {"name": name, "namespace": "demo"},
-           "spec": {"hosts": hosts}})
+           "spec": {"hosts": hosts, "http": [{"route": [{"destination": {"host": "web"}}]}]}})
 }
 
 fn stored(store: &ConfigStore, kind: Kind, name: &str) -> Option<Arc<Config>> {
@@ -234,12 +234,48 @@ fn relist_keeps_last_valid_versions_and_drops_missing_objects() {
     // A delete needs only the name, in `default` when the object names no namespace.
     applier.apply(Event::Apply(object(json!({
         "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-        "metadata": {"name": "c"}, "spec": {"hosts": ["c"]}}))));
+        "metadata": {"name": "c"},
+        "spec": {"hosts": ["c"], "http": [{"route": [{"destination": {"host": "c"}}]}]}}))));
     assert_eq!(names(&store), ["c"]);
     applier.apply(Event::Delete(object(json!({
         "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
         "metadata": {"name": "c"}, "spec": {"hosts": 3}}))));
     assert!(names(&store).is_empty());
+}
+
+#[test]
+fn an_update_validation_rejects_keeps_the_last_valid_version() {
+    let store = ConfigStore::new();
+    let mut applier = Applier::new(Kind::VirtualService, store.clone());
+    let with_destination = |host: &str| {
+        object(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                      "metadata": {"name": "a", "namespace": "demo", "resourceVersion": "7"},
+                      "spec": {"hosts": ["a.demo"], "http": [{"route": [{"destination": {"host": host}}]}]}}),
+        )
+    };
+    applier.apply(Event::Init);
+    applier.apply(Event::InitApply(with_destination("")));
+    applier.apply(Event::InitDone);
+    assert!(
+        vs_hosts(&store, "a").is_none(),
+        "an invalid object is never applied"
+    );
+
+    applier.apply(Event::Apply(with_destination("a.demo")));
+    assert_eq!(vs_hosts(&store, "a").expect("valid"), ["a.demo"]);
+    // Parses, but the webhook would deny it (a destination without a host).
+    applier.apply(Event::Apply(with_destination("")));
+    let kept = stored(&store, Kind::VirtualService, "a").expect("kept");
+    assert_eq!(
+        kept.manifest()["spec"]["http"][0]["route"][0]["destination"]["host"],
+        "a.demo"
+    );
+    // A relist that still sees it invalid keeps it too.
+    applier.apply(Event::Init);
+    applier.apply(Event::InitApply(with_destination("")));
+    applier.apply(Event::InitDone);
+    assert!(stored(&store, Kind::VirtualService, "a").is_some());
 }
 
 #[tokio::test]
