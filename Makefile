@@ -67,10 +67,33 @@ bench:
 	    --clients 50 --seconds 10 --csr $$csr --root-key $$root; done; done
 	$(MAKE) bench-kube
 
-## bench-kube: the Kubernetes source against a fake API server, 1000 services, 500 ADS clients
+# Upstream's Go istiod, a reference binary beside the project (never part of it).
+ISTIOD_GO_XZ := $(lastword $(sort $(wildcard ../shared/bin/istiod-go-*.xz)))
+ISTIOD_GO    := target/$(basename $(notdir $(ISTIOD_GO_XZ)))
+
+## bench-kube: the Kubernetes source, 1000 services, 500 ADS clients: against the fake API server,
+##   then a real one (tests/kube_up.py, where a kube-apiserver binary is available), there also
+##   upstream's Go istiod where ../shared/bin has it
 bench-kube:
 	$(CARGO) build --release -p pilot --bin pilot-discovery --example kube_load
+	@echo "== bench-kube: fake API server"
 	target/release/examples/kube_load --binary target/release/pilot-discovery
+	@if ! python3 tests/kube_up.py check; then \
+	  echo "== bench-kube: real API server SKIPPED: no kube-apiserver binary (reason above)"; exit 0; fi; \
+	set -e; dir=$$(mktemp -d /tmp/bench-kube.XXXXXX); \
+	trap 'python3 tests/kube_up.py down '"$$dir"'; rm -rf '"$$dir" EXIT; \
+	kubeconfig=$$(python3 tests/kube_up.py up $$dir); \
+	echo "== bench-kube: real API server ($$kubeconfig)"; \
+	target/release/examples/kube_load --binary target/release/pilot-discovery \
+	  --kubeconfig $$kubeconfig --audit-log $$dir/audit.log; \
+	if [ -z "$(ISTIOD_GO_XZ)" ]; then \
+	  echo "== bench-kube: upstream Go istiod SKIPPED: no ../shared/bin/istiod-go-*.xz"; exit 0; fi; \
+	[ $(ISTIOD_GO) -nt $(ISTIOD_GO_XZ) ] || { xz -dc $(ISTIOD_GO_XZ) > $(ISTIOD_GO).tmp && \
+	  chmod +x $(ISTIOD_GO).tmp && mv $(ISTIOD_GO).tmp $(ISTIOD_GO); }; \
+	echo "== bench-kube: upstream Go istiod ($(ISTIOD_GO)), same real API server"; \
+	target/release/examples/kube_load --binary $(ISTIOD_GO) --upstream \
+	  --kubeconfig $$kubeconfig --audit-log $$dir/audit.log || \
+	  echo "== bench-kube: upstream Go istiod run FAILED (reason above); ours is unaffected"
 
 ## deps: Debian packages the tests use
 deps: $(STAMPS)/deps

@@ -140,9 +140,24 @@ impl Server {
         env: &[(&str, &str)],
         log_path: PathBuf,
     ) -> Result<Server> {
+        Server::spawn_in(binary, args, env, log_path, None)
+    }
+
+    /// As `spawn`, in working directory `dir` (else this process's).
+    pub fn spawn_in(
+        binary: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log_path: PathBuf,
+        dir: Option<&Path>,
+    ) -> Result<Server> {
         let log = std::fs::File::create(&log_path).context("creating the server log")?;
         let started = Instant::now();
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let child = command
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

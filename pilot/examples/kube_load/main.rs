@@ -11,6 +11,12 @@
 //! response with the new cluster, and an EDS response giving it an endpoint. The server's
 //! RSS is sampled from `/proc/<pid>/status` throughout.
 //!
+//! With `--kubeconfig` the API server is a real one (`real_api.rs`): the same objects are
+//! applied there through the API, pilot-discovery runs as a ServiceAccount of its own bound to
+//! `cluster-admin`, and its requests are counted from the server's audit log
+//! (`--audit-log`). `--upstream` runs upstream's Go istiod (`--binary`) the same way, with
+//! the flags and environment it needs.
+//!
 //! With `--delta` the clients use the incremental protocol (`DeltaAggregatedResources`,
 //! `common/delta.rs`); the two milestones are the same: a CDS response adding the new
 //! cluster, and an EDS response (after subscribing to it) giving it an endpoint.
@@ -18,8 +24,12 @@
 //! ```text
 //! cargo build --release -p pilot --bin pilot-discovery --example kube_load
 //! target/release/examples/kube_load --binary target/release/pilot-discovery
+//! python3 tests/kube_up.py up /tmp/kube    # prints /tmp/kube/kubeconfig
+//! target/release/examples/kube_load --binary target/release/pilot-discovery \
+//!     --kubeconfig /tmp/kube/kubeconfig --audit-log /tmp/kube/audit.log
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,11 +41,13 @@ use clap::Parser;
 mod common;
 mod fake_api;
 mod objects;
+mod real_api;
 
 use common::ads::{self, Event, Milestone, Protocol};
 use common::process::{cpu_secs, mb, memory_kb, ms, wait_ready, PeakRss, Ports, Server};
 use fake_api::FakeApi;
 use pilot::xds::types;
+use real_api::RealApi;
 
 #[derive(Debug, Parser)]
 #[command(about = "Start-up, push latency and memory of pilot-discovery's Kubernetes source")]
@@ -67,6 +79,39 @@ struct Args {
     /// Use incremental xDS (`DeltaAggregatedResources`) instead of state of the world.
     #[arg(long)]
     delta: bool,
+    /// Use the API server of this admin kubeconfig instead of the fake (its objects are
+    /// applied there; the Istio CRDs must be installed).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The real API server's audit log (JSON, `Metadata` level or more), to count
+    /// pilot-discovery's requests; without it they are not counted.
+    #[arg(long, requires = "kubeconfig")]
+    audit_log: Option<PathBuf>,
+    /// The binary is upstream's Go istiod: give it the flags and environment it needs
+    /// (real API server only).
+    #[arg(long, requires = "kubeconfig")]
+    upstream: bool,
+}
+
+/// Where the objects live, and who counts pilot-discovery's requests.
+enum Cluster {
+    Fake(FakeApi),
+    Real(RealApi),
+}
+
+impl Cluster {
+    /// Adds service `i` (Service, EndpointSlice, Pod).
+    async fn add_service(&self, i: usize, namespaces: usize) -> Result<()> {
+        match self {
+            Cluster::Fake(api) => {
+                for object in objects::service(i, namespaces) {
+                    api.create(object).context("creating the new service")?;
+                }
+                Ok(())
+            }
+            Cluster::Real(api) => api.create_service(i, namespaces).await,
+        }
+    }
 }
 
 #[tokio::main]
@@ -75,41 +120,106 @@ async fn main() -> Result<()> {
     if args.clients == 0 || args.channels == 0 || args.namespaces == 0 {
         bail!("--clients, --channels and --namespaces must be positive");
     }
-    let api = FakeApi::new(fake_api::istiod_resources(!args.without_crds));
-    let fixtures = objects::cluster(args.namespaces)
-        .into_iter()
-        .chain(objects::istiod_config())
-        .chain((0..args.services).flat_map(|i| objects::service(i, args.namespaces)));
-    for object in fixtures {
-        api.create(object).context("loading the fake API server")?;
+    if args.without_crds && args.kubeconfig.is_some() {
+        bail!(
+            "--without-crds is for the fake API server; a real one serves the CRDs installed there"
+        );
     }
-    let api_addr = api.serve().await?;
-
     let root = tempfile::tempdir().context("creating a temp dir")?;
     let kubeconfig = root.path().join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &format!("http://{api_addr}"))?;
+    let mut cluster = match &args.kubeconfig {
+        None => {
+            let api = FakeApi::new(fake_api::istiod_resources(!args.without_crds));
+            let fixtures = objects::cluster(args.namespaces)
+                .into_iter()
+                .chain(objects::istiod_config())
+                .chain((0..args.services).flat_map(|i| objects::service(i, args.namespaces)));
+            for object in fixtures {
+                api.create(object).context("loading the fake API server")?;
+            }
+            let api_addr = api.serve().await?;
+            write_kubeconfig(&kubeconfig, &format!("http://{api_addr}"))?;
+            Cluster::Fake(api)
+        }
+        Some(admin) => {
+            let account = if args.upstream {
+                "istiod-go-kube-load"
+            } else {
+                "istiod-kube-load"
+            };
+            let api = RealApi::connect(admin, account, args.audit_log.clone()).await?;
+            let t = Instant::now();
+            api.load(args.namespaces, args.services, args.services)
+                .await
+                .context("loading the API server")?;
+            eprintln!(
+                "kube_load: {} services applied to {} in {:.1} s",
+                args.services,
+                api.server,
+                t.elapsed().as_secs_f64()
+            );
+            api.istiod_kubeconfig(account, &kubeconfig).await?;
+            Cluster::Real(api)
+        }
+    };
+
     let ports = Ports::free()?;
     let kubeconfig = kubeconfig.display().to_string();
-    let mut server_args =
-        ports.discovery_args(&["--kubeconfig", &kubeconfig, "--registries", "Kubernetes"]);
-    server_args.extend(["--log_output_level".to_owned(), "default:info".to_owned()]);
-    let server = Server::spawn(
-        &args.binary,
+    let mut server_args = ports.discovery_args(&["--kubeconfig", &kubeconfig]);
+    let mut env = vec![
+        ("POD_NAMESPACE", objects::ISTIO_NAMESPACE),
+        ("POD_NAME", "istiod-kube-load"),
+        ("PILOT_MAX_REQUESTS_PER_SECOND", "10000"),
+    ];
+    if args.upstream {
+        // What the Go istiod needs besides: no mesh or networks file (the `istio`
+        // ConfigMap holds the mesh config), no federation, ControlZ on a free port.
+        server_args.extend(
+            [
+                "--meshConfig",
+                "/nonexistent",
+                "--networksConfig",
+                "/nonexistent",
+                "--federationAddr=",
+                "--ctrlz_address",
+                "127.0.0.1",
+                "--ctrlz_port",
+                "0",
+            ]
+            .map(str::to_owned),
+        );
+        env.push(("PILOT_ENABLE_FEDERATION", "false"));
+    } else {
+        server_args.extend(
+            [
+                "--registries",
+                "Kubernetes",
+                "--log_output_level",
+                "default:info",
+            ]
+            .map(str::to_owned),
+        );
+    }
+    if let Cluster::Real(api) = &mut cluster {
+        api.start_counting()?;
+    }
+    // Upstream's binary writes files below its working directory: give it an empty one.
+    let binary = std::fs::canonicalize(&args.binary)
+        .with_context(|| format!("finding {}", args.binary.display()))?;
+    let server = Server::spawn_in(
+        &binary,
         &server_args,
-        &[
-            ("POD_NAMESPACE", objects::ISTIO_NAMESPACE),
-            ("POD_NAME", "istiod-kube-load"),
-            ("PILOT_MAX_REQUESTS_PER_SECOND", "10000"),
-        ],
+        &env,
         args.server_log
             .clone()
             .unwrap_or_else(|| root.path().join("pilot-discovery.log")),
+        Some(root.path()),
     )?;
     let (pid, started) = (server.pid, server.started);
     server
         .supervise(
             Duration::from_secs(args.timeout_secs),
-            run(&args, &api, pid, started, ports.grpc, ports.http),
+            run(&args, &cluster, pid, started, ports.grpc, ports.http),
         )
         .await
 }
@@ -152,7 +262,7 @@ impl Spread {
 
 async fn run(
     args: &Args,
-    api: &FakeApi,
+    api: &Cluster,
     pid: u32,
     started: Instant,
     grpc_port: u16,
@@ -188,9 +298,7 @@ async fn run(
     // One more Service, as `kubectl apply` and the EndpointSlice controller would write it.
     let (cpu0, cpu0_here) = (cpu_secs(pid), cpu_secs(std::process::id()));
     let t = Instant::now();
-    for object in objects::service(new, args.namespaces) {
-        api.create(object).context("creating the new service")?;
-    }
+    api.add_service(new, args.namespaces).await?;
     let (mut cluster, mut endpoints) = (Spread::default(), Spread::default());
     while cluster.count < args.clients || endpoints.count < args.clients {
         let ev = clients
@@ -221,10 +329,15 @@ async fn run(
     let cpu_total = cpu_secs(pid);
     drop(clients);
 
-    let crds = if args.without_crds {
-        "Istio and Gateway API kinds not served (404)"
-    } else {
-        "Istio and Gateway API kinds served, empty"
+    let crds = match api {
+        Cluster::Real(api) => format!(
+            "in the real API server at {} (as its CRDs are installed), running as {}",
+            api.server, api.user
+        ),
+        Cluster::Fake(_) if args.without_crds => {
+            "Istio and Gateway API kinds not served (404)".to_owned()
+        }
+        Cluster::Fake(_) => "Istio and Gateway API kinds served, empty".to_owned(),
     };
     println!("kube_load report");
     println!("  binary:                {}", args.binary.display());
@@ -276,18 +389,30 @@ async fn run(
         mb(peak)
     );
     println!("  server CPU, total:     {cpu_total:.2} s");
-    print_requests(api);
+    let requests = match api {
+        Cluster::Fake(api) => Some(
+            api.requests()
+                .into_iter()
+                .map(|((verb, resource), n)| ((verb.to_owned(), resource), n))
+                .collect(),
+        ),
+        Cluster::Real(api) => api.requests()?,
+    };
+    match requests {
+        Some(requests) => print_requests(&requests),
+        None => println!("  API requests:          not counted (no --audit-log)"),
+    }
     Ok(())
 }
 
 /// What pilot-discovery asked of the API server, per verb.
-fn print_requests(api: &FakeApi) {
+fn print_requests(requests: &BTreeMap<(String, String), u64>) {
     let mut by_verb: Vec<(&str, Vec<String>)> = Vec::new();
-    for ((verb, resource), n) in api.requests() {
+    for ((verb, resource), n) in requests {
         let entry = format!("{resource} {n}");
-        match by_verb.iter_mut().find(|(v, _)| *v == verb) {
+        match by_verb.iter_mut().find(|(v, _)| *v == verb.as_str()) {
             Some((_, list)) => list.push(entry),
-            None => by_verb.push((verb, vec![entry])),
+            None => by_verb.push((verb.as_str(), vec![entry])),
         }
     }
     println!("  API requests:");
