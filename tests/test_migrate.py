@@ -6,6 +6,7 @@ import os
 import pathlib
 import shlex
 import subprocess
+import uuid
 
 import pytest
 import yaml
@@ -111,13 +112,105 @@ def test_errors_name_the_file_and_problem(imagebuilder, tmp_path):
     assert res.returncode == 1 and "missing.yaml" in res.stderr
 
 
-@pytest.mark.skipif(not os.environ.get("PILOT_TEST_KUBECONFIG"),
-                    reason="PILOT_TEST_KUBECONFIG is not set: no cluster to read a live istiod Deployment from")
-def test_live_deployment(imagebuilder):
-    ns = os.environ.get("PILOT_TEST_ISTIO_NAMESPACE", "istio-system")
-    res = migrate(imagebuilder, "--kubeconfig", os.environ["PILOT_TEST_KUBECONFIG"], "--istio-namespace", ns,
-                  "--tag", "1.28.0", cwd=ROOT)
+def upstream_deployment(ns: str) -> dict:
+    """istiod's Deployment as upstream's istiod chart (1.28, default values) renders it."""
+    labels = {"app": "istiod", "istio.io/rev": "default", "istio": "pilot",
+              "operator.istio.io/component": "Pilot", "release": "istiod"}
+    field = lambda path: {"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}  # noqa: E731
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "istiod", "namespace": ns, "labels": labels},
+        "spec": {
+            "strategy": {"rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "25%"}},
+            "selector": {"matchLabels": {"istio": "pilot"}},
+            "template": {
+                "metadata": {"labels": {**labels, "sidecar.istio.io/inject": "false"},
+                             "annotations": {"prometheus.io/port": "15014", "prometheus.io/scrape": "true",
+                                             "sidecar.istio.io/inject": "false"}},
+                "spec": {
+                    "serviceAccountName": "istiod",
+                    "tolerations": [{"key": "cni.istio.io/not-ready", "operator": "Exists"}],
+                    "containers": [{
+                        "name": "discovery",
+                        "image": "docker.io/istio/pilot:1.28.0",
+                        "args": ["discovery", "--monitoringAddr=:15014", "--log_output_level=default:info",
+                                 "--domain", "cluster.local", "--keepaliveMaxServerConnectionAge", "30m"],
+                        "ports": [{"containerPort": p, "protocol": "TCP", "name": n} for p, n in
+                                  [(8080, "http-debug"), (15010, "grpc-xds"), (15012, "tls-xds"),
+                                   (15017, "https-webhooks"), (15014, "http-monitoring")]],
+                        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080},
+                                           "initialDelaySeconds": 1, "periodSeconds": 3, "timeoutSeconds": 5},
+                        "env": [{"name": "REVISION", "value": "default"},
+                                {"name": "PILOT_CERT_PROVIDER", "value": "istiod"},
+                                {"name": "POD_NAME", **field("metadata.name")},
+                                {"name": "POD_NAMESPACE", **field("metadata.namespace")},
+                                {"name": "SERVICE_ACCOUNT", **field("spec.serviceAccountName")},
+                                {"name": "KUBECONFIG", "value": "/var/run/secrets/remote/config"},
+                                {"name": "CLUSTER_ID", "value": "Kubernetes"}],
+                        "resources": {"requests": {"cpu": "500m", "memory": "2048Mi"}},
+                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "runAsUser": 1337, "runAsGroup": 1337, "runAsNonRoot": True,
+                                            "capabilities": {"drop": ["ALL"]}},
+                        "volumeMounts": [
+                            {"name": "istio-token", "mountPath": "/var/run/secrets/tokens", "readOnly": True},
+                            {"name": "local-certs", "mountPath": "/var/run/secrets/istio-dns"},
+                            {"name": "cacerts", "mountPath": "/etc/cacerts", "readOnly": True},
+                            {"name": "istio-kubeconfig", "mountPath": "/var/run/secrets/remote", "readOnly": True}],
+                    }],
+                    "volumes": [
+                        {"name": "local-certs", "emptyDir": {"medium": "Memory"}},
+                        {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {
+                            "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}},
+                        {"name": "cacerts", "secret": {"secretName": "cacerts", "optional": True}},
+                        {"name": "istio-kubeconfig", "secret": {"secretName": "istio-kubeconfig", "optional": True}}],
+                },
+            },
+        },
+    }
+
+
+def test_live_deployment(imagebuilder, kube_cluster, tmp_path):
+    """`--kubeconfig` reads the istiod Deployment from a real API server (stored only: no
+    controllers run), with a kubeconfig allowed nothing but `get` on Deployments there."""
+    ns = f"istio-migrate-{uuid.uuid4().hex[:6]}"
+    kube_cluster.kubectl("create", "namespace", ns)
+    kube_cluster.apply(upstream_deployment(ns))
+    kube_cluster.kubectl("create", "serviceaccount", "migrator", "-n", ns)
+    kube_cluster.kubectl("create", "role", "read-deployments", "--verb=get", "--resource=deployments", "-n", ns)
+    kube_cluster.kubectl("create", "rolebinding", "migrator", "--role=read-deployments",
+                         f"--serviceaccount={ns}:migrator", "-n", ns)
+    reader = kube_cluster.token_kubeconfig(tmp_path / "reader.kubeconfig", kube_cluster.token(ns, "migrator"))
+
+    res = migrate(imagebuilder, "--kubeconfig", reader, "--istio-namespace", ns, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     dep = yaml.safe_load(res.stdout)
-    images = [c["image"] for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "discovery"]
-    assert images == ["dhi.io/istio-pilot:1.28.0"]
+    live = kube_cluster.get_json("deployment", "istiod", "-n", ns)
+    # The tag comes from the live image; only the image changes.
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == "dhi.io/istio-pilot:1.28.0"
+    (want,) = live["spec"]["template"]["spec"]["containers"]
+    assert {**c, "image": want["image"]} == want
+    # Server-managed fields are dropped, so the output can be applied as it is.
+    assert "status" not in dep
+    assert not {"managedFields", "resourceVersion", "uid", "generation", "creationTimestamp"} & set(dep["metadata"])
+    assert dep["metadata"]["labels"] == live["metadata"]["labels"]
+    # Upstream's default render needs no change beyond the image: no blockers.
+    assert "blocker" not in res.stderr, res.stderr
+
+    # Findings are named after the live object; --check turns blockers into exit code 2.
+    kube_cluster.kubectl("patch", "deployment", "istiod", "-n", ns, "--type=json", "-p",
+                         '[{"op": "replace", "path": "/spec/template/spec/containers/0/securityContext/runAsNonRoot", '
+                         '"value": false}]')
+    res = migrate(imagebuilder, "--kubeconfig", reader, "--istio-namespace", ns, "--check", cwd=ROOT)
+    assert res.returncode == 2, res.stderr
+    assert (f"deployment/{ns}/istiod: blocker: spec.template.spec.containers[name=discovery]"
+            ".securityContext.runAsNonRoot: runAsNonRoot is false") in res.stderr, res.stderr
+
+    # A Deployment that is not there, and one the reader may not get: the API's answer, named.
+    res = migrate(imagebuilder, "--kubeconfig", reader, "--istio-namespace", ns, "--deployment", "istiod-canary",
+                  cwd=ROOT)
+    assert res.returncode == 1
+    assert f"getting Deployment {ns}/istiod-canary" in res.stderr and "not found" in res.stderr, res.stderr
+    res = migrate(imagebuilder, "--kubeconfig", reader, "--istio-namespace", "default", cwd=ROOT)
+    assert res.returncode == 1
+    assert "getting Deployment default/istiod" in res.stderr and "forbidden" in res.stderr, res.stderr
