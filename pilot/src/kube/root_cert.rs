@@ -185,8 +185,15 @@ impl NamespaceController {
             let mut failed: BTreeSet<String> = BTreeSet::new();
             let mut retry_at: Option<tokio::time::Instant> = None;
             let mut retry_in = RETRY_MIN;
+            // The root the known namespaces were last reconciled to. Compared on every pass,
+            // not only when `changed()` fires: any pass marks the new root seen.
+            let mut applied_root = String::new();
             loop {
                 let current_root = root.borrow_and_update().clone();
+                if current_root != applied_root {
+                    dirty.extend(known.iter().cloned());
+                    applied_root.clone_from(&current_root);
+                }
                 for ns in std::mem::take(&mut dirty) {
                     if !known.contains(&ns) {
                         failed.remove(&ns);
@@ -231,7 +238,6 @@ impl NamespaceController {
                             debug!("root certificate source closed");
                             return;
                         }
-                        dirty.extend(known.iter().cloned());
                     }
                     Some(event) = ns_events.next() => match event {
                         Ok(Event::Init) => listing.clear(),

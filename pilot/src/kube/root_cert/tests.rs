@@ -264,3 +264,30 @@ async fn a_failing_namespace_is_retried_on_its_backoff_not_on_every_event() {
     .await;
     shutdown.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_root_reaches_every_namespace_even_when_another_event_wakes_the_controller_first() {
+    let (client, api) = fake::pair();
+    for ns in ["a", "b", "c"] {
+        api.put("/api/v1/namespaces", namespace(ns));
+    }
+    let (root_tx, root_rx) = watch::channel("ROOT0".to_owned());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(NamespaceController::new(client).run(root_rx, shutdown.clone()));
+    let all = |api: &FakeApi, root: &str| {
+        ["a", "b", "c"]
+            .iter()
+            .all(|ns| root_in(api, ns).as_deref() == Some(root))
+    };
+    eventually("ConfigMaps created", || all(&api, "ROOT0")).await;
+    // A new root and an unrelated event at once: whichever wakes the controller first, every
+    // namespace gets the new root. Repeated, as the order is up to the scheduler.
+    for round in 1..=12 {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let root = format!("ROOT{round}");
+        root_tx.send_replace(root.clone());
+        api.delete(&cm_path("b"));
+        eventually(&format!("{root} everywhere"), || all(&api, &root)).await;
+    }
+    shutdown.cancel();
+}
