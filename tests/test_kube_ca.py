@@ -54,7 +54,7 @@ def workload(kube_cluster):
 
 
 def create_certificate(d: LiveIstiod, token: str | None, csr: str | None = None, ttl: int = 3600,
-                       metadata: dict | None = None) -> list[str]:
+                       metadata: dict | None = None, cluster_id: str | None = None) -> list[str]:
     gen = generated()
     channel = grpc.secure_channel(f"127.0.0.1:{d.secure}",
                                   grpc.ssl_channel_credentials(root_certificates=d.root),
@@ -67,6 +67,8 @@ def create_certificate(d: LiveIstiod, token: str | None, csr: str | None = None,
             s.update(metadata)
             req.metadata.CopyFrom(s)
         md = [("authorization", f"Bearer {token}")] if token else []
+        if cluster_id is not None:
+            md.append(("clusterid", cluster_id))
         return list(stub.CreateCertificate(req, metadata=md, timeout=20).cert_chain)
     finally:
         channel.close()
@@ -196,6 +198,18 @@ def test_token_of_a_deleted_service_account_is_refused(kube_cluster, ca_istiod, 
     err = refused(ca_istiod, unused)
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED, err.details()
     assert "does not match" in err.details(), err.details()
+    still_serving(ca_istiod, kube_cluster, ns, sa)
+
+
+def test_token_claiming_another_cluster_is_refused(kube_cluster, ca_istiod, workload):
+    ns, sa, spiffe = workload
+    token = kube_cluster.token(ns, sa, audience=AUDIENCE)
+    # istio-agent sends its cluster's id; this istiod's is the default, Kubernetes.
+    chain = create_certificate(ca_istiod, token, cluster_id="Kubernetes")
+    assert uri_sans(split_certs(chain)[0]) == [spiffe]
+    err = refused(ca_istiod, token, cluster_id="remote-1")
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED, err.details()
+    assert "remote-1" in err.details(), err.details()
     still_serving(ca_istiod, kube_cluster, ns, sa)
 
 
