@@ -1,12 +1,14 @@
 //! VirtualService: hosts, gateways, HTTP/TLS/TCP routes, destinations and weights,
 //! retries, timeouts, faults, mirrors, redirects, rewrites, CORS, headers, delegation.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use serde_json::Value;
 
 use super::super::common::*;
 use super::super::report::{field, index, key, Report};
 use super::super::Resource;
-use super::{duplicates, whole_seconds};
 use crate::config::istio::GRPC_STATUS_NAMES;
 
 /// Envoy retry conditions accepted in `retries.retryOn` (besides HTTP status codes).
@@ -800,4 +802,19 @@ fn host_covers(host: &str, sni: &str) -> bool {
     }
     // Short host names (`reviews`) cover their FQDN forms.
     !h.contains('.') && s.starts_with(&format!("{h}."))
+}
+
+/// Durations that must be whole seconds (CORS `maxAge`).
+fn whole_seconds(d: Duration) -> bool {
+    d.subsec_nanos() == 0
+}
+
+/// A count of something by key, for duplicate detection.
+fn duplicates<'a>(items: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, usize> {
+    let mut m = BTreeMap::new();
+    for i in items {
+        *m.entry(i).or_insert(0) += 1;
+    }
+    m.retain(|_, n| *n > 1);
+    m
 }

@@ -317,6 +317,7 @@ fn sidecar_cases() {
         (SC, "{ingress: [{defaultEndpoint: '127.0.0.1:8080'}]}", "!port"),
         (SC, "{ingress: [{port: {number: 9080, protocol: HTTP, name: a}}, {port: {number: 9080, protocol: HTTP, name: b}}]}", "!must be unique"),
         (SC, "{ingress: [{port: {number: 9080, protocol: HTTP, name: a, targetPort: 1}}]}", "!targetPort has no impact on Sidecars"),
+        (SC, "{egress: [{port: {number: 9080, protocol: HTTP, name: a, targetPort: 1}, hosts: ['./*']}]}", "!targetPort has no impact on Sidecars"),
         (SC, "{ingress: [{port: {number: 443, protocol: HTTPS, name: a}, tls: {mode: SIMPLE, serverCertificate: /c, privateKey: /k}}]}", ""),
         (SC, "{ingress: [{port: {number: 443, protocol: HTTPS, name: a}, tls: {mode: SIMPLE, credentialName: c}}]}", "!credentialName is not currently supported"),
         (SC, "{ingress: [{port: {number: 443, protocol: HTTPS, name: a}, tls: {mode: ISTIO_MUTUAL}}]}", "!cannot set mode to ISTIO_MUTUAL"),
