@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 
 use super::cache::Generated;
 use super::gen::Subscription;
-use super::stream::{control_plane_id, Protocol, ProxyStream};
+use super::stream::{control_plane_id, Protocol, ProxyStream, StreamEnd};
 use super::types;
 use super::watch::Watch;
 
@@ -115,7 +115,7 @@ impl Protocol for Delta {
         &mut self.stream
     }
 
-    async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), ()> {
+    async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), StreamEnd> {
         let type_url = req.type_url.as_str();
         if !req.response_nonce.is_empty() {
             let nonce = req.response_nonce.as_str();
@@ -180,7 +180,7 @@ impl Protocol for Delta {
         Ok(())
     }
 
-    async fn on_push(&mut self, full: bool) -> Result<(), ()> {
+    async fn on_push(&mut self, full: bool) -> Result<(), StreamEnd> {
         let types = types::push_order(self.watches.keys().map(String::as_str), full);
         for type_url in types {
             self.respond(&type_url, false).await?;
@@ -192,7 +192,7 @@ impl Protocol for Delta {
 impl Delta {
     /// Sends what changed of a type since the client's last known versions. `always`
     /// sends even an empty response (the first request of a type expects an answer).
-    async fn respond(&mut self, type_url: &str, always: bool) -> Result<(), ()> {
+    async fn respond(&mut self, type_url: &str, always: bool) -> Result<(), StreamEnd> {
         let started = Instant::now();
         let Some(watch) = self.watches.get_mut(type_url) else {
             return Ok(());

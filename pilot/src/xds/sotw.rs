@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use tracing::debug;
 
 use super::gen::Subscription;
-use super::stream::{control_plane_id, Protocol, ProxyStream};
+use super::stream::{control_plane_id, Protocol, ProxyStream, StreamEnd};
 use super::types;
 use super::watch::{Decision, Watch};
 
@@ -33,7 +33,7 @@ impl Protocol for Sotw {
         &mut self.stream
     }
 
-    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), ()> {
+    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), StreamEnd> {
         let type_url = req.type_url.as_str();
         let error = req
             .error_detail
@@ -66,7 +66,7 @@ impl Protocol for Sotw {
         Ok(())
     }
 
-    async fn on_push(&mut self, full: bool) -> Result<(), ()> {
+    async fn on_push(&mut self, full: bool) -> Result<(), StreamEnd> {
         let types = {
             let watches = self.stream.guard.info.watches();
             let active = watches
@@ -84,7 +84,7 @@ impl Protocol for Sotw {
 
 impl Sotw {
     /// Sends every resource of the type the proxy subscribes to.
-    async fn respond(&mut self, type_url: &str) -> Result<(), ()> {
+    async fn respond(&mut self, type_url: &str) -> Result<(), StreamEnd> {
         let started = Instant::now();
         let subscription = {
             let watches = self.stream.guard.info.watches();

@@ -26,6 +26,20 @@ use crate::security::Caller;
 /// Where a stream's responses go (its HTTP/2 body).
 pub type Tx = mpsc::Sender<Result<WireResponse, Status>>;
 
+/// Why a stream stops: returned by the send path and the protocol handlers, it ends the
+/// stream loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StreamEnd {
+    /// The response body (the receiving end of [`Tx`]) is dropped: the client went away or
+    /// its connection closed.
+    #[error("the client went away")]
+    ClientGone,
+    /// A response exceeded gRPC's 4 GiB message limit; the stream is ended with
+    /// `RESOURCE_EXHAUSTED`.
+    #[error("a response exceeded gRPC's 4 GiB limit")]
+    ResponseTooLarge,
+}
+
 /// An xDS request that names its proxy in the first message.
 pub trait XdsRequest: Message + Default + Send + 'static {
     fn node(&self) -> Option<&Node>;
@@ -52,9 +66,13 @@ pub trait Protocol: Sized + Send {
     fn new(stream: ProxyStream) -> Self;
     fn stream(&self) -> &ProxyStream;
     /// Applies a request; `Err` ends the stream.
-    fn on_request(&mut self, req: Self::Request) -> impl Future<Output = Result<(), ()>> + Send;
+    fn on_request(
+        &mut self,
+        req: Self::Request,
+    ) -> impl Future<Output = Result<(), StreamEnd>> + Send;
     /// Sends what a push changed; `full` when the push rebuilt config, not just endpoints.
-    fn on_push(&mut self, full: bool) -> impl Future<Output = Result<(), ()>> + Send;
+    /// `Err` ends the stream.
+    fn on_push(&mut self, full: bool) -> impl Future<Output = Result<(), StreamEnd>> + Send;
     fn stream_mut(&mut self) -> &mut ProxyStream;
 }
 
@@ -101,7 +119,8 @@ async fn serve<P: Protocol>(mut handler: P, first: P::Request, mut inbound: Stre
     let mut request = Some(first);
     loop {
         if let Some(req) = request.take() {
-            if handler.on_request(req).await.is_err() {
+            if let Err(end) = handler.on_request(req).await {
+                debug!(reason = %end, "stream ended");
                 break;
             }
         }
@@ -124,7 +143,8 @@ async fn serve<P: Protocol>(mut handler: P, first: P::Request, mut inbound: Stre
                 let Some(_permit) = throttle(&server).await else {
                     break;
                 };
-                if handler.on_push(full).await.is_err() {
+                if let Err(end) = handler.on_push(full).await {
+                    debug!(reason = %end, "stream ended");
                     break;
                 }
                 server
@@ -199,7 +219,7 @@ impl ProxyStream {
     }
 
     /// Sends a response of `type_url` built from `head` and shared `resources`
-    /// (`size` resource bytes, for the metrics); `Err` when the stream is gone.
+    /// (`size` resource bytes, for the metrics); `Err` when the stream cannot go on.
     pub async fn send<M: Message>(
         &self,
         type_url: &str,
@@ -207,7 +227,7 @@ impl ProxyStream {
         resources: Vec<prost::bytes::Bytes>,
         size: usize,
         started: Instant,
-    ) -> Result<(), ()> {
+    ) -> Result<(), StreamEnd> {
         let m = &self.server.metrics;
         let short = types::short_name(type_url);
         let Some(response) = WireResponse::new(head, resources) else {
@@ -216,13 +236,13 @@ impl ProxyStream {
                 .tx
                 .send(Err(Status::resource_exhausted("response exceeds 4 GiB")))
                 .await;
-            return Err(());
+            return Err(StreamEnd::ResponseTooLarge);
         };
         if self.tx.send(Ok(response)).await.is_err() {
             m.pushes
                 .get_or_create(&Metrics::label(&format!("{short}_senderr")))
                 .inc();
-            return Err(());
+            return Err(StreamEnd::ClientGone);
         }
         m.pushes.get_or_create(&Metrics::label(short)).inc();
         m.push_time
