@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, wait_until
-from kube_cluster import install_crds
+from kube_cluster import install_crds, minimal_crd
 from live_istiod import LiveIstiod
 from live_xds import CDS, EDS, RDS, AdsStream
 
@@ -229,3 +229,124 @@ def test_kube_objects_reach_registry_config_and_xds(kube_cluster, istiod_in):
             ads.close()
     finally:
         kube_cluster.kubectl("delete", "node", node, "--ignore-not-found")
+
+
+def install_gateway_api_crd(cluster, kind: str, plural: str):
+    """A Gateway API CRD (a `*.k8s.io` group: the API server wants the approval annotation)."""
+    crd = minimal_crd("gateway.networking.k8s.io", kind, plural, ["v1", "v1beta1"])
+    crd["metadata"]["annotations"] = {"api-approved.kubernetes.io": "unapproved, live test only"}
+    cluster.apply(crd)
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}", "--timeout=60s")
+
+
+def http_route(ns: str, name: str, host: str) -> dict:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"parentRefs": [{"name": "gw"}], "hostnames": [host],
+                     "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}
+
+
+def test_crd_installed_after_start_is_picked_up(own_kube_cluster, istiod_in):
+    cluster = own_kube_cluster
+    istio_ns, ns = "istio-system", "app"
+    create_namespace(cluster, istio_ns)
+    create_namespace(cluster, ns)
+    istiod = istiod_in(cluster.kubeconfig, istio_ns)
+    istiod.wait_log("resource not served", timeout=10)
+    assert "HTTPRoute" not in {c["kind"] for c in istiod.debug_json("/debug/configz")["configs"]}
+
+    # Istio's kinds are served; the Gateway API's arrive later.
+    install_gateway_api_crd(cluster, "HTTPRoute", "httproutes")
+    cluster.apply(http_route(ns, "web", "web.example.com"))
+    route = wait_until(lambda: configz(istiod, "HTTPRoute", ns).get("web"), timeout=15,
+                       what="HTTPRoute in configz after its CRD was installed")
+    assert route["spec"]["hostnames"] == ["web.example.com"]
+
+
+# --- 2. watch robustness ----------------------------------------------------------------------
+
+
+def simple_service(ns: str, name: str, port: int = 80) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+            "spec": {"ports": [{"name": "http", "port": port}], "selector": {"app": name}}}
+
+
+def api_versions(cluster, kind: str, ns: str) -> dict[str, str]:
+    """name → resourceVersion of a kind's objects in a namespace, as the API has them."""
+    items = cluster.get_json(kind, "-n", ns)["items"]
+    return {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in items}
+
+
+def istiod_versions(istiod, kind: str, ns: str) -> dict[str, str]:
+    return {name: o["metadata"]["resourceVersion"] for name, o in configz(istiod, kind, ns).items()}
+
+
+def converged(cluster, istiod, ns: str, kinds=(("services", "Service"), ("virtualservices", "VirtualService"))):
+    """True once istiod holds exactly the API's objects, at the API's resource versions."""
+    for plural, kind in kinds:
+        want, have = api_versions(cluster, plural, ns), istiod_versions(istiod, kind, ns)
+        if want != have:
+            return False
+    return True
+
+
+def crash_restart_apiserver(cluster):
+    """Kills the API server (no graceful shutdown: a graceful one waits ~20 s for open watches)
+    and starts it again on the same port and etcd."""
+    proc = cluster.apiserver
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    cluster.apiserver = None
+    cluster.start_apiserver()
+
+
+def test_watches_resume_after_apiserver_restart_and_relist_after_compaction(own_kube_cluster, istiod_in):
+    cluster = own_kube_cluster
+    istio_ns, ns = "istio-system", "app"
+    create_namespace(cluster, istio_ns)
+    create_namespace(cluster, ns)
+    istiod = istiod_in(cluster.kubeconfig, istio_ns)
+    host = lambda name: f"{name}.{ns}.svc.{DOMAIN}"  # noqa: E731
+    for i in range(4):
+        cluster.apply(simple_service(ns, f"svc-{i}"))
+    cluster.apply(virtual_service(ns, "vs", "v1", host("svc-0"), "v1"))
+    wait_until(lambda: converged(cluster, istiod, ns), timeout=30, what="initial convergence")
+
+    # Changes right before the API server goes down and right after it is back.
+    cluster.apply(simple_service(ns, "before-down"))
+    cluster.apply(simple_service(ns, "svc-0", port=81))
+    cluster.kubectl("delete", "service", "svc-1", "-n", ns)
+    cluster.apply(virtual_service(ns, "vs", "v1", host("svc-0"), "v2"))
+    cluster.restart_apiserver()
+    cluster.apply(simple_service(ns, "after-up"))
+    cluster.kubectl("delete", "service", "svc-2", "-n", ns)
+    cluster.apply(virtual_service(ns, "vs", "v1", host("svc-0"), "v3"))
+    wait_until(lambda: converged(cluster, istiod, ns), timeout=40, what="convergence after the restart")
+    assert {"before-down", "after-up"} <= set(configz(istiod, "Service", ns))
+    assert service(istiod, host("svc-0"))["ports"][0]["port"] == 81
+    assert configz(istiod, "VirtualService", ns)["vs"]["spec"]["http"][0]["route"][0]["destination"][
+        "subset"] == "v3"
+
+    # istiod is paused while objects change, etcd is compacted past everything it saw and
+    # the API server restarts: its watches resume from a compacted version (410 Gone) and
+    # must relist, dropping what was deleted meanwhile.
+    mark = istiod.log_size()
+    os.kill(istiod.proc.pid, signal.SIGSTOP)
+    try:
+        for i in range(10):
+            cluster.apply(simple_service(ns, f"while-paused-{i}"))
+        cluster.kubectl("delete", "service", "svc-3", "before-down", "-n", ns)
+        cluster.kubectl("delete", "virtualservice", "vs", "-n", ns)
+        cluster.apply(virtual_service(ns, "vs-new", "v1beta1", host("svc-0"), "v1"))
+        cluster.compact()
+        crash_restart_apiserver(cluster)
+    finally:
+        os.kill(istiod.proc.pid, signal.SIGCONT)
+    wait_until(lambda: converged(cluster, istiod, ns), timeout=40, what="convergence after the compaction")
+    assert "svc-3" not in configz(istiod, "Service", ns) and service(istiod, host("before-down")) is None
+    assert set(configz(istiod, "VirtualService", ns)) == {"vs-new"}
+    for kind in ("Service", "VirtualService"):
+        line = istiod.wait_log(f"relisting kind={kind} ", start=mark, timeout=10)
+        assert "410 Gone" in line and "too old resource version" in line, line
+        istiod.wait_log(f"synced kind={kind} ", start=mark, timeout=10)
+    assert istiod.ready(), istiod.ready_status()

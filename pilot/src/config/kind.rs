@@ -2,10 +2,11 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 /// A configuration kind: a Kubernetes core kind, an Istio kind, or a Gateway API kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// Serialized as it is displayed: the API's kind name (`HTTPRoute`, not `HttpRoute`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Namespace,
     Node,
@@ -185,9 +186,25 @@ impl fmt::Display for Kind {
     }
 }
 
+impl Serialize for Kind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serializes_as_the_api_kind() {
+        let names = serde_json::to_value([Kind::HttpRoute, Kind::Gateway, Kind::KubernetesGateway])
+            .unwrap();
+        assert_eq!(
+            names,
+            serde_json::json!(["HTTPRoute", "Gateway", "Gateway.gateway.networking.k8s.io"])
+        );
+    }
 
     #[test]
     fn type_meta_round_trips() {

@@ -129,6 +129,10 @@ enum Failure {
     NotInstalled,
     /// istiod's RBAC does not allow it: stop watching this kind.
     Forbidden,
+    /// The resource version to resume from is gone (410: compacted, or older than the API
+    /// server's watch cache): relist. `restart` when the watcher would retry the same
+    /// version (the API server answered the watch request itself with 410).
+    Expired { restart: bool },
     /// Anything else: log and let the backoff retry.
     Transient,
 }
@@ -144,19 +148,31 @@ fn classify(e: &watcher::Error) -> Failure {
     match code {
         404 => Failure::NotInstalled,
         403 => Failure::Forbidden,
+        // An ERROR event in the stream resets the watcher to a fresh list; a 410 answer to
+        // the watch request leaves it retrying the expired version.
+        410 => Failure::Expired {
+            restart: !matches!(e, watcher::Error::WatchError(_)),
+        },
         _ => Failure::Transient,
     }
+}
+
+/// The watch of a kind: a list, then a watch resuming from the last version seen.
+fn kind_stream(
+    api: &Api<DynamicObject>,
+) -> futures::stream::BoxStream<'static, Result<Event<DynamicObject>, watcher::Error>> {
+    watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        // Managed fields are large and of no use to istiod: drop them as objects arrive,
+        // as upstream's informer transform does.
+        .modify(|obj| obj.metadata.managed_fields = None)
+        .boxed()
 }
 
 async fn watch_kind(client: kube::Client, kind: Kind, store: ConfigStore, sync: SyncTracker) {
     let ar = api_resource(kind);
     let api: Api<DynamicObject> = Api::all_with(client, &ar);
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        // Managed fields are large and of no use to istiod: drop them as objects arrive,
-        // as upstream's informer transform does.
-        .modify(|obj| obj.metadata.managed_fields = None)
-        .boxed();
+    let mut stream = kind_stream(&api);
     let mut applier = Applier::new(kind, store);
     let mut warned_missing = false;
     while let Some(event) = stream.next().await {
@@ -182,6 +198,12 @@ async fn watch_kind(client: kube::Client, kind: Kind, store: ConfigStore, sync: 
                     error!(%kind, error = %e, "forbidden to list/watch; check istiod's RBAC. This kind is disabled; istiod keeps serving the rest");
                     sync.done(kind);
                     return;
+                }
+                Failure::Expired { restart } => {
+                    info!(%kind, error = %e, "resource version expired (410 Gone); relisting");
+                    if restart {
+                        stream = kind_stream(&api);
+                    }
                 }
                 Failure::Transient => {
                     warn!(%kind, error = %e, "watch failed; retrying with backoff")

@@ -120,6 +120,49 @@ fn api_resources_match_upstream_paths() {
     assert_eq!(api_resource(Kind::Node).api_version, "v1");
 }
 
+#[test]
+fn api_errors_are_classified_by_status() {
+    let status = |code: u16| {
+        Box::new(kube::core::Status {
+            code,
+            ..Default::default()
+        })
+    };
+    let api = |code: u16| kube::Error::Api(status(code));
+    let cases = [
+        (
+            watcher::Error::InitialListFailed(api(404)),
+            Failure::NotInstalled,
+        ),
+        (
+            watcher::Error::InitialListFailed(api(403)),
+            Failure::Forbidden,
+        ),
+        (
+            watcher::Error::WatchStartFailed(api(403)),
+            Failure::Forbidden,
+        ),
+        (
+            watcher::Error::InitialListFailed(api(500)),
+            Failure::Transient,
+        ),
+        // An expired version in the stream: the watcher relists by itself.
+        (
+            watcher::Error::WatchError(status(410)),
+            Failure::Expired { restart: false },
+        ),
+        // The watch request itself answered 410: the watcher would retry the same version.
+        (
+            watcher::Error::WatchStartFailed(api(410)),
+            Failure::Expired { restart: true },
+        ),
+        (watcher::Error::NoResourceVersion, Failure::Transient),
+    ];
+    for (error, want) in cases {
+        assert_eq!(classify(&error), want, "{error}");
+    }
+}
+
 const VS_PATH: &str = "/apis/networking.istio.io/v1/namespaces/demo/virtualservices";
 
 fn virtual_service(name: &str, hosts: serde_json::Value) -> serde_json::Value {
