@@ -450,10 +450,16 @@ impl LeaderElection {
             loop {
                 // Acquire.
                 loop {
-                    match self.try_acquire_or_renew().await {
-                        Ok(true) => break,
-                        Ok(false) => {}
-                        Err(error) => warn!(%error, "leader election attempt failed"),
+                    // An attempt stuck on an unresponsive API server must not hold up shutdown.
+                    let attempt = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        attempt = tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew()) => attempt,
+                    };
+                    match attempt {
+                        Ok(Ok(true)) => break,
+                        Ok(Ok(false)) => {}
+                        Ok(Err(error)) => warn!(%error, "leader election attempt failed"),
+                        Err(_) => warn!(timeout = ?self.config.renew_deadline, "leader election attempt timed out"),
                     }
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -472,12 +478,21 @@ impl LeaderElection {
                         _ = shutdown.cancelled() => break "shutdown",
                         _ = &mut task, if !task_done => { task_done = true; }
                         _ = tokio::time::sleep(self.config.retry_period) => {
-                            match self.try_acquire_or_renew().await {
-                                Ok(true) => last_renew = Instant::now(),
-                                Ok(false) => break "another replica holds the lock",
-                                Err(error) => warn!(%error, "renewing the lock failed"),
+                            // As client-go, a renewal gets only the time left before the
+                            // deadline: a request hanging on an unreachable API server must
+                            // not keep this replica leading after others may have taken over.
+                            let left = self.config.renew_deadline.saturating_sub(last_renew.elapsed());
+                            let attempt = tokio::select! {
+                                _ = shutdown.cancelled() => break "shutdown",
+                                attempt = tokio::time::timeout(left, self.try_acquire_or_renew()) => attempt,
+                            };
+                            match attempt {
+                                Ok(Ok(true)) => last_renew = Instant::now(),
+                                Ok(Ok(false)) => break "another replica holds the lock",
+                                Ok(Err(error)) => warn!(%error, "renewing the lock failed"),
+                                Err(_) => warn!(timeout = ?left, "renewing the lock timed out"),
                             }
-                            if last_renew.elapsed() > self.config.renew_deadline {
+                            if last_renew.elapsed() >= self.config.renew_deadline {
                                 break "renew deadline passed";
                             }
                         }
@@ -492,7 +507,10 @@ impl LeaderElection {
                     }
                 }
                 if shutdown.is_cancelled() {
-                    self.release().await;
+                    let deadline = self.config.renew_deadline;
+                    if tokio::time::timeout(deadline, self.release()).await.is_err() {
+                        warn!(timeout = ?deadline, "releasing the lock timed out; another replica takes over after the lease expires");
+                    }
                     return;
                 }
             }

@@ -260,3 +260,73 @@ async fn disabled_election_always_leads_without_touching_the_api() {
     assert!(api.calls().is_empty());
     shutdown.cancel();
 }
+
+/// A response of the hand-driven API server below.
+fn reply(code: u16, body: &serde_json::Value) -> http::Response<kube::client::Body> {
+    let mut r = http::Response::new(kube::client::Body::from(body.to_string().into_bytes()));
+    *r.status_mut() = http::StatusCode::from_u16(code).expect("status code");
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_hanging_on_the_api_server_ends_leadership_at_the_deadline() {
+    type Req = http::Request<kube::client::Body>;
+    type Resp = http::Response<kube::client::Body>;
+    let (service, mut api) = tower_test::mock::pair::<Req, Resp>();
+    let client = kube::Client::new(service, "default");
+    let cfg = config("pod-a", "");
+    let deadline = cfg.renew_deadline;
+    let election = LeaderElection::new(client, cfg, locks::NAMESPACE_CONTROLLER);
+    let mut leading = election.subscribe();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(
+        election.run(shutdown.clone(), |t: CancellationToken| async move {
+            t.cancelled().await
+        }),
+    );
+
+    // Acquire: no lock yet, then created.
+    let (req, send) = api.next_request().await.expect("read");
+    assert_eq!(req.method(), http::Method::GET);
+    send.send_response(reply(
+        404,
+        &json!({"kind": "Status", "code": 404, "reason": "NotFound"}),
+    ));
+    let (req, send) = api.next_request().await.expect("create");
+    assert_eq!(req.method(), http::Method::POST);
+    let body = req.into_body().collect_bytes().await.expect("request body");
+    let mut created: serde_json::Value = serde_json::from_slice(&body).expect("json body");
+    created["metadata"]["resourceVersion"] = json!("1");
+    send.send_response(reply(201, &created));
+    leading.wait_for(|l| *l).await.expect("leads");
+    let acquired = Instant::now();
+
+    // The API server stops answering: the renewal hangs.
+    let (_renewal, _never_answered) = api.next_request().await.expect("renewal");
+    tokio::time::timeout(deadline * 2, leading.wait_for(|l| !*l))
+        .await
+        .expect("leadership ends while the renewal hangs")
+        .expect("loses");
+    assert!(
+        acquired.elapsed() <= deadline,
+        "led for {:?} without a renewal (deadline {deadline:?})",
+        acquired.elapsed()
+    );
+
+    // Shutdown is not held up by a lock release the API server never answers.
+    shutdown.cancel();
+    let mut pending = Vec::new();
+    let drained = async {
+        while let Some(request) = api.next_request().await {
+            pending.push(request);
+        }
+    };
+    tokio::select! {
+        _ = drained => {}
+        done = tokio::time::timeout(deadline * 2, task) => done.expect("ends on shutdown").expect("task"),
+    }
+}
