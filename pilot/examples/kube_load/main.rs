@@ -166,10 +166,13 @@ async fn main() -> Result<()> {
     let ports = Ports::free()?;
     let kubeconfig = kubeconfig.display().to_string();
     let mut server_args = ports.discovery_args(&["--kubeconfig", &kubeconfig]);
+    // No admission limit for new streams. Upstream's limiter gives a stream one second,
+    // which a CPU-starved process can miss (`ResourceExhausted`); 0 turns it off there.
+    let max_streams_per_second = if args.upstream { "0" } else { "10000" };
     let mut env = vec![
         ("POD_NAMESPACE", objects::ISTIO_NAMESPACE),
         ("POD_NAME", "istiod-kube-load"),
-        ("PILOT_MAX_REQUESTS_PER_SECOND", "10000"),
+        ("PILOT_MAX_REQUESTS_PER_SECOND", max_streams_per_second),
     ];
     if args.upstream {
         // What the Go istiod needs besides: no mesh or networks file (the `istio`

@@ -118,14 +118,17 @@ impl RealApi {
     /// Applies the cluster objects and `services` services; removes service `new` (and its
     /// EndpointSlice and Pod) left by an earlier run, so that it can be created again.
     pub async fn load(&self, namespaces: usize, services: usize, new: usize) -> Result<()> {
-        let cluster = objects::cluster(namespaces)
-            .into_iter()
-            .chain(objects::istiod_config());
         // Namespaces first: everything else lives in them.
-        futures::stream::iter(cluster.map(|o| self.apply(o)))
-            .buffered(IN_FLIGHT)
-            .try_collect::<Vec<_>>()
-            .await?;
+        let (namespace_objects, rest): (Vec<Value>, Vec<Value>) = objects::cluster(namespaces)
+            .into_iter()
+            .chain(objects::istiod_config())
+            .partition(|o| o["kind"] == "Namespace");
+        for batch in [namespace_objects, rest] {
+            futures::stream::iter(batch.into_iter().map(|o| self.apply(o)))
+                .buffer_unordered(IN_FLIGHT)
+                .try_collect::<Vec<_>>()
+                .await?;
+        }
         futures::stream::iter((0..services).map(|i| self.create_service(i, namespaces)))
             .buffer_unordered(IN_FLIGHT)
             .try_collect::<Vec<_>>()
@@ -371,7 +374,8 @@ impl<'a> AuditCounter<'a> {
 
     /// One audit event. A watch is logged when its response starts and when it ends: the
     /// audit ID makes it one request. A list or watch of a kind the server does not serve
-    /// counts as `404`, as in the fake.
+    /// counts as `404`, as in the fake; a request turned away with 429 (a CRD's storage
+    /// still initialising, flow control) counts as `429`.
     fn add(&mut self, line: &str) {
         let Ok(event) = serde_json::from_str::<Value>(line) else {
             return;
@@ -399,7 +403,13 @@ impl<'a> AuditCounter<'a> {
         let not_served = event["responseStatus"]["code"] == 404
             && matches!(verb, "list" | "watch")
             && reference["name"].is_null();
-        let verb = if not_served { "404" } else { verb };
+        let verb = if not_served {
+            "404"
+        } else if event["responseStatus"]["code"] == 429 {
+            "429"
+        } else {
+            verb
+        };
         *self.counts.entry((verb.to_owned(), resource)).or_default() += 1;
     }
 }
@@ -426,6 +436,12 @@ mod tests {
             json!({"auditID": "c", "stage": "ResponseComplete", "verb": "list",
                    "user": {"username": user}, "objectRef": {"resource": "tcproutes"},
                    "responseStatus": {"code": 404}}),
+            json!({"auditID": "g", "stage": "ResponseStarted", "verb": "watch",
+                   "user": {"username": user}, "objectRef": {"resource": "envoyfilters"},
+                   "responseStatus": {"code": 429}}),
+            json!({"auditID": "g", "stage": "ResponseComplete", "verb": "watch",
+                   "user": {"username": user}, "objectRef": {"resource": "envoyfilters"},
+                   "responseStatus": {"code": 429}}),
             json!({"auditID": "d", "stage": "ResponseComplete", "verb": "create",
                    "user": {"username": user},
                    "objectRef": {"resource": "serviceaccounts", "name": "x", "subresource": "token"},
@@ -449,6 +465,7 @@ mod tests {
                 (key("watch", "services"), 1),
                 (key("get", "secrets"), 1),
                 (key("404", "tcproutes"), 1),
+                (key("429", "envoyfilters"), 1),
                 (key("create", "serviceaccounts/token"), 1),
                 (key("get", "/apis/networking.istio.io/v1"), 1),
             ])
