@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::args::{listen_addr, DiscoveryArgs};
 use crate::ca;
-use crate::config::args::{listen_addr, DiscoveryArgs, Features};
 use crate::config::file::{self, DirSource};
 use crate::config::{ConfigStore, Kind};
 use crate::kube as kube_source;
@@ -25,6 +25,7 @@ use crate::model::MeshConfig;
 use crate::server::debug::{self, DebugState};
 use crate::server::grpc::{self, GrpcSettings};
 use crate::server::{http, monitoring};
+use crate::settings::Settings;
 use crate::webhook;
 use crate::xds::discovery::build_push;
 use crate::xds::{metrics, AdsService, DiscoveryServer};
@@ -54,7 +55,8 @@ pub struct App {
 impl App {
     /// Loads config, binds every listener and starts serving. Listeners on port 0 get
     /// ephemeral ports, reported in the returned [`App`].
-    pub async fn start(args: DiscoveryArgs, features: Features) -> anyhow::Result<App> {
+    pub async fn start(args: DiscoveryArgs, settings: Settings) -> anyhow::Result<App> {
+        let features = settings.features.clone();
         let mut registry = Registry::default();
         let xds_metrics = metrics::Metrics::new(&mut registry);
         let file_metrics = file::Metrics::new(&mut registry);
@@ -68,7 +70,7 @@ impl App {
         let (root_tx, root_rx) = watch::channel(String::new());
         let (mesh_rx, kube_client) = start_sources(
             &args,
-            &features,
+            &settings,
             &store,
             file_metrics,
             root_rx,
@@ -125,6 +127,7 @@ impl App {
         // Secure gRPC (15012: xDS + CA over TLS): the CA subsystem.
         let (secure_grpc_addr, ca) = start_secure(
             &args,
+            &settings,
             &grpc,
             &mesh,
             &ads,
@@ -242,7 +245,7 @@ impl App {
 /// and waits for their initial load. Returns the live mesh config.
 async fn start_sources(
     args: &DiscoveryArgs,
-    features: &Features,
+    settings: &Settings,
     store: &ConfigStore,
     file_metrics: file::Metrics,
     root_rx: watch::Receiver<String>,
@@ -287,17 +290,28 @@ async fn start_sources(
             qps: args.kubernetes_api_qps,
             burst: args.kubernetes_api_burst,
         };
-        let client = kube_source::client(&args.kubeconfig, limit).await?;
+        let kubeconfig = if args.kubeconfig.is_empty() {
+            &settings.kubeconfig
+        } else {
+            &args.kubeconfig
+        };
+        let client = kube_source::client(kubeconfig, limit).await?;
         kube_client = Some(client.clone());
+        let election = kube_source::leader::ElectionConfig::new(
+            settings.leader_election,
+            &args.namespace,
+            &settings.pod_name,
+            &settings.features.revision,
+        )
+        .context("starting the Kubernetes writers")?;
         kube_source::leader::spawn_writers(
             client.clone(),
-            &args.namespace,
-            &features.revision,
+            election,
+            &settings.features.revision,
             root_rx,
             shutdown.clone(),
             tasks,
-        )
-        .context("starting the Kubernetes writers")?;
+        );
         let source =
             kube_source::KubeSource::new(client.clone(), store.clone(), Kind::ALL.to_vec());
         let sync = source.sync.clone();
@@ -307,7 +321,8 @@ async fn start_sources(
         });
         if !mesh_file_exists {
             // A mesh file wins, as upstream; else the `istio[-<rev>]` ConfigMap, live.
-            let (namespace, revision) = (args.namespace.clone(), features.revision.clone());
+            let (namespace, revision) =
+                (args.namespace.clone(), settings.features.revision.clone());
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
                 kube_source::mesh::watch_mesh(client, namespace, revision, mesh_tx, shutdown).await;
@@ -339,6 +354,7 @@ async fn ready_handler(
 #[allow(clippy::too_many_arguments)]
 async fn start_secure(
     args: &DiscoveryArgs,
+    settings: &Settings,
     grpc: &GrpcSettings,
     mesh: &MeshConfig,
     ads: &AdsService,
@@ -347,7 +363,7 @@ async fn start_secure(
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<(Option<SocketAddr>, Arc<ca::Ca>)> {
-    let mut config = ca::CaConfig::from_env(|k| std::env::var(k).ok())?;
+    let mut config = settings.ca.clone();
     if !mesh.trust_domain.is_empty() {
         config.trust_domain = mesh.trust_domain.clone();
     }

@@ -1,10 +1,12 @@
-//! `pilot-discovery discovery` flags (upstream names and defaults) and the environment
-//! variables istiod reads (`features`).
+//! `pilot-discovery discovery` flags, with upstream's names and defaults. Environment
+//! variables are read in `settings`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{ArgAction, Args};
+
+use crate::settings::{go_bool, go_duration};
 
 /// Flags of `pilot-discovery discovery`, as upstream istiod and its Helm chart spell them.
 #[derive(Debug, Clone, Args)]
@@ -147,138 +149,9 @@ pub fn listen_addr(flag: &str, value: &str) -> Result<Option<SocketAddr>, String
     })
 }
 
-/// Parses a Go `time.Duration` string (`10s`, `30m`, `1h30m`, `100ms`).
-pub fn go_duration(s: &str) -> Result<Duration, String> {
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    super::istio::parse_duration(s)
-        .ok_or_else(|| format!("{s:?} is not a duration such as 100ms, 10s or 1h30m"))
-}
-
-/// Parses a Go `strconv.ParseBool` string.
-pub fn go_bool(s: &str) -> Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("{s:?} is not a boolean (true or false)")),
-    }
-}
-
-/// An environment variable that could not be used.
-#[derive(Debug, thiserror::Error)]
-#[error("environment variable {name}={value:?}: {reason}")]
-pub struct EnvError {
-    pub name: &'static str,
-    pub value: String,
-    pub reason: String,
-}
-
-/// Tunables read from the environment, with upstream's names and defaults.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Features {
-    /// `PILOT_DEBOUNCE_AFTER`: quiet time before a push starts.
-    pub debounce_after: Duration,
-    /// `PILOT_DEBOUNCE_MAX`: longest a push waits for quiet.
-    pub debounce_max: Duration,
-    /// `PILOT_ENABLE_EDS_DEBOUNCE`: endpoint changes wait for the debounce too.
-    pub enable_eds_debounce: bool,
-    /// `PILOT_PUSH_THROTTLE`: connections pushed at once.
-    pub push_throttle: usize,
-    /// `PILOT_MAX_REQUESTS_PER_SECOND`: new xDS streams accepted per second.
-    pub max_requests_per_second: f64,
-    /// `REVISION`: the control-plane revision.
-    pub revision: String,
-    /// `POD_NAME`.
-    pub pod_name: String,
-    /// `PILOT_ENABLE_XDS_IDENTITY_CHECK`: a TLS caller may only claim its own namespace.
-    pub xds_identity_check: bool,
-    /// `ENABLE_DEBUG_ON_HTTP`: serve `/debug/*` on the HTTP port.
-    pub enable_debug_on_http: bool,
-    /// `PILOT_ENABLE_AMBIENT`: accept ztunnel connections.
-    pub enable_ambient: bool,
-}
-
-pub const PILOT_DEBOUNCE_AFTER: &str = "PILOT_DEBOUNCE_AFTER";
-pub const PILOT_DEBOUNCE_MAX: &str = "PILOT_DEBOUNCE_MAX";
-pub const PILOT_ENABLE_EDS_DEBOUNCE: &str = "PILOT_ENABLE_EDS_DEBOUNCE";
-pub const PILOT_PUSH_THROTTLE: &str = "PILOT_PUSH_THROTTLE";
-pub const PILOT_MAX_REQUESTS_PER_SECOND: &str = "PILOT_MAX_REQUESTS_PER_SECOND";
-pub const REVISION: &str = "REVISION";
-pub const POD_NAME: &str = "POD_NAME";
-pub const PILOT_ENABLE_XDS_IDENTITY_CHECK: &str = "PILOT_ENABLE_XDS_IDENTITY_CHECK";
-pub const ENABLE_DEBUG_ON_HTTP: &str = "ENABLE_DEBUG_ON_HTTP";
-pub const PILOT_ENABLE_AMBIENT: &str = "PILOT_ENABLE_AMBIENT";
-
-impl Features {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, EnvError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// Builds the features from any lookup (tests pass a map).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // Upstream's heuristic for both limits: min(15 + 5 * cores, 100).
-        let auto_limit = (15 + 5 * cpus).min(100);
-        let throttle = parse(&get, PILOT_PUSH_THROTTLE, 0usize, |s| {
-            s.parse().map_err(|e| format!("{e}"))
-        })?;
-        let rps = parse(&get, PILOT_MAX_REQUESTS_PER_SECOND, 0f64, |s| {
-            s.parse::<f64>().map_err(|e| format!("{e}")).and_then(|v| {
-                if v >= 0.0 {
-                    Ok(v)
-                } else {
-                    Err("must not be negative".into())
-                }
-            })
-        })?;
-        Ok(Features {
-            debounce_after: parse(
-                &get,
-                PILOT_DEBOUNCE_AFTER,
-                Duration::from_millis(100),
-                go_duration,
-            )?,
-            debounce_max: parse(
-                &get,
-                PILOT_DEBOUNCE_MAX,
-                Duration::from_secs(10),
-                go_duration,
-            )?,
-            enable_eds_debounce: parse(&get, PILOT_ENABLE_EDS_DEBOUNCE, true, go_bool)?,
-            push_throttle: if throttle == 0 { auto_limit } else { throttle },
-            max_requests_per_second: if rps == 0.0 { auto_limit as f64 } else { rps },
-            revision: get(REVISION).unwrap_or_default(),
-            pod_name: get(POD_NAME).unwrap_or_default(),
-            xds_identity_check: parse(&get, PILOT_ENABLE_XDS_IDENTITY_CHECK, true, go_bool)?,
-            enable_debug_on_http: parse(&get, ENABLE_DEBUG_ON_HTTP, true, go_bool)?,
-            enable_ambient: parse(&get, PILOT_ENABLE_AMBIENT, false, go_bool)?,
-        })
-    }
-}
-
-fn parse<T>(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: T,
-    f: impl Fn(&str) -> Result<T, String>,
-) -> Result<T, EnvError> {
-    match get(name) {
-        None => Ok(default),
-        Some(v) if v.is_empty() => Ok(default),
-        Some(v) => f(&v).map_err(|reason| EnvError {
-            name,
-            value: v,
-            reason,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     #[test]
     fn listen_addresses() {
@@ -293,23 +166,5 @@ mod tests {
         assert_eq!(listen_addr("grpcAddr", "").unwrap(), None);
         let err = listen_addr("grpcAddr", "nope").unwrap_err();
         assert!(err.contains("--grpcAddr"), "{err}");
-    }
-
-    #[test]
-    fn features_defaults_and_errors() {
-        let f = Features::from_lookup(|_| None).unwrap();
-        assert_eq!(f.debounce_after, Duration::from_millis(100));
-        assert_eq!(f.debounce_max, Duration::from_secs(10));
-        assert!(f.push_throttle >= 20 && f.push_throttle <= 100);
-
-        let env = HashMap::from([(PILOT_DEBOUNCE_AFTER, "1s"), (PILOT_PUSH_THROTTLE, "7")]);
-        let f = Features::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
-        assert_eq!(f.debounce_after, Duration::from_secs(1));
-        assert_eq!(f.push_throttle, 7);
-
-        let env = HashMap::from([(PILOT_DEBOUNCE_MAX, "soon")]);
-        let err = Features::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err();
-        assert_eq!(err.name, PILOT_DEBOUNCE_MAX);
-        assert!(err.to_string().contains("\"soon\""), "{err}");
     }
 }

@@ -1,6 +1,5 @@
 //! Configuration: command-line flags and environment, the config store, and its sources.
 
-pub mod args;
 pub mod file;
 pub mod istio;
 pub mod kind;

@@ -5,12 +5,14 @@
 //! connections.
 
 pub mod app;
+pub mod args;
 pub mod ca;
 pub mod config;
 pub mod kube;
 pub mod model;
 pub mod security;
 pub mod server;
+pub mod settings;
 pub mod testing;
 pub mod validation;
 pub mod version;

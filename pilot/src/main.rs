@@ -2,7 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use pilot::app::App;
-use pilot::config::args::{DiscoveryArgs, Features};
+use pilot::args::DiscoveryArgs;
+use pilot::settings::{Env, Settings};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -55,8 +56,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Discovery(args) => {
             init_logging(&args.log_output_level, args.log_as_json);
-            let features = Features::from_env()?;
-            let app = App::start(*args, features).await?;
+            let settings = Settings::from_env(&Env::process())?;
+            let app = App::start(*args, settings).await?;
             let stop = app.shutdown_token();
             tokio::spawn(async move {
                 shutdown_signal().await;

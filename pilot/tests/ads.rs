@@ -1,6 +1,5 @@
 //! ADS protocol tests: a tonic client against an in-process istiod serving a temp config dir.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,7 +12,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use pilot::app::App;
-use pilot::config::args::{DiscoveryArgs, Features};
+use pilot::args::DiscoveryArgs;
+use pilot::settings::{Env, Settings};
 use pilot::testing::node;
 use pilot::xds::types;
 use prost::Message;
@@ -64,12 +64,13 @@ async fn start(dir: &Path) -> App {
         "--secureGRPCAddr=",
         "--httpsAddr=",
     ]);
-    let env = HashMap::from([
+    let env = Env::from_pairs([
         ("PILOT_DEBOUNCE_AFTER", "10ms"),
         ("PILOT_DEBOUNCE_MAX", "1s"),
     ]);
-    let features = Features::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
-    App::start(cli.args, features).await.unwrap()
+    App::start(cli.args, Settings::from_env(&env).unwrap())
+        .await
+        .unwrap()
 }
 
 async fn client(app: &App) -> AggregatedDiscoveryServiceClient<Channel> {

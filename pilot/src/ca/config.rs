@@ -1,44 +1,22 @@
-//! CA settings from upstream's environment variables, with errors that name the variable,
-//! the value and the reason. `CaConfig::from_env` takes a lookup function so tests call
-//! it directly.
+//! CA settings from upstream's environment variables (read through `settings::Env`, whose
+//! errors name the variable, the value and the reason).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::keys::KeyType;
 
-pub const ENABLE_CA_SERVER: &str = "ENABLE_CA_SERVER";
-pub const DEFAULT_WORKLOAD_CERT_TTL: &str = "DEFAULT_WORKLOAD_CERT_TTL";
-pub const MAX_WORKLOAD_CERT_TTL: &str = "MAX_WORKLOAD_CERT_TTL";
-pub const SELF_SIGNED_CA_CERT_TTL: &str = "CITADEL_SELF_SIGNED_CA_CERT_TTL";
-pub const ROOT_CERT_CHECK_INTERVAL: &str = "CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL";
-pub const ROOT_CERT_GRACE_PERIOD_PERCENTILE: &str =
-    "CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE";
-pub const SELF_SIGNED_CA_RSA_KEY_SIZE: &str = "CITADEL_SELF_SIGNED_CA_RSA_KEY_SIZE";
-/// Not upstream: the key type of a newly generated self-signed root (`RSA` by default).
-pub const SELF_SIGNED_CA_KEY_TYPE: &str = "CITADEL_SELF_SIGNED_CA_KEY_TYPE";
-pub const ROOT_CA_DIR: &str = "ROOT_CA_DIR";
-/// Not upstream: where file mode keeps the self-signed root (upstream: Secret
-/// `istio-ca-secret`), in the same five-key layout. Unset: the root lives in memory only.
-pub const SELF_SIGNED_CA_DIR: &str = "PILOT_SELF_SIGNED_CA_DIR";
-/// Not upstream: the file the trust bundle is published to in file mode (upstream:
-/// ConfigMaps `istio-ca-root-cert`).
-pub const ROOT_CERT_PUBLISH_FILE: &str = "PILOT_ROOT_CERT_FILE";
-pub const ISTIOD_CUSTOM_HOST: &str = "ISTIOD_CUSTOM_HOST";
-pub const TOKEN_AUDIENCES: &str = "TOKEN_AUDIENCES";
-pub const JWT_RULE: &str = "JWT_RULE";
-pub const TRUST_DOMAIN: &str = "TRUST_DOMAIN";
-pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
-pub const REVISION: &str = "REVISION";
-
-/// A setting that could not be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{var}={value:?}: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub value: String,
-    pub reason: String,
-}
+use crate::settings::{
+    Env, SettingError, CITADEL_SELF_SIGNED_CA_CERT_TTL as SELF_SIGNED_CA_CERT_TTL,
+    CITADEL_SELF_SIGNED_CA_KEY_TYPE as SELF_SIGNED_CA_KEY_TYPE,
+    CITADEL_SELF_SIGNED_CA_RSA_KEY_SIZE as SELF_SIGNED_CA_RSA_KEY_SIZE,
+    CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL as ROOT_CERT_CHECK_INTERVAL,
+    CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE as ROOT_CERT_GRACE_PERIOD_PERCENTILE,
+    DEFAULT_WORKLOAD_CERT_TTL, ENABLE_CA_SERVER, ISTIOD_CUSTOM_HOST, JWT_RULE,
+    MAX_WORKLOAD_CERT_TTL, PILOT_ROOT_CERT_FILE as ROOT_CERT_PUBLISH_FILE,
+    PILOT_SELF_SIGNED_CA_DIR as SELF_SIGNED_CA_DIR, POD_NAMESPACE, REVISION, ROOT_CA_DIR,
+    TOKEN_AUDIENCES, TRUST_DOMAIN,
+};
 
 /// Everything the CA needs to start.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,72 +66,51 @@ impl Default for CaConfig {
 }
 
 impl CaConfig {
-    /// Reads the settings through `lookup` (normally `std::env::var`).
-    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut c = CaConfig::default();
-        let get = |var: &'static str| lookup(var).filter(|v| !v.trim().is_empty());
-        if let Some(v) = get(ENABLE_CA_SERVER) {
-            c.enabled = parse_bool(ENABLE_CA_SERVER, &v)?;
-        }
-        if let Some(v) = get(TRUST_DOMAIN) {
-            c.trust_domain = v;
-        }
-        if let Some(v) = get(DEFAULT_WORKLOAD_CERT_TTL) {
-            c.default_ttl = parse_duration(DEFAULT_WORKLOAD_CERT_TTL, &v)?;
-        }
-        if let Some(v) = get(MAX_WORKLOAD_CERT_TTL) {
-            c.max_ttl = parse_duration(MAX_WORKLOAD_CERT_TTL, &v)?;
-        }
-        if let Some(v) = get(SELF_SIGNED_CA_CERT_TTL) {
-            c.self_signed_ttl = parse_duration(SELF_SIGNED_CA_CERT_TTL, &v)?;
-        }
-        if let Some(v) = get(ROOT_CERT_CHECK_INTERVAL) {
-            c.root_check_interval = parse_duration(ROOT_CERT_CHECK_INTERVAL, &v)?;
-        }
-        if let Some(v) = get(ROOT_CERT_GRACE_PERIOD_PERCENTILE) {
-            c.grace_period_percentile = v
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|p| (1..=100).contains(p))
-                .ok_or_else(|| err(ROOT_CERT_GRACE_PERIOD_PERCENTILE, &v, "want 1..100"))?;
-        }
-        if let Some(v) = get(SELF_SIGNED_CA_KEY_TYPE) {
-            c.key_type = v
-                .parse()
-                .map_err(|e: String| err(SELF_SIGNED_CA_KEY_TYPE, &v, &e))?;
-        }
-        if let Some(v) = get(SELF_SIGNED_CA_RSA_KEY_SIZE) {
-            let bits = v
-                .trim()
-                .parse::<usize>()
+    /// Reads the CA's variables from `env` (see `settings::VARIABLES`).
+    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
+        let d = CaConfig::default();
+        let grace_period_percentile = env.parse(
+            ROOT_CERT_GRACE_PERIOD_PERCENTILE,
+            d.grace_period_percentile,
+            |v| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|p| (1..=100).contains(p))
+                    .ok_or_else(|| "want 1..100".to_owned())
+            },
+        )?;
+        let mut key_type = env.parse(SELF_SIGNED_CA_KEY_TYPE, d.key_type, |v| v.parse())?;
+        let rsa_bits = env.parse(SELF_SIGNED_CA_RSA_KEY_SIZE, None, |v| {
+            v.parse::<usize>()
                 .ok()
                 .filter(|b| (2048..=8192).contains(b))
-                .ok_or_else(|| err(SELF_SIGNED_CA_RSA_KEY_SIZE, &v, "want 2048..8192"))?;
-            if let KeyType::Rsa(_) = c.key_type {
-                c.key_type = KeyType::Rsa(bits);
-            }
+                .map(Some)
+                .ok_or_else(|| "want 2048..8192".to_owned())
+        })?;
+        if let (KeyType::Rsa(_), Some(bits)) = (key_type, rsa_bits) {
+            key_type = KeyType::Rsa(bits);
         }
-        if let Some(v) = get(ROOT_CA_DIR) {
-            c.root_ca_dir = PathBuf::from(v);
-        }
-        c.self_signed_dir = get(SELF_SIGNED_CA_DIR).map(PathBuf::from);
-        c.root_cert_file = get(ROOT_CERT_PUBLISH_FILE).map(PathBuf::from);
-        if let Some(v) = get(POD_NAMESPACE) {
-            c.namespace = v;
-        }
-        if let Some(v) = get(REVISION) {
-            c.revision = v;
-        }
-        if let Some(v) = get(ISTIOD_CUSTOM_HOST) {
-            c.custom_hosts = split_list(&v);
-        }
-        if let Some(v) = get(TOKEN_AUDIENCES) {
-            c.token_audiences = split_list(&v);
-        }
-        c.jwt_rule = get(JWT_RULE);
+        let c = CaConfig {
+            enabled: env.bool(ENABLE_CA_SERVER, d.enabled)?,
+            trust_domain: env.string(TRUST_DOMAIN, &d.trust_domain),
+            default_ttl: env.duration(DEFAULT_WORKLOAD_CERT_TTL, d.default_ttl)?,
+            max_ttl: env.duration(MAX_WORKLOAD_CERT_TTL, d.max_ttl)?,
+            self_signed_ttl: env.duration(SELF_SIGNED_CA_CERT_TTL, d.self_signed_ttl)?,
+            root_check_interval: env.duration(ROOT_CERT_CHECK_INTERVAL, d.root_check_interval)?,
+            grace_period_percentile,
+            key_type,
+            root_ca_dir: env.get(ROOT_CA_DIR).map_or(d.root_ca_dir, PathBuf::from),
+            self_signed_dir: env.get(SELF_SIGNED_CA_DIR).map(PathBuf::from),
+            root_cert_file: env.get(ROOT_CERT_PUBLISH_FILE).map(PathBuf::from),
+            namespace: env.string(POD_NAMESPACE, &d.namespace),
+            revision: env.string(REVISION, &d.revision),
+            custom_hosts: env.list(ISTIOD_CUSTOM_HOST).unwrap_or(d.custom_hosts),
+            discovery_host: None,
+            token_audiences: env.list(TOKEN_AUDIENCES).unwrap_or(d.token_audiences),
+            jwt_rule: env.get(JWT_RULE).map(str::to_owned),
+        };
         if c.default_ttl > c.max_ttl {
-            return Err(err(
+            return Err(SettingError::new(
                 DEFAULT_WORKLOAD_CERT_TTL,
                 &humantime::format_duration(c.default_ttl).to_string(),
                 "is greater than MAX_WORKLOAD_CERT_TTL",
@@ -195,62 +152,24 @@ pub fn discovery_host(address: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_owned())
 }
 
-fn err(var: &'static str, value: &str, reason: &str) -> ConfigError {
-    ConfigError {
-        var,
-        value: value.to_owned(),
-        reason: reason.to_owned(),
-    }
-}
-
-fn parse_bool(var: &'static str, v: &str) -> Result<bool, ConfigError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "t" | "true" => Ok(true),
-        "0" | "f" | "false" => Ok(false),
-        _ => Err(err(var, v, "want true or false")),
-    }
-}
-
-/// Go-style durations (`24h`, `2160h`, `90s`), and a bare number of seconds.
-pub fn parse_duration(var: &'static str, v: &str) -> Result<Duration, ConfigError> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(v).map_err(|e| err(var, v, &format!("not a duration: {e}")))
-}
-
-fn split_list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| m.get(k).cloned()
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
     }
 
     #[test]
     fn defaults_match_upstream() {
-        let c = CaConfig::from_env(env(&[])).unwrap();
+        let c = CaConfig::from_env(&env(&[])).unwrap();
         assert_eq!(c, CaConfig::default());
         assert_eq!(c.max_ttl, Duration::from_secs(2160 * 3600));
     }
 
     #[test]
     fn reads_overrides() {
-        let c = CaConfig::from_env(env(&[
+        let c = CaConfig::from_env(&env(&[
             (DEFAULT_WORKLOAD_CERT_TTL, "1h"),
             (MAX_WORKLOAD_CERT_TTL, "48h"),
             (ROOT_CERT_GRACE_PERIOD_PERCENTILE, "50"),
@@ -280,7 +199,7 @@ mod tests {
 
     #[test]
     fn serving_names_include_the_discovery_address_host() {
-        let mut c = CaConfig::from_env(env(&[(POD_NAMESPACE, "istio-live")])).unwrap();
+        let mut c = CaConfig::from_env(&env(&[(POD_NAMESPACE, "istio-live")])).unwrap();
         c.discovery_host = discovery_host("istiod.istio-system.svc:15012");
         assert_eq!(
             c.serving_dns_names(),
@@ -311,11 +230,11 @@ mod tests {
             (SELF_SIGNED_CA_KEY_TYPE, "DSA"),
             (ENABLE_CA_SERVER, "maybe"),
         ] {
-            let e = CaConfig::from_env(env(&[(var, value)])).unwrap_err();
+            let e = CaConfig::from_env(&env(&[(var, value)])).unwrap_err();
             assert_eq!(e.var, var);
             assert!(e.to_string().contains(value), "{e}");
         }
-        let e = CaConfig::from_env(env(&[(DEFAULT_WORKLOAD_CERT_TTL, "100d")])).unwrap_err();
+        let e = CaConfig::from_env(&env(&[(DEFAULT_WORKLOAD_CERT_TTL, "100d")])).unwrap_err();
         assert_eq!(e.var, DEFAULT_WORKLOAD_CERT_TTL);
     }
 }

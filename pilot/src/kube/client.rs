@@ -22,14 +22,10 @@ pub enum ClientError {
     Client(#[source] kube::Error),
 }
 
-/// Builds a client from the flag, the environment, or the in-cluster config, sending at
-/// most `limit` requests.
-pub async fn client(kubeconfig_flag: &str, limit: RateLimit) -> Result<kube::Client, ClientError> {
-    let path = if kubeconfig_flag.is_empty() {
-        std::env::var("KUBECONFIG").unwrap_or_default()
-    } else {
-        kubeconfig_flag.to_owned()
-    };
+/// Builds a client from `kubeconfig` (the flag, else `KUBECONFIG`), or the in-cluster
+/// config, sending at most `limit` requests.
+pub async fn client(kubeconfig: &str, limit: RateLimit) -> Result<kube::Client, ClientError> {
+    let path = kubeconfig.to_owned();
     // The chart sets KUBECONFIG to an optional remote-cluster file that usually does not
     // exist; as upstream, fall back to the in-cluster config then.
     let config = if !path.is_empty() && std::path::Path::new(&path).exists() {

@@ -81,35 +81,23 @@ pub struct ElectionConfig {
 /// Why the election configuration is unusable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("{var}={value:?} is not a boolean (want true or false)")]
-    NotBool { var: &'static str, value: String },
     #[error("POD_NAME is not set: leader election needs this replica's name (set it from the pod's metadata.name, or ENABLE_LEADER_ELECTION=false)")]
     NoIdentity,
 }
 
 impl ElectionConfig {
-    /// Reads `ENABLE_LEADER_ELECTION`, `POD_NAMESPACE` (default `istio-system`) and
-    /// `POD_NAME`; timings as upstream (30s lease, 15s renew deadline, 7.5s retry).
-    pub fn from_env(
-        get: impl Fn(&str) -> Option<String>,
+    /// The election of replica `identity` (`POD_NAME`) of `revision` in `namespace`;
+    /// `enabled` is `ENABLE_LEADER_ELECTION`. Timings as upstream (30s lease, 15s renew
+    /// deadline, 7.5s retry).
+    pub fn new(
+        enabled: bool,
+        namespace: &str,
+        identity: &str,
         revision: &str,
     ) -> Result<Self, ConfigError> {
-        let enabled = match get("ENABLE_LEADER_ELECTION").as_deref().map(str::trim) {
-            None | Some("") => true,
-            Some(v) => v.parse::<bool>().map_err(|_| ConfigError::NotBool {
-                var: "ENABLE_LEADER_ELECTION",
-                value: v.to_owned(),
-            })?,
-        };
-        let namespace = get("POD_NAMESPACE")
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "istio-system".to_owned());
-        let identity = get("POD_NAME").filter(|s| !s.is_empty());
-        let identity = match (identity, enabled) {
-            (Some(id), _) => id,
-            (None, false) => String::new(),
-            (None, true) => return Err(ConfigError::NoIdentity),
-        };
+        if enabled && identity.is_empty() {
+            return Err(ConfigError::NoIdentity);
+        }
         let key = if revision.is_empty() {
             "default"
         } else {
@@ -117,8 +105,12 @@ impl ElectionConfig {
         };
         Ok(ElectionConfig {
             enabled,
-            namespace,
-            identity,
+            namespace: if namespace.is_empty() {
+                "istio-system".to_owned()
+            } else {
+                namespace.to_owned()
+            },
+            identity: identity.to_owned(),
             key: key.to_owned(),
             prioritized: key == "default",
             lease_duration: Duration::from_secs(30),
@@ -526,17 +518,14 @@ impl LeaderElection {
 /// writes are idempotent, as upstream). `root` carries the CA's trust bundle (PEM).
 pub fn spawn_writers(
     client: kube::Client,
-    namespace: &str,
+    config: ElectionConfig,
     revision: &str,
     root: watch::Receiver<String>,
     shutdown: CancellationToken,
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
-) -> Result<(), ConfigError> {
-    let mut config = ElectionConfig::from_env(|k| std::env::var(k).ok(), revision)?;
-    if !namespace.is_empty() {
-        config.namespace = namespace.to_owned();
-    }
-    let patcher = super::webhook_patch::WebhookPatcher::new(client.clone(), revision, namespace);
+) {
+    let patcher =
+        super::webhook_patch::WebhookPatcher::new(client.clone(), revision, &config.namespace);
     tasks.spawn({
         let (root, shutdown) = (root.clone(), shutdown.clone());
         async move {
@@ -554,7 +543,6 @@ pub fn spawn_writers(
             .await;
         Ok(())
     });
-    Ok(())
 }
 
 #[cfg(test)]

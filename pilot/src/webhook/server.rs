@@ -12,7 +12,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::args::listen_addr;
+use crate::args::listen_addr;
 use crate::server::tls;
 
 /// Errors starting the webhook server.

@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 
 use super::cache::Generated;
 use super::gen::Subscription;
-use super::stream::{control_plane_id, Protocol, ProxyStream, StreamEnd};
+use super::stream::{Protocol, ProxyStream, StreamEnd};
 use super::types;
 use super::watch::Watch;
 
@@ -224,7 +224,7 @@ impl Delta {
             removed_resources: removed,
             nonce: nonce.clone(),
             control_plane: Some(ControlPlane {
-                identifier: control_plane_id(),
+                identifier: self.stream.server.control_plane_id.clone(),
             }),
             ..Default::default()
         };

@@ -15,9 +15,9 @@ use super::debounce::Debounce;
 use super::metrics::{Metrics, VersionLabel};
 use super::subscriptions::NameSets;
 use super::watch::Watch;
-use crate::config::args::Features;
 use crate::config::{ChangeSet, ConfigStore, Kind};
 use crate::model::{MeshConfig, Proxy, PushContext};
+use crate::settings::Features;
 
 /// A push: the snapshot to serve and whether proxies need everything or only endpoints.
 #[derive(Debug)]
@@ -54,6 +54,8 @@ impl ConnectionInfo {
 /// Shared state of the xDS server.
 pub struct DiscoveryServer {
     pub features: Features,
+    /// This replica's `control_plane.identifier` in responses.
+    pub control_plane_id: String,
     pub metrics: Metrics,
     push_tx: watch::Sender<Arc<PushEvent>>,
     connections: Mutex<BTreeMap<String, Arc<ConnectionInfo>>>,
@@ -81,6 +83,7 @@ impl DiscoveryServer {
         let (push_tx, _) = watch::channel(Arc::new(event));
         Arc::new(DiscoveryServer {
             throttle: Arc::new(Semaphore::new(features.push_throttle.max(1))),
+            control_plane_id: super::stream::control_plane_id(&features.pod_name),
             features,
             metrics,
             push_tx,
@@ -292,9 +295,8 @@ mod tests {
 
     #[tokio::test]
     async fn config_endpoint_and_mesh_changes_become_pushes() {
-        let features =
-            Features::from_lookup(|k| (k == "PILOT_DEBOUNCE_AFTER").then(|| "1ms".to_owned()))
-                .unwrap();
+        let env = crate::settings::Env::from_pairs([("PILOT_DEBOUNCE_AFTER", "1ms")]);
+        let features = Features::from_env(&env).unwrap();
         let store = ConfigStore::new();
         let server = DiscoveryServer::new(features, Metrics::default(), PushContext::default());
         let (mesh_tx, mesh_rx) = watch::channel(MeshConfig::default());

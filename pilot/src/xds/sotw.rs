@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use tracing::debug;
 
 use super::gen::Subscription;
-use super::stream::{control_plane_id, Protocol, ProxyStream, StreamEnd};
+use super::stream::{Protocol, ProxyStream, StreamEnd};
 use super::types;
 use super::watch::{Decision, Watch};
 
@@ -107,7 +107,7 @@ impl Sotw {
             type_url: type_url.to_owned(),
             nonce: nonce.clone(),
             control_plane: Some(ControlPlane {
-                identifier: control_plane_id(),
+                identifier: self.stream.server.control_plane_id.clone(),
             }),
             ..Default::default()
         };

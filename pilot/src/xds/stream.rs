@@ -287,16 +287,18 @@ pub fn config_key(event: &PushEvent, proxy: &Proxy, scope: &SidecarScope) -> Str
     proxy.config_key(scope.sidecar.as_deref(), serves)
 }
 
-/// Identifies this control plane in responses, as upstream's `{"Component":"istiod",...}`.
-pub fn control_plane_id() -> String {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(control_plane_identifier).clone()
-}
-
-fn control_plane_identifier() -> String {
-    let host = std::env::var("POD_NAME").unwrap_or_else(|_| "istiod".into());
-    format!(
-        r#"{{"Component":"istiod","ID":"{host}","info":{{"version":"{}"}}}}"#,
-        crate::version::VERSION
-    )
+/// Identifies this control plane (replica `pod_name`, `istiod` when unset) in responses,
+/// as upstream's `{"Component":"istiod","ID":...,"info":{...}}`.
+pub fn control_plane_id(pod_name: &str) -> String {
+    let id = if pod_name.is_empty() {
+        "istiod"
+    } else {
+        pod_name
+    };
+    serde_json::json!({
+        "Component": "istiod",
+        "ID": id,
+        "info": {"version": crate::version::VERSION},
+    })
+    .to_string()
 }

@@ -15,12 +15,7 @@ const LOCK_PATH: &str =
     "/api/v1/namespaces/istio-system/configmaps/istio-namespace-controller-election";
 
 fn config(identity: &str, key: &str) -> ElectionConfig {
-    let env = |k: &str| match k {
-        "POD_NAME" => Some(identity.to_owned()),
-        "POD_NAMESPACE" => Some(NS.to_owned()),
-        _ => None,
-    };
-    ElectionConfig::from_env(env, key).expect("config")
+    ElectionConfig::new(true, NS, identity, key).expect("config")
 }
 
 fn record_of(api: &fake::FakeApi) -> LeaderElectionRecord {
@@ -41,7 +36,7 @@ fn held_by(identity: &str, key: &str) -> serde_json::Value {
 }
 
 #[test]
-fn config_from_env_follows_upstream_defaults() {
+fn config_follows_upstream_defaults() {
     let c = config("istiod-1", "");
     assert!(c.enabled && c.prioritized);
     assert_eq!(
@@ -53,19 +48,16 @@ fn config_from_env_follows_upstream_defaults() {
     assert_eq!(c.retry_period, Duration::from_millis(7500));
     assert!(!config("istiod-1", "canary").prioritized);
 
-    let err = ElectionConfig::from_env(|_| None, "").unwrap_err();
+    let err = ElectionConfig::new(true, NS, "", "").unwrap_err();
     assert_eq!(err, ConfigError::NoIdentity);
-    let off = ElectionConfig::from_env(
-        |k| (k == "ENABLE_LEADER_ELECTION").then(|| "false".to_owned()),
-        "",
-    )
-    .expect("disabled needs no identity");
+    let off = ElectionConfig::new(false, NS, "", "").expect("disabled needs no identity");
     assert!(!off.enabled);
-    let bad = ElectionConfig::from_env(
-        |k| (k == "ENABLE_LEADER_ELECTION").then(|| "nope".to_owned()),
-        "",
+    assert_eq!(
+        ElectionConfig::new(true, "", "a", "")
+            .expect("config")
+            .namespace,
+        "istio-system"
     );
-    assert!(matches!(bad, Err(ConfigError::NotBool { .. })));
 }
 
 #[test]
