@@ -99,9 +99,13 @@ def istiod_in(tmp_path):
         started.append(d)
         return d
 
+    def stop_all():
+        for d in started:
+            d.stop()
+
+    start.stop_all = stop_all
     yield start
-    for d in started:
-        d.stop()
+    stop_all()
 
 
 # --- 1. the Kubernetes source -----------------------------------------------------------------
@@ -350,3 +354,110 @@ def test_watches_resume_after_apiserver_restart_and_relist_after_compaction(own_
         assert "410 Gone" in line and "too old resource version" in line, line
         istiod.wait_log(f"synced kind={kind} ", start=mark, timeout=10)
     assert istiod.ready(), istiod.ready_status()
+
+
+# --- 3. RBAC: exactly the chart's roles -------------------------------------------------------
+
+ROOT_CM = "istio-ca-root-cert"
+
+
+def chart_rbac(namespace: str) -> list[dict]:
+    """The ServiceAccount, (Cluster)Roles and their bindings the chart renders for `namespace`."""
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed (tests/requirements.txt)")
+    with helm.Chart.load(ROOT / "charts" / "istiod") as chart:
+        out = chart.render({}, name="istiod", namespace=namespace, is_install=True)
+    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    docs = [d for text in out.values() for d in yaml.safe_load_all(text) if d and d["kind"] in kinds]
+    for d in docs:
+        if d["kind"] in ("ServiceAccount", "Role", "RoleBinding"):
+            d["metadata"]["namespace"] = namespace
+    assert {d["kind"] for d in docs} == kinds, sorted((d["kind"], d["metadata"]["name"]) for d in docs)
+    return docs
+
+
+def without_verb(rules: list[dict], group: str, resource: str, verb: str) -> list[dict]:
+    """`rules` with `verb` taken away from `resource` in `group` (and nothing else)."""
+    out = []
+    for rule in rules:
+        if (group in rule.get("apiGroups", []) and resource in rule.get("resources", [])
+                and verb in rule["verbs"]):
+            rest = [r for r in rule["resources"] if r != resource]
+            if rest:
+                out.append(dict(rule, resources=rest))
+            out.append(dict(rule, apiGroups=[group], resources=[resource],
+                            verbs=[v for v in rule["verbs"] if v != verb]))
+        else:
+            out.append(rule)
+    return out
+
+
+def root_cm(cluster, ns: str) -> dict | None:
+    return cluster.get_json("configmap", ROOT_CM, "-n", ns)
+
+
+def test_chart_rbac_is_enough_and_a_missing_verb_disables_one_kind(kube_cluster, istiod_in, tmp_path):
+    run = uid()
+    istio_ns, ns = f"istio-rbac-{run}", f"app-rbac-{run}"
+    create_namespace(kube_cluster, istio_ns)
+    create_namespace(kube_cluster, ns)
+    docs = chart_rbac(istio_ns)
+    kube_cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    try:
+        (sa,) = [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"]
+        token = kube_cluster.token(istio_ns, sa)
+        kubeconfig = kube_cluster.token_kubeconfig(tmp_path / "istiod.kubeconfig", token)
+        kube_cluster.apply(simple_service(ns, "web"))
+        kube_cluster.apply(virtual_service(ns, "web", "v1", f"web.{ns}.svc.{DOMAIN}", "v1"))
+
+        istiod = istiod_in(kubeconfig, istio_ns, "istiod-rbac")
+        host = f"web.{ns}.svc.{DOMAIN}"
+        wait_until(lambda: service(istiod, host), timeout=30, what="Service in registryz")
+        assert "web" in configz(istiod, "VirtualService", ns)
+        # The CA secret, the root certificate in every namespace (created, recreated, repaired)
+        # and the leader lock all work with the chart's verbs.
+        wait_until(lambda: kube_cluster.get_json("secret", "istio-ca-secret", "-n", istio_ns), timeout=30,
+                   what="istio-ca-secret written")
+        root = wait_until(lambda: root_cm(kube_cluster, ns), timeout=30,
+                          what="root-cert ConfigMap written")["data"]["root-cert.pem"]
+        kube_cluster.kubectl("patch", "configmap", ROOT_CM, "-n", ns, "--type=merge", "-p",
+                             json.dumps({"data": {"root-cert.pem": "tampered"}}))
+        wait_until(lambda: (root_cm(kube_cluster, ns) or {}).get("data", {}).get("root-cert.pem") == root,
+                   timeout=30, what="tampered root-cert ConfigMap repaired")
+        kube_cluster.kubectl("delete", "configmap", ROOT_CM, "-n", ns)
+        wait_until(lambda: (root_cm(kube_cluster, ns) or {}).get("data", {}).get("root-cert.pem") == root,
+                   timeout=30, what="deleted root-cert ConfigMap recreated")
+        istiod.wait_log("became leader", timeout=30)
+        denied = [line for line in istiod.log_text().splitlines() if "forbidden" in line.lower()]
+        assert not denied, "\n".join(denied[:5])
+
+        # Take `list` on services and `watch` on pods away: those two kinds are disabled with
+        # an error naming the denied request; the rest keeps working and istiod is ready.
+        # (The Gateway deployment controller's ClusterRole grants Services too.)
+        for role in [d for d in docs if d["kind"] == "ClusterRole"]:
+            rules = role["rules"]
+            for resource, verb in (("services", "list"), ("pods", "watch")):
+                if any(resource in r["resources"] and verb in r["verbs"] for r in rules):
+                    rules = without_verb(rules, "", resource, verb)
+            kube_cluster.apply(dict(role, rules=rules))
+        wait_until(lambda: "no" in kube_cluster.kubectl(
+            "auth", "can-i", "list", "services", f"--as=system:serviceaccount:{istio_ns}:{sa}", check=False),
+            timeout=10, what="the reduced role in force")
+        istiod.stop()
+        reduced = istiod_in(kubeconfig, istio_ns, "istiod-reduced")
+        for kind, verb, resource in (("Service", "list", "services"), ("Pod", "watch", "pods")):
+            line = wait_until(lambda: next((l for l in reduced.log_text().splitlines()
+                                            if f"kind={kind} " in l and "forbidden" in l), None),
+                              timeout=15, what=f"the denied {verb} on {resource} logged")
+            assert "ERROR" in line and "This kind is disabled" in line, line
+            assert f'cannot {verb} resource \\"{resource}\\"' in line or f'cannot {verb} resource "{resource}"' in line, line
+        assert reduced.ready(), reduced.ready_status()
+        kube_cluster.apply(virtual_service(ns, "web-2", "v1", host, "v1"))
+        wait_until(lambda: "web-2" in configz(reduced, "VirtualService", ns), timeout=30,
+                   what="other kinds still watched")
+        assert ns in configz(reduced, "Namespace")
+        assert not configz(reduced, "Service", ns), "a kind istiod may not list is not served"
+    finally:
+        istiod_in.stop_all()  # before their roles go
+        for d in docs:
+            if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+                kube_cluster.kubectl("delete", d["kind"].lower(), d["metadata"]["name"], "--ignore-not-found")

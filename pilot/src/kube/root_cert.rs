@@ -9,10 +9,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
-use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -150,13 +149,19 @@ impl NamespaceController {
                 }
             }
             Some(cm) if is_current(&cm, root) => Ok(Outcome::Unchanged),
-            Some(_) => {
-                // A merge patch keeps keys and labels others added.
-                let patch = json!({
-                    "metadata": {"labels": {CONFIG_LABEL: "true"}},
-                    "data": {ROOT_CERT_KEY: root},
-                });
-                api.patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            Some(mut cm) => {
+                // An update of what was read, as upstream: keeps keys and labels others
+                // added, needs only the `update` verb the chart grants (not `patch`), and
+                // its resourceVersion makes a concurrent change a conflict that is retried.
+                cm.metadata.managed_fields = None;
+                cm.metadata
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .insert(CONFIG_LABEL.to_owned(), "true".to_owned());
+                cm.data
+                    .get_or_insert_with(Default::default)
+                    .insert(ROOT_CERT_KEY.to_owned(), root.to_owned());
+                api.replace(&self.name, &PostParams::default(), &cm)
                     .await
                     .map_err(write_err)?;
                 Ok(Outcome::Updated)

@@ -26,6 +26,16 @@ fn root_in(api: &FakeApi, ns: &str) -> Option<String> {
 #[tokio::test]
 async fn reconcile_creates_repairs_and_leaves_current_configmaps_alone() {
     let (client, api) = fake::pair();
+    // The chart grants configmaps create/get/list/watch/update, not patch.
+    api.on(|call| {
+        (call.method == http::Method::PATCH).then(|| {
+            (
+                403,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                         "reason": "Forbidden", "message": "cannot patch configmaps", "code": 403}),
+            )
+        })
+    });
     let controller = NamespaceController::new(client);
     assert_eq!(
         controller.reconcile("demo", "ROOT").await.expect("create"),
