@@ -71,27 +71,36 @@ def webhook_of(cluster, name: str) -> dict:
 
 
 @pytest.fixture
-def admission(kube_cluster, tmp_path):
-    """istiod (own revision, webhook on loopback) and its ValidatingWebhookConfiguration,
-    deleted afterwards."""
-    suffix = uuid.uuid4().hex[:6]
-    revision, istio_ns, app_ns = f"adm{suffix}", f"istio-adm-{suffix}", f"adm-app-{suffix}"
-    for ns in (istio_ns, app_ns):
-        kube_cluster.kubectl("create", "namespace", ns)
-    # Upstream's chart name for a revision: istio-validator-<rev>-<istio namespace>.
-    name = f"istio-validator-{revision}-{istio_ns}"
-    istiod = None
-    try:
-        istiod = LiveIstiod(tmp_path / "istiod", kube_cluster.kubeconfig, istio_ns, https=True,
-                            env={"REVISION": revision, "ISTIOD_CUSTOM_HOST": "127.0.0.1"})
-        started = time.monotonic()
+def start_admission(kube_cluster, tmp_path):
+    """Starts istiod (own revision, webhook on loopback, `env` and `extra_args` added) and creates
+    its ValidatingWebhookConfiguration; both are removed afterwards."""
+    started = []
+
+    def start(env: dict, extra_args=()) -> dict:
+        suffix = uuid.uuid4().hex[:6]
+        revision, istio_ns, app_ns = f"adm{suffix}", f"istio-adm-{suffix}", f"adm-app-{suffix}"
+        for ns in (istio_ns, app_ns):
+            kube_cluster.kubectl("create", "namespace", ns)
+        # Upstream's chart name for a revision: istio-validator-<rev>-<istio namespace>.
+        name = f"istio-validator-{revision}-{istio_ns}"
+        istiod = LiveIstiod(tmp_path / f"istiod-{suffix}", kube_cluster.kubeconfig, istio_ns, https=True,
+                            env={"REVISION": revision, **env}, extra_args=extra_args)
+        started.append((istiod, name))
+        t0 = time.monotonic()
         kube_cluster.apply(validator(name, revision, f"https://127.0.0.1:{istiod.https}/validate"))
-        yield {"cluster": kube_cluster, "istiod": istiod, "name": name, "revision": revision,
-               "app_ns": app_ns, "started": started}
-    finally:
-        if istiod is not None:
-            istiod.stop()
+        return {"cluster": kube_cluster, "istiod": istiod, "name": name, "revision": revision,
+                "app_ns": app_ns, "started": t0}
+
+    yield start
+    for istiod, name in started:
+        istiod.stop()
         kube_cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
+
+
+@pytest.fixture
+def admission(start_admission):
+    """istiod whose serving certificate covers 127.0.0.1, the url's host."""
+    return start_admission({"ISTIOD_CUSTOM_HOST": "127.0.0.1"})
 
 
 def test_api_server_refuses_invalid_config_with_istiods_message(admission):
@@ -141,3 +150,30 @@ def test_fail_closed_once_istiod_is_gone(admission):
     stored, out = apply(cluster, virtual_service("good", ns, revision, (80, 20)))
     assert not stored, out
     assert "failed calling webhook" in out, out
+
+
+def test_stays_fail_open_while_the_api_server_cannot_verify_istiod(start_admission):
+    """Without 127.0.0.1 in istiod's certificate (upstream's default names are only
+    istiod.<ns>.svc and the like) the API server cannot call the webhook: the self-check
+    fails for that reason, failurePolicy stays Ignore and invalid config is admitted."""
+    adm = start_admission({}, ["--log_output_level=default:info,kube:debug"])
+    cluster, istiod, name = adm["cluster"], adm["istiod"], adm["name"]
+    wait_until(lambda: webhook_of(cluster, name)["clientConfig"].get("caBundle"), timeout=30,
+               what="caBundle patched in")
+    # failurePolicy Ignore: the API server fails open, so istiod sees its dry run accepted;
+    # the API server's log has the reason.
+    line = istiod.wait_log("validation self-check not passed yet", timeout=30)
+    assert "the invalid Gateway was accepted" in line, line
+    url = f"https://127.0.0.1:{istiod.https}/validate"
+
+    def tls_refused():
+        log = (cluster.dir / "apiserver.log").read_text(errors="replace")
+        return next((l for l in log.splitlines() if "failing open" in l and url in l), None)
+
+    refused = wait_until(tls_refused, timeout=10, what="the API server's failed webhook call in its log")
+    assert "x509: cannot validate certificate for 127.0.0.1 because it doesn't contain any IP SANs" in refused, refused
+    # More rounds of the self-check (backoff from 100 ms) change nothing.
+    istiod.wait_log("validation self-check not passed yet", timeout=30, start=istiod.log_size())
+    assert webhook_of(cluster, name)["failurePolicy"] == "Ignore"
+    stored, out = apply(cluster, virtual_service("bad", adm["app_ns"], adm["revision"], (0, 0)))
+    assert stored, out
