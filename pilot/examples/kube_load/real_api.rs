@@ -35,8 +35,8 @@ use crate::objects;
 
 /// The field manager of everything the benchmark applies.
 const MANAGER: &str = "kube-load";
-/// Requests in flight while loading objects: well inside the server's default
-/// `--max-requests-inflight` (400) and its priority-and-fairness share for one user.
+/// Objects (or services, of three objects each) written at a time while loading: at most
+/// 48 requests in flight, well inside the server's default `--max-requests-inflight` (400).
 const IN_FLIGHT: usize = 16;
 /// How long istiod's token lives: longer than any run.
 const TOKEN_SECONDS: i64 = 6 * 3600;
@@ -116,7 +116,8 @@ impl RealApi {
     }
 
     /// Applies the cluster objects and `services` services; removes service `new` (and its
-    /// EndpointSlice and Pod) left by an earlier run, so that it can be created again.
+    /// EndpointSlice and Pod) left by an earlier run, so that it can be created again, and
+    /// what an earlier istiod left (`reset_istiod_state`).
     pub async fn load(&self, namespaces: usize, services: usize, new: usize) -> Result<()> {
         // Namespaces first: everything else lives in them.
         let (namespace_objects, rest): (Vec<Value>, Vec<Value>) = objects::cluster(namespaces)
