@@ -136,6 +136,15 @@ def test_api_server_refuses_invalid_config_with_istiods_message(admission):
     # Objects of other revisions (or none) are not sent to this webhook.
     stored, out = apply(cluster, virtual_service("other", ns, None, (0, 0)))
     assert stored, out
+
+    # An edit that undoes istiod's work (a chart upgrade, a person) is put right again at once:
+    # the self-check has passed, so Fail comes back without another one.
+    patch = [{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"},
+             {"op": "remove", "path": "/webhooks/0/clientConfig/caBundle"}]
+    cluster.kubectl("patch", "validatingwebhookconfiguration", name, "--type=json", "-p", json.dumps(patch))
+    wait_until(lambda: (h := webhook_of(cluster, name))["failurePolicy"] == "Fail"
+               and h["clientConfig"].get("caBundle") == hook["clientConfig"]["caBundle"],
+               timeout=15, what="failurePolicy and caBundle restored")
     print(f"failurePolicy Fail {flipped:.1f}s after the configuration was created")
 
 
@@ -177,3 +186,35 @@ def test_stays_fail_open_while_the_api_server_cannot_verify_istiod(start_admissi
     assert webhook_of(cluster, name)["failurePolicy"] == "Ignore"
     stored, out = apply(cluster, virtual_service("bad", adm["app_ns"], adm["revision"], (0, 0)))
     assert stored, out
+
+
+def test_injector_webhooks_of_the_revision_get_the_ca_bundle(admission):
+    """As upstream's CA patcher: every `*sidecar-injector.istio.io` webhook of this revision's
+    MutatingWebhookConfigurations gets the bundle; other webhooks there are left alone."""
+    cluster, revision = admission["cluster"], admission["revision"]
+    name = f"istio-sidecar-injector-{revision}"
+
+    def hook(hook_name):
+        # Rules for pods of this revision only, failing open: never in another test's way.
+        return {"name": hook_name, "clientConfig": {"url": f"https://127.0.0.1:{admission['istiod'].https}/inject"},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+                "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+                "objectSelector": {"matchLabels": {"istio.io/rev": revision}}}
+
+    cluster.apply({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                   "metadata": {"name": name, "labels": {"istio.io/rev": revision}},
+                   "webhooks": [hook("rev.object.sidecar-injector.istio.io"), hook("other.example.com")]})
+    try:
+        vwc_bundle = wait_until(lambda: webhook_of(cluster, admission["name"])["clientConfig"].get("caBundle"),
+                                timeout=30, what="the validation webhook's caBundle")
+
+        def patched():
+            hooks = cluster.get_json("mutatingwebhookconfiguration", name)["webhooks"]
+            return hooks if hooks[0]["clientConfig"].get("caBundle") else None
+
+        injector, other = wait_until(patched, timeout=30, what="the injector webhook's caBundle")
+        assert injector["clientConfig"]["caBundle"] == vwc_bundle
+        assert "caBundle" not in other["clientConfig"], other
+        assert injector["failurePolicy"] == "Ignore", "failurePolicy is the chart's, not istiod's, on injectors"
+    finally:
+        cluster.kubectl("delete", "mutatingwebhookconfiguration", name, "--ignore-not-found")
