@@ -119,16 +119,17 @@ impl Protocol for Delta {
         let type_url = req.type_url.as_str();
         if !req.response_nonce.is_empty() {
             let nonce = req.response_nonce.as_str();
-            let mut watches = self.stream.guard.info.watches();
-            let status = watches
+            let status = self
+                .stream
+                .watches
                 .entry(type_url.to_owned())
                 .or_insert_with(|| Watch::new(type_url));
             if nonce != status.nonce_sent {
                 self.stream.stale_nonce(type_url, nonce);
             } else if let Some(e) = &req.error_detail {
                 let msg = format!("code {}: {}", e.code, e.message);
+                status.last_error = Some(msg.clone());
                 self.stream.nack(type_url, nonce, &msg);
-                status.last_error = Some(msg);
             } else {
                 status.nonce_acked = nonce.to_owned();
                 status.version_acked = status.version_sent.clone();
@@ -229,14 +230,16 @@ impl Delta {
             ..Default::default()
         };
         {
-            let mut watches = self.stream.guard.info.watches();
-            let status = watches
+            let status = self
+                .stream
+                .watches
                 .entry(type_url.to_owned())
                 .or_insert_with(|| Watch::new(type_url));
             status.subscription = watch.subscription();
             status.record_names(watch.names.clone());
             status.sent(&nonce, &version);
         }
+        self.stream.publish();
         self.stream
             .send(type_url, &head, resources, size, started)
             .await

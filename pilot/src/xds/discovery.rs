@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -42,12 +43,20 @@ pub struct ConnectionInfo {
     pub delta: bool,
     /// Caller identity on the TLS port, if authenticated.
     pub identity: Option<String>,
-    pub watches: Mutex<BTreeMap<String, Watch>>,
+    /// The stream's per-type state as of its last request or response: a snapshot the
+    /// stream publishes, so debug readers never hold up (or lock) the stream itself.
+    watches: ArcSwap<BTreeMap<String, Watch>>,
 }
 
 impl ConnectionInfo {
-    pub fn watches(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Watch>> {
-        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    /// The latest published per-type state.
+    pub fn watches(&self) -> Arc<BTreeMap<String, Watch>> {
+        self.watches.load_full()
+    }
+
+    /// Publishes the stream's per-type state for the debug endpoints.
+    pub fn publish(&self, watches: &BTreeMap<String, Watch>) {
+        self.watches.store(Arc::new(watches.clone()));
     }
 }
 
@@ -156,7 +165,7 @@ impl DiscoveryServer {
             connected_at: SystemTime::now(),
             delta,
             identity,
-            watches: Mutex::new(BTreeMap::new()),
+            watches: ArcSwap::default(),
         });
         self.lock_connections().insert(id, info.clone());
         ConnectionGuard {

@@ -40,7 +40,7 @@ impl Protocol for Sotw {
             .as_ref()
             .map(|e| format!("code {}: {}", e.code, e.message));
         let decision = {
-            let mut watches = self.stream.guard.info.watches();
+            let watches = &mut self.stream.watches;
             let first = !watches.contains_key(type_url);
             let watch = watches
                 .entry(type_url.to_owned())
@@ -68,8 +68,9 @@ impl Protocol for Sotw {
 
     async fn on_push(&mut self, full: bool) -> Result<(), StreamEnd> {
         let types = {
-            let watches = self.stream.guard.info.watches();
-            let active = watches
+            let active = self
+                .stream
+                .watches
                 .values()
                 .filter(|w| w.is_active())
                 .map(|w| w.type_url.as_str());
@@ -86,12 +87,11 @@ impl Sotw {
     /// Sends every resource of the type the proxy subscribes to.
     async fn respond(&mut self, type_url: &str) -> Result<(), StreamEnd> {
         let started = Instant::now();
-        let subscription = {
-            let watches = self.stream.guard.info.watches();
-            watches
-                .get(type_url)
-                .map_or(Subscription::Wildcard, |w| w.subscription.clone())
-        };
+        let subscription = self
+            .stream
+            .watches
+            .get(type_url)
+            .map_or(Subscription::Wildcard, |w| w.subscription.clone());
         let resources = match self.stream.generated(type_url, &subscription) {
             Some(generated) => generated.wire(),
             None => {
@@ -111,9 +111,10 @@ impl Sotw {
             }),
             ..Default::default()
         };
-        if let Some(w) = self.stream.guard.info.watches().get_mut(type_url) {
+        if let Some(w) = self.stream.watches.get_mut(type_url) {
             w.sent(&nonce, &version);
         }
+        self.stream.publish();
         self.stream
             .send(type_url, &head, vec![resources], size, started)
             .await

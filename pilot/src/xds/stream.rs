@@ -2,6 +2,7 @@
 //! follow pushes, throttle them, look up generated config, send and count responses.
 //! [`super::sotw`] and [`super::delta`] add only their request and response rules.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +20,7 @@ use super::discovery::{ConnectionGuard, DiscoveryServer, PushEvent};
 use super::gen::{GenContext, Subscription};
 use super::metrics::Metrics;
 use super::types;
+use super::watch::Watch;
 use super::wire::WireResponse;
 use crate::model::{Proxy, SidecarScope};
 use crate::security::Caller;
@@ -119,7 +121,9 @@ async fn serve<P: Protocol>(mut handler: P, first: P::Request, mut inbound: Stre
     let mut request = Some(first);
     loop {
         if let Some(req) = request.take() {
-            if let Err(end) = handler.on_request(req).await {
+            let handled = handler.on_request(req).await;
+            handler.stream().publish();
+            if let Err(end) = handled {
                 debug!(reason = %end, "stream ended");
                 break;
             }
@@ -177,6 +181,9 @@ pub struct ProxyStream {
     scope: SidecarScope,
     /// The proxy's config key under `scope` (see [`crate::model::Proxy::config_key`]).
     key: String,
+    /// Per type: what the proxy asked for and was sent. Owned by the stream; the debug
+    /// endpoints see the snapshots [`ProxyStream::publish`] makes.
+    pub watches: BTreeMap<String, Watch>,
 }
 
 impl ProxyStream {
@@ -191,7 +198,13 @@ impl ProxyStream {
             event,
             scope,
             key,
+            watches: BTreeMap::new(),
         }
+    }
+
+    /// Makes the current per-type state visible to the debug endpoints.
+    pub fn publish(&self) {
+        self.guard.info.publish(&self.watches);
     }
 
     /// Moves to a new push; returns whether it was a full one (scope and key recomputed).
