@@ -4,7 +4,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use tracing::info;
 
@@ -16,6 +15,53 @@ use crate::image::{self, ImageSpec};
 use crate::layer::{self, Tree};
 use crate::policy::{self, Policy, CA_BUNDLE};
 use crate::variant::{self, Installed, BINARY_PATH};
+
+/// Errors of `build` and `verify-reproducible`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Debian(#[from] crate::debian::Error),
+    #[error("{0} does not match the requested packages and --offline forbids resolving")]
+    StaleLock(String),
+    #[error("lock file has no {0} variant")]
+    MissingVariant(String),
+    #[error("reading the pilot binary {path}")]
+    Binary {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listing the crates compiled into the binary")]
+    Crates(#[source] sbom::Error),
+    #[error(transparent)]
+    Sbom(#[from] sbom::Error),
+    #[error(transparent)]
+    Image(#[from] image::Error),
+    #[error(transparent)]
+    Policy(#[from] policy::Violations),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serializing refs.json")]
+    Refs(#[source] serde_json::Error),
+    #[error("builds differ:\n  first:  {first:?}\n  second: {second:?}")]
+    NotReproducible {
+        first: Vec<String>,
+        second: Vec<String>,
+    },
+    #[error("oci/index.json differs between builds")]
+    IndexDiffers,
+}
+
+impl Error {
+    fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.to_string();
+        move |source| Error::Io { what, source }
+    }
+}
 
 /// Everything `build` needs, as resolved from flags and environment.
 #[derive(Debug, Clone)]
@@ -90,7 +136,7 @@ fn to_locked(
 
 /// Reads the lock file, re-resolving from the signed indexes when it is missing, stale or
 /// `--update-lock` is given.
-fn locked_packages(o: &BuildOptions, fetcher: &Fetcher) -> Result<LockFile> {
+fn locked_packages(o: &BuildOptions, fetcher: &Fetcher) -> Result<LockFile, Error> {
     let (rr, rx, dr, dx) = (
         strs(variant::RUNTIME_ROOTS),
         strs(variant::RUNTIME_EXCLUDE),
@@ -102,10 +148,7 @@ fn locked_packages(o: &BuildOptions, fetcher: &Fetcher) -> Result<LockFile> {
             return Ok(lock);
         }
         if o.offline {
-            bail!(
-                "{} does not match the requested packages and --offline forbids resolving",
-                o.lock.display()
-            );
+            return Err(Error::StaleLock(o.lock.display().to_string()));
         }
     }
     let srcs = match &o.mirror {
@@ -173,7 +216,7 @@ fn locked_packages(o: &BuildOptions, fetcher: &Fetcher) -> Result<LockFile> {
     Ok(lock)
 }
 
-fn install(fetcher: &Fetcher, pkgs: &[Locked]) -> Result<Vec<Installed>> {
+fn install(fetcher: &Fetcher, pkgs: &[Locked]) -> Result<Vec<Installed>, Error> {
     pkgs.iter()
         .map(|p| {
             let path = fetcher.deb(p)?;
@@ -224,7 +267,7 @@ fn labels(
 }
 
 /// Builds both variants and writes them under `o.out`.
-pub fn build(o: &BuildOptions) -> Result<Refs> {
+pub fn build(o: &BuildOptions) -> Result<Refs, Error> {
     let started = Instant::now();
     let fetcher = Fetcher::new(&o.cache, o.offline);
     let lock = locked_packages(o, &fetcher)?;
@@ -232,12 +275,14 @@ pub fn build(o: &BuildOptions) -> Result<Refs> {
         lock.variants
             .get(v)
             .map(|v| v.packages.clone())
-            .with_context(|| format!("lock file has no {v} variant"))
+            .ok_or_else(|| Error::MissingVariant(v.to_string()))
     };
     let runtime_pkgs = install(&fetcher, &pkgs("runtime")?)?;
     let dev_pkgs = install(&fetcher, &pkgs("dev")?)?;
-    let binary = std::fs::read(&o.binary)
-        .with_context(|| format!("reading the pilot binary {}", o.binary.display()))?;
+    let binary = std::fs::read(&o.binary).map_err(|source| Error::Binary {
+        path: o.binary.display().to_string(),
+        source,
+    })?;
     let created = rfc3339(o.source_date_epoch);
     let mtime = o.source_date_epoch;
 
@@ -245,7 +290,7 @@ pub fn build(o: &BuildOptions) -> Result<Refs> {
     variant::os_files(&mut base, "Istio pilot (hardened, Debian 12 packages)");
 
     let (crates, direct) = sbom::cargo::crates_of(&o.cargo_manifest, &o.cargo_package, RUST_TARGET)
-        .context("listing the crates compiled into the binary")?;
+        .map_err(Error::Crates)?;
     let binary_sha = sha256_hex(&binary);
     let sbom_for = |variant: &str, tag: &str, debs: Vec<sbom::DebPackage>| {
         sbom::render(&sbom::SbomInput {
@@ -273,8 +318,8 @@ pub fn build(o: &BuildOptions) -> Result<Refs> {
     let runtime_refs: Vec<&Installed> = runtime_pkgs.iter().collect();
     let runtime_sbom = sbom_for("runtime", &runtime_tag, sbom_debs(&runtime_refs, &base))?;
     let app = variant::app_tree(&binary, &runtime_sbom);
-    let base_layer = layer::build(&base, mtime)?;
-    let app_layer = layer::build(&app, mtime)?;
+    let base_layer = layer::build(&base, mtime).map_err(Error::io("building the base layer"))?;
+    let app_layer = layer::build(&app, mtime).map_err(Error::io("building the app layer"))?;
     let mut runtime_fs = base.clone();
     runtime_fs.merge(&app);
     let env = vec![
@@ -320,7 +365,7 @@ pub fn build(o: &BuildOptions) -> Result<Refs> {
         .clone()
         .unwrap_or_else(|| "http://deb.debian.org/debian".to_string());
     let dev_tree = variant::dev_tree(&dev_pkgs, &all_refs, &mirror, &dev_sbom).minus(&runtime_fs);
-    let dev_layer = layer::build(&dev_tree, mtime)?;
+    let dev_layer = layer::build(&dev_tree, mtime).map_err(Error::io("building the dev layer"))?;
     let mut dev_layers = runtime.layers.clone();
     dev_layers.push(dev_layer);
     let mut dev_history = runtime.spec.history.clone();
@@ -342,10 +387,12 @@ pub fn build(o: &BuildOptions) -> Result<Refs> {
     )?;
 
     // Outputs.
-    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+    std::fs::create_dir_all(&o.out)
+        .map_err(Error::io(format_args!("creating {}", o.out.display())))?;
     let index = image::write_layout(&o.out.join("oci"), &[&runtime, &dev], &[])?;
     let sbom_dir = o.out.join("sbom");
-    std::fs::create_dir_all(&sbom_dir)?;
+    std::fs::create_dir_all(&sbom_dir)
+        .map_err(Error::io(format_args!("creating {}", sbom_dir.display())))?;
     let name = o
         .repository
         .rsplit('/')
@@ -360,7 +407,8 @@ pub fn build(o: &BuildOptions) -> Result<Refs> {
         let archive = o.out.join(format!("{name}-{}.docker.tar", img.spec.tag));
         image::write_docker_archive(&archive, img, mtime)?;
         let sbom_path = sbom_dir.join(format!("{variant}.cdx.json"));
-        std::fs::write(&sbom_path, sbom)?;
+        std::fs::write(&sbom_path, sbom)
+            .map_err(Error::io(format_args!("writing {}", sbom_path.display())))?;
         images.push(ImageRefs {
             variant: variant.into(),
             reference: img.spec.reference(),
@@ -383,17 +431,19 @@ pub fn build(o: &BuildOptions) -> Result<Refs> {
         );
     }
     let refs = Refs { index, images };
-    let mut text = serde_json::to_vec_pretty(&refs)?;
+    let mut text = serde_json::to_vec_pretty(&refs).map_err(Error::Refs)?;
     text.push(b'\n');
-    std::fs::write(o.out.join("refs.json"), text)?;
+    let refs_path = o.out.join("refs.json");
+    std::fs::write(&refs_path, text)
+        .map_err(Error::io(format_args!("writing {}", refs_path.display())))?;
     info!(elapsed_ms = started.elapsed().as_millis() as u64, out = %o.out.display(), "build complete");
     Ok(refs)
 }
 
 /// Builds twice into separate directories and fails if any digest differs.
-pub fn verify_reproducible(o: &BuildOptions) -> Result<Refs> {
+pub fn verify_reproducible(o: &BuildOptions) -> Result<Refs, Error> {
     let first = build(o)?;
-    let dir = tempfile::tempdir()?;
+    let dir = tempfile::tempdir().map_err(Error::io("creating a temporary directory"))?;
     let second = build(&BuildOptions {
         out: dir.path().to_path_buf(),
         ..o.clone()
@@ -408,14 +458,18 @@ pub fn verify_reproducible(o: &BuildOptions) -> Result<Refs> {
     };
     let (a, b) = (digests(&first), digests(&second));
     if a != b {
-        bail!("builds differ:\n  first:  {a:?}\n  second: {b:?}");
+        return Err(Error::NotReproducible {
+            first: a,
+            second: b,
+        });
     }
     let (p, q) = (
         o.out.join("oci/index.json"),
         dir.path().join("oci/index.json"),
     );
-    if std::fs::read(&p)? != std::fs::read(&q)? {
-        bail!("oci/index.json differs between builds");
+    let read = |path: &Path| std::fs::read(path).map_err(Error::io(path.display()));
+    if read(&p)? != read(&q)? {
+        return Err(Error::IndexDiffers);
     }
     info!(index = %first.index, "reproducible: both builds gave identical digests");
     Ok(first)

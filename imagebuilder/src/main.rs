@@ -1,22 +1,13 @@
 //! `imagebuilder`: assembles `pilot-discovery` into hardened, reproducible OCI images from
 //! Debian 12 packages, with CycloneDX SBOMs, and pushes them to registries.
 
-mod assemble;
-mod debian;
-mod debug;
-mod image;
-mod layer;
-mod migrate;
-mod policy;
-mod registry;
-mod variant;
-
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use imagebuilder::{assemble, debian, debug, migrate, policy, registry};
 
 /// Builds and pushes the hardened pilot images.
 #[derive(Debug, Parser)]
