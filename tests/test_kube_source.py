@@ -265,6 +265,7 @@ def test_crd_installed_after_start_is_picked_up(own_kube_cluster, istiod_in):
     route = wait_until(lambda: configz(istiod, "HTTPRoute", ns).get("web"), timeout=15,
                        what="HTTPRoute in configz after its CRD was installed")
     assert route["spec"]["hostnames"] == ["web.example.com"]
+    istiod.wait_log("CRD established; listing kind=HTTPRoute", timeout=5)
 
 
 # --- 2. watch robustness ----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 //! One watch per kind (kube-runtime watchers: a list, then a watch that resumes from the
 //! last resource version, with backoff on errors), each owning a store source named
-//! `kubernetes/<Kind>`.
+//! `kubernetes/<Kind>`. A kind whose CRD is missing is woken when one is established.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -11,11 +11,13 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use tokio::sync::watch as notify;
+use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::config::object::to_config;
 use crate::config::{Config, ConfigKey, ConfigStore, Kind};
 use crate::validation;
+use crd::CrdWakers;
 
 /// Tracks which kinds have finished their initial list; `/ready` waits for all of them.
 #[derive(Clone)]
@@ -95,10 +97,14 @@ impl KubeSource {
     /// Runs every watch until `shutdown`.
     pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
+        let wakers = CrdWakers::for_kinds(&self.kinds);
         for kind in self.kinds {
             let (client, store, sync) =
                 (self.client.clone(), self.store.clone(), self.sync.clone());
-            tasks.spawn(watch_kind(client, kind, store, sync));
+            tasks.spawn(watch_kind(client, kind, store, sync, wakers.get(kind)));
+        }
+        if !wakers.is_empty() {
+            tasks.spawn(wakers.run(self.client.clone()));
         }
         shutdown.cancelled().await;
         tasks.abort_all();
@@ -169,13 +175,32 @@ fn kind_stream(
         .boxed()
 }
 
-async fn watch_kind(client: kube::Client, kind: Kind, store: ConfigStore, sync: SyncTracker) {
+async fn watch_kind(
+    client: kube::Client,
+    kind: Kind,
+    store: ConfigStore,
+    sync: SyncTracker,
+    crd_established: Option<Arc<Notify>>,
+) {
     let ar = api_resource(kind);
     let api: Api<DynamicObject> = Api::all_with(client, &ar);
     let mut stream = kind_stream(&api);
     let mut applier = Applier::new(kind, store);
     let mut warned_missing = false;
-    while let Some(event) = stream.next().await {
+    loop {
+        let event = tokio::select! {
+            event = stream.next() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            // Only while the kind is missing: a new stream lists at once, without the
+            // backoff the missing resource built up.
+            _ = established(crd_established.as_deref()), if warned_missing => {
+                info!(%kind, "CRD established; listing");
+                stream = kind_stream(&api);
+                continue;
+            }
+        };
         match event {
             Ok(event) => {
                 if applier.apply(event) {
@@ -210,6 +235,14 @@ async fn watch_kind(client: kube::Client, kind: Kind, store: ConfigStore, sync: 
                 }
             },
         }
+    }
+}
+
+/// Resolves when the kind's CRD is reported established; never without a waker.
+async fn established(waker: Option<&Notify>) {
+    match waker {
+        Some(w) => w.notified().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -323,5 +356,6 @@ fn convert(kind: Kind, obj: DynamicObject) -> Result<Config, Option<ConfigKey>> 
     Ok(config)
 }
 
+mod crd;
 #[cfg(test)]
 mod tests;

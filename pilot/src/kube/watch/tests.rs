@@ -393,3 +393,54 @@ async fn waiting_for_sync_reports_the_pending_kinds() {
         [vec![Kind::Service, Kind::Pod], vec![Kind::Pod]]
     );
 }
+
+fn crd(group: &str, plural: &str, established: bool) -> serde_json::Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": format!("{plural}.{group}")},
+           "spec": {"group": group, "scope": "Namespaced",
+                    "names": {"plural": plural, "kind": "VirtualService"},
+                    "versions": [{"name": "v1", "served": true, "storage": true}]},
+           "status": {"conditions": [{"type": "Established",
+                                      "status": if established { "True" } else { "False" }}]}})
+}
+
+#[tokio::test]
+async fn a_crd_established_later_is_listed_without_waiting_for_the_backoff() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let (client, api) = fake::pair();
+    let served = Arc::new(AtomicBool::new(false));
+    let flag = served.clone();
+    api.on(move |call| {
+        (call.path.contains("/virtualservices") && !flag.load(Ordering::SeqCst)).then(|| {
+            (
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "reason": "NotFound", "code": 404}),
+            )
+        })
+    });
+    let (store, shutdown) = start(client, vec![Kind::VirtualService]).await;
+    let refused = || {
+        api.calls()
+            .iter()
+            .filter(|c| c.path.contains("/virtualservices"))
+            .count()
+    };
+    // A CRD that is not established yet wakes nothing.
+    api.put(CRDS, crd("networking.istio.io", "virtualservices", false));
+    eventually("two refused lists", || refused() >= 2).await;
+
+    // Just after a refused list the watch's own retry is at least 800 ms away: a list within
+    // 400 ms can only come from the established CRD waking it.
+    api.put(VS_PATH, virtual_service("a", json!(["a.demo"])));
+    served.store(true, Ordering::SeqCst);
+    api.put(CRDS, crd("networking.istio.io", "virtualservices", true));
+    tokio::time::timeout(Duration::from_millis(400), async {
+        eventually("listed after the CRD", || vs_hosts(&store, "a").is_some()).await
+    })
+    .await
+    .expect("listed without waiting for the backoff");
+    shutdown.cancel();
+}
