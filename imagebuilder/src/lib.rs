@@ -5,13 +5,17 @@
 //! Build and push: [`debian`] (signed indexes, resolution, the `.deb` cache, the lock
 //! file) → [`variant`] and [`layer`] (file trees, deterministic tar) → [`image`] (OCI
 //! config, manifest, index), checked by [`policy`], driven by [`assemble`]; [`registry`]
-//! pushes a build's output. [`migrate`] and [`debug`] are the two other commands.
+//! pushes a build's output. `migrate` and `debug`, the two other commands, sit behind the
+//! cargo features of the same names (on by default) so that build and push compile without
+//! the Kubernetes client, the Docker engine API and the terminal.
 
 pub mod assemble;
 pub mod debian;
+#[cfg(feature = "debug")]
 pub mod debug;
 pub mod image;
 pub mod layer;
+#[cfg(feature = "migrate")]
 pub mod migrate;
 pub mod policy;
 pub mod registry;

@@ -7,7 +7,11 @@ use std::process::Command;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use imagebuilder::{assemble, debian, debug, migrate, policy, registry};
+#[cfg(feature = "debug")]
+use imagebuilder::debug;
+#[cfg(feature = "migrate")]
+use imagebuilder::migrate;
+use imagebuilder::{assemble, debian, policy, registry};
 
 /// Builds and pushes the hardened pilot images.
 #[derive(Debug, Parser)]
@@ -25,8 +29,10 @@ enum Cmd {
     VerifyReproducible(BuildArgs),
     /// Push a build's images, with their SBOMs as referrers, to a registry.
     Push(PushArgs),
+    #[cfg(feature = "debug")]
     /// Attach a toolbox (the dev image) to a shell-less container or pod.
     Debug(debug::DebugArgs),
+    #[cfg(feature = "migrate")]
     /// Point an IstioOperator, Helm values or istiod Deployment at the hardened image and check it.
     Migrate(migrate::MigrateArgs),
 }
@@ -227,7 +233,9 @@ fn main() -> Result<()> {
             let pushed = rt.block_on(registry::push::push(&a.options()))?;
             println!("{}", serde_json::to_string_pretty(&pushed)?);
         }
+        #[cfg(feature = "debug")]
         Cmd::Debug(a) => std::process::exit(debug::run(a)),
+        #[cfg(feature = "migrate")]
         Cmd::Migrate(a) => std::process::exit(migrate::main(a)),
     }
     Ok(())
