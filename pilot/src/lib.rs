@@ -13,6 +13,7 @@ pub mod model;
 pub mod security;
 pub mod server;
 pub mod settings;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod validation;
 pub mod version;
