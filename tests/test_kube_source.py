@@ -129,7 +129,8 @@ def test_kube_objects_reach_registry_config_and_xds(kube_cluster, istiod_in):
                                      "selector": {"app": "web"}}})
         kube_cluster.apply(pod(ns, "web-0", {"app": "web", "version": "v1"}, "web-sa", node))
         set_pod_ip(kube_cluster, ns, "web-0", "10.40.0.5")
-        kube_cluster.apply(endpoint_slice(ns, "web-abc", "web", ["10.40.0.5"], 8080, node, "web-0"))
+        # The slice names no node: the locality comes from the Pod's node.
+        kube_cluster.apply(endpoint_slice(ns, "web-abc", "web", ["10.40.0.5"], 8080, None, "web-0"))
         # Istio kinds at more than one served version.
         kube_cluster.apply({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
                             "metadata": {"name": "web", "namespace": ns},

@@ -18,6 +18,9 @@ use crate::config::{Kind, Snapshot, Spec};
 pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
 /// Label linking an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Pod label that sets its locality, `region.zone.subzone` (Kubernetes label values have
+/// no `/`).
+const LOCALITY_LABEL: &str = "istio-locality";
 
 /// Facts about a pod that proxies and endpoints need.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -26,6 +29,8 @@ pub struct PodInfo {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
+    /// `region/zone/subzone`: the `istio-locality` label, else its node's topology labels.
+    pub locality: Option<String>,
 }
 
 /// Every service with its endpoints, and pods by IP.
@@ -40,14 +45,16 @@ pub struct ServiceIndex {
 /// Builds the registry from a snapshot. `domain` is the cluster DNS suffix.
 pub fn build(snapshot: &Snapshot, domain: &str, trust_domain: &str) -> ServiceIndex {
     let mut index = ServiceIndex::default();
+    let localities = node_localities(snapshot);
     for c in snapshot.of_kind(Kind::Pod) {
         if let Spec::Pod(pod) = &c.spec {
-            if let Some((ip, info)) = pod_info(pod, &c.key.namespace, &c.key.name, &c.labels) {
+            if let Some((ip, info)) =
+                pod_info(pod, &c.key.namespace, &c.key.name, &c.labels, &localities)
+            {
                 index.pods_by_ip.insert(ip, info);
             }
         }
     }
-    let localities = node_localities(snapshot);
     kube_services(snapshot, domain, trust_domain, &localities, &mut index);
     service_entries(snapshot, trust_domain, &mut index);
     index.services.sort_by(|a, b| {
@@ -73,8 +80,17 @@ fn pod_info(
     namespace: &str,
     name: &str,
     labels: &BTreeMap<String, String>,
+    localities: &HashMap<String, String>,
 ) -> Option<(String, PodInfo)> {
     let ip = pod.status.as_ref()?.pod_ip.clone()?;
+    let locality = labels
+        .get(LOCALITY_LABEL)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.replace('.', "/"))
+        .or_else(|| {
+            let node = pod.spec.as_ref()?.node_name.as_ref()?;
+            localities.get(node).cloned()
+        });
     let sa = pod
         .spec
         .as_ref()
@@ -87,23 +103,23 @@ fn pod_info(
             namespace: namespace.to_owned(),
             labels: labels.clone(),
             service_account: sa,
+            locality,
         },
     ))
 }
 
-/// `region/zone/subzone` of each node, from its topology labels.
+/// `region/zone/subzone` of each node that has topology labels.
 fn node_localities(snapshot: &Snapshot) -> HashMap<String, String> {
     snapshot
         .of_kind(Kind::Node)
-        .map(|c| {
+        .filter_map(|c| {
             let label = |k: &str| c.labels.get(k).map_or("", |v| v.as_str());
-            let locality = format!(
-                "{}/{}/{}",
+            let parts = [
                 label("topology.kubernetes.io/region"),
                 label("topology.kubernetes.io/zone"),
-                label("topology.istio.io/subzone")
-            );
-            (c.key.name.clone(), locality)
+                label("topology.istio.io/subzone"),
+            ];
+            (parts != ["", "", ""]).then(|| (c.key.name.clone(), parts.join("/")))
         })
         .collect()
 }
@@ -199,15 +215,19 @@ fn kube_services(
                 } else {
                     Health::Unhealthy
                 };
-                // The node's topology labels, else the slice's zone hint.
-                let locality = ep
-                    .node_name
-                    .as_ref()
-                    .and_then(|n| localities.get(n).cloned())
-                    .or_else(|| ep.zone.as_ref().map(|z| format!("/{z}/")))
-                    .unwrap_or_default();
                 for addr in &ep.addresses {
                     let pod = index.pods_by_ip.get(addr);
+                    // The pod's locality (its label, else its node's), else the slice's
+                    // node, else the slice's zone hint.
+                    let locality = pod
+                        .and_then(|p| p.locality.clone())
+                        .or_else(|| {
+                            ep.node_name
+                                .as_ref()
+                                .and_then(|n| localities.get(n).cloned())
+                        })
+                        .or_else(|| ep.zone.as_ref().map(|z| format!("/{z}/")))
+                        .unwrap_or_default();
                     for sp in slice.ports.iter().flatten() {
                         let Some(port) = sp.port.and_then(|p| u16::try_from(p).ok()) else {
                             continue;
@@ -448,6 +468,63 @@ status: {podIP: 10.1.0.1}
         assert_eq!(eps[0].locality, "/zone-a/");
         assert_eq!(eps[1].health, Health::Unhealthy);
         assert_eq!(eps[1].locality, "r1/z1/");
+    }
+
+    #[test]
+    fn endpoint_locality_comes_from_the_pod_then_the_slice() {
+        let idx = index(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec: {clusterIP: 10.96.0.11, ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: demo, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- addresses: [10.2.0.1]
+- addresses: [10.2.0.2]
+  nodeName: node-b
+- addresses: [10.2.0.3]
+  nodeName: node-b
+- addresses: [10.2.0.4]
+  nodeName: bare
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-a, labels: {topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z1, topology.istio.io/subzone: s1}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-b, labels: {topology.kubernetes.io/region: r2, topology.kubernetes.io/zone: z2}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: bare}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-a, namespace: demo}
+spec: {nodeName: node-a, containers: [{name: c}]}
+status: {podIP: 10.2.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: labelled, namespace: demo, labels: {istio-locality: r9.z9.s9}}
+spec: {nodeName: node-b, containers: [{name: c}]}
+status: {podIP: 10.2.0.2}
+"#,
+        );
+        let localities: Vec<&str> = idx.endpoints["web.demo.svc.cluster.local"]
+            .iter()
+            .map(|e| e.locality.as_str())
+            .collect();
+        // The pod's node (the slice names none); the pod's label over its node; the slice's
+        // node for an address no pod has; nothing for a node without topology labels.
+        assert_eq!(localities, ["r1/z1/s1", "r9/z9/s9", "r2/z2/", ""]);
     }
 
     #[test]
