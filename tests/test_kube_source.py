@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, wait_until
-from kube_cluster import install_crds, minimal_crd
+from kube_cluster import minimal_crd
 from live_istiod import LiveIstiod
 from live_xds import CDS, EDS, RDS, AdsStream
 
@@ -151,8 +151,6 @@ def test_kube_objects_reach_registry_config_and_xds(kube_cluster, istiod_in):
         assert {k: ep["labels"].get(k) for k in ("app", "version")} == {"app": "web", "version": "v1"}, ep
         assert ep["identity"] == f"spiffe://{DOMAIN}/ns/{ns}/sa/web-sa", ep
 
-        vs = wait_until(lambda: configz(istiod, "VirtualService", ns), timeout=30,
-                        what="VirtualServices in configz", interval=0.2)
         wait_until(lambda: set(configz(istiod, "VirtualService", ns)) == {"web", "web-alpha"}, timeout=30,
                    what="both VirtualService versions in configz")
         vs = configz(istiod, "VirtualService", ns)
