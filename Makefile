@@ -8,7 +8,7 @@ STAMPS  := target/.stamps
 
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build release image chart test lint unit e2e bench bench-kube run deps venv clean
+.PHONY: all build release image chart test lint unit e2e bench bench-build bench-kube run deps venv clean
 
 all: build
 
@@ -58,14 +58,19 @@ e2e: venv
 ## bench: generation and push benchmarks (results: docs/performance.md)
 bench:
 	$(CARGO) bench -p pilot --bench generation
-	$(CARGO) build --release -p pilot --bin pilot-discovery --example push_load
-	target/release/examples/push_load --binary target/release/pilot-discovery
+	$(MAKE) bench-build
+	target/release/push_load --binary target/release/pilot-discovery
 	$(CARGO) bench -p pilot --bench ca_signing
-	$(CARGO) build --release -p pilot --bin pilot-discovery --example ca_load
 	for root in rsa ec; do for csr in ec rsa; do \
-	  target/release/examples/ca_load --binary target/release/pilot-discovery \
+	  target/release/ca_load --binary target/release/pilot-discovery \
 	    --clients 50 --seconds 10 --csr $$csr --root-key $$root; done; done
 	$(MAKE) bench-kube
+
+## bench-build: the release pilot-discovery and the load drivers (the `bench` crate). Two builds:
+##   `bench` enables pilot's `testing` feature, which must not reach the measured binary.
+bench-build:
+	$(CARGO) build --release -p pilot --bin pilot-discovery
+	$(CARGO) build --release -p bench
 
 # Upstream's Go istiod, a reference binary beside the project (never part of it).
 ISTIOD_GO_XZ := $(lastword $(sort $(wildcard ../shared/bin/istiod-go-*.xz)))
@@ -74,24 +79,23 @@ ISTIOD_GO    := target/$(basename $(notdir $(ISTIOD_GO_XZ)))
 ## bench-kube: the Kubernetes source, 1000 services, 500 ADS clients: against the fake API server,
 ##   then a real one (tests/kube_up.py, where a kube-apiserver binary is available), there also
 ##   upstream's Go istiod where ../shared/bin has it
-bench-kube:
-	$(CARGO) build --release -p pilot --bin pilot-discovery --example kube_load
+bench-kube: bench-build
 	@echo "== bench-kube: fake API server"
-	target/release/examples/kube_load --binary target/release/pilot-discovery
+	target/release/kube_load --binary target/release/pilot-discovery
 	@if ! python3 tests/kube_up.py check; then \
 	  echo "== bench-kube: real API server SKIPPED: no kube-apiserver binary (reason above)"; exit 0; fi; \
 	set -e; dir=$$(mktemp -d /tmp/bench-kube.XXXXXX); \
 	trap 'python3 tests/kube_up.py down '"$$dir"'; rm -rf '"$$dir" EXIT; \
 	kubeconfig=$$(python3 tests/kube_up.py up $$dir); \
 	echo "== bench-kube: real API server ($$kubeconfig)"; \
-	target/release/examples/kube_load --binary target/release/pilot-discovery \
+	target/release/kube_load --binary target/release/pilot-discovery \
 	  --kubeconfig $$kubeconfig --audit-log $$dir/audit.log; \
 	if [ -z "$(ISTIOD_GO_XZ)" ]; then \
 	  echo "== bench-kube: upstream Go istiod SKIPPED: no ../shared/bin/istiod-go-*.xz"; exit 0; fi; \
 	[ $(ISTIOD_GO) -nt $(ISTIOD_GO_XZ) ] || { xz -dc $(ISTIOD_GO_XZ) > $(ISTIOD_GO).tmp && \
 	  chmod +x $(ISTIOD_GO).tmp && mv $(ISTIOD_GO).tmp $(ISTIOD_GO); }; \
 	echo "== bench-kube: upstream Go istiod ($(ISTIOD_GO)), same real API server"; \
-	target/release/examples/kube_load --binary $(ISTIOD_GO) --upstream \
+	target/release/kube_load --binary $(ISTIOD_GO) --upstream \
 	  --kubeconfig $$kubeconfig --audit-log $$dir/audit.log || \
 	  echo "== bench-kube: upstream Go istiod run FAILED (reason above); ours is unaffected"
 

@@ -2,7 +2,7 @@
 //! fake API server, with many Envoy-like ADS clients.
 //!
 //! Serves `--services` Services (HTTP port 80), each with one EndpointSlice (one ready
-//! endpoint) and its Pod, over real HTTP on 127.0.0.1 (`fake_api.rs`), writes a kubeconfig
+//! endpoint) and its Pod, over real HTTP on 127.0.0.1 ([`bench::kube::fake_api`]), writes a kubeconfig
 //! for it and starts `pilot-discovery discovery --kubeconfig FILE --registries Kubernetes`
 //! on free ports. It measures the time from process start to `/ready`, opens `--clients`
 //! ADS streams over `--channels` HTTP/2 connections and waits until all hold their initial
@@ -11,21 +11,22 @@
 //! response with the new cluster, and an EDS response giving it an endpoint. The server's
 //! RSS is sampled from `/proc/<pid>/status` throughout.
 //!
-//! With `--kubeconfig` the API server is a real one (`real_api.rs`): the same objects are
+//! With `--kubeconfig` the API server is a real one ([`bench::kube::real_api`]): the same objects are
 //! applied there through the API, pilot-discovery runs as a ServiceAccount of its own bound to
 //! `cluster-admin`, and its requests are counted from the server's audit log
 //! (`--audit-log`). `--upstream` runs upstream's Go istiod (`--binary`) the same way, with
 //! the flags and environment it needs.
 //!
 //! With `--delta` the clients use the incremental protocol (`DeltaAggregatedResources`,
-//! `common/delta.rs`); the two milestones are the same: a CDS response adding the new
+//! [`bench::ads`]); the two milestones are the same: a CDS response adding the new
 //! cluster, and an EDS response (after subscribing to it) giving it an endpoint.
 //!
 //! ```text
-//! cargo build --release -p pilot --bin pilot-discovery --example kube_load
-//! target/release/examples/kube_load --binary target/release/pilot-discovery
+//! cargo build --release -p pilot --bin pilot-discovery
+//! cargo build --release -p bench
+//! target/release/kube_load --binary target/release/pilot-discovery
 //! python3 tests/kube_up.py up /tmp/kube    # prints /tmp/kube/kubeconfig
-//! target/release/examples/kube_load --binary target/release/pilot-discovery \
+//! target/release/kube_load --binary target/release/pilot-discovery \
 //!     --kubeconfig /tmp/kube/kubeconfig --audit-log /tmp/kube/audit.log
 //! ```
 
@@ -37,17 +38,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 
-#[path = "../common/mod.rs"]
-mod common;
-mod fake_api;
-mod objects;
-mod real_api;
-
-use common::ads::{self, Event, Milestone, Protocol};
-use common::process::{cpu_secs, mb, memory_kb, ms, wait_ready, PeakRss, Ports, Server};
-use fake_api::FakeApi;
+use bench::ads::{self, Event, Milestone, Protocol};
+use bench::kube::fake_api::{self, FakeApi};
+use bench::kube::objects;
+use bench::kube::real_api::RealApi;
+use bench::process::{cpu_secs, mb, memory_kb, ms, wait_ready, PeakRss, Ports, Server};
 use pilot::xds::types;
-use real_api::RealApi;
 
 #[derive(Debug, Parser)]
 #[command(about = "Start-up, push latency and memory of pilot-discovery's Kubernetes source")]

@@ -2,7 +2,7 @@
 //! LDS (wildcard), then RDS for the routes the listeners reference, ACKing every response
 //! with its nonce. Each client reports when it holds a complete new version of its config
 //! and, when asked to watch a cluster, when that cluster and its first endpoint arrive.
-//! The incremental variant is in [`super::delta`]; both report through [`Event`].
+//! The incremental variant is in [`delta`]; both report through [`Event`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use pilot::xds::gen::rds;
 use pilot::xds::gen::Resource;
 use pilot::xds::types;
 
-use super::delta;
+mod delta;
 
 /// Which ADS method the simulated sidecars use.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +76,7 @@ pub const TYPES: [&str; 4] = [
 
 impl Received {
     /// Counts one response of `type_url` of `bytes` bytes.
-    pub(super) fn add(&mut self, type_url: &str, bytes: usize) {
+    fn add(&mut self, type_url: &str, bytes: usize) {
         self.bytes += bytes as u64;
         if let Some(i) = TYPES.iter().position(|t| *t == type_url) {
             self.responses[i] += 1;
@@ -145,7 +145,7 @@ struct Client {
     seen_endpoints: bool,
 }
 
-pub(super) fn static_type(url: &str) -> Option<&'static str> {
+fn static_type(url: &str) -> Option<&'static str> {
     TYPES.into_iter().find(|t| *t == url)
 }
 
@@ -291,7 +291,7 @@ impl Client {
 
 /// Whether `body`, an encoded ClusterLoadAssignment, gives cluster `watched` at least one
 /// endpoint.
-pub(super) fn gives_endpoints(watched: &str, body: &[u8]) -> Result<bool> {
+fn gives_endpoints(watched: &str, body: &[u8]) -> Result<bool> {
     if NameOnly::decode(body)?.name != watched {
         return Ok(false);
     }
@@ -300,7 +300,7 @@ pub(super) fn gives_endpoints(watched: &str, body: &[u8]) -> Result<bool> {
 }
 
 /// The node of sidecar `id`: `sidecar~10.100.x.y~pod-<id>.default~default.svc.cluster.local`.
-pub(super) fn sidecar_node(id: usize) -> Node {
+fn sidecar_node(id: usize) -> Node {
     let ip = format!("10.100.{}.{}", id / 250, id % 250 + 1);
     node(
         &format!("sidecar~{ip}~pod-{id}.default~default.svc.cluster.local"),

@@ -31,7 +31,7 @@ use pilot::kube::leader::RECORD_ANNOTATION;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::objects;
+use super::objects;
 
 /// The field manager of everything the benchmark applies.
 const MANAGER: &str = "kube-load";

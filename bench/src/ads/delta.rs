@@ -30,7 +30,7 @@ use pilot::xds::gen::rds;
 use pilot::xds::gen::Resource;
 use pilot::xds::types;
 
-use super::ads::{
+use super::{
     gives_endpoints, sidecar_node, static_type, Converged, Event, Milestone, Received, TYPES,
 };
 

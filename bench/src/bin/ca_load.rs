@@ -2,17 +2,18 @@
 //! clients over TLS call `CreateCertificate` with a JWT for a fixed time and report the
 //! certificates issued per second.
 //!
-//! `ca_load --binary target/release/pilot-discovery [--clients 50] [--seconds 10]
-//!          [--csr ec|rsa] [--root-key rsa|ec]`
+//! ```text
+//! ca_load --binary target/release/pilot-discovery [--clients 50] [--seconds 10]
+//!         [--csr ec|rsa] [--root-key rsa|ec]
+//! ```
 
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
 use hyper_util::rt::TokioIo;
 use pilot::ca::pb::istio_certificate_service_client::IstioCertificateServiceClient;
 use pilot::ca::pb::IstioCertificateRequest;
@@ -20,39 +21,44 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tonic::transport::{Channel, Endpoint};
 
-struct Opts {
-    binary: PathBuf,
-    clients: usize,
-    seconds: u64,
-    csr: String,
-    root_key: String,
+use bench::process::{free_port, Server};
+
+/// A key algorithm, of the clients' CSRs or of the CA's self-signed root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KeyKind {
+    /// ECDSA P-256.
+    Ec,
+    /// RSA 2048.
+    Rsa,
 }
 
-fn opts() -> anyhow::Result<Opts> {
-    let mut o = Opts {
-        binary: PathBuf::from("target/release/pilot-discovery"),
-        clients: 50,
-        seconds: 10,
-        csr: "ec".into(),
-        root_key: "rsa".into(),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().context("flag without value")?;
-        match flag.as_str() {
-            "--binary" => o.binary = value.into(),
-            "--clients" => o.clients = value.parse()?,
-            "--seconds" => o.seconds = value.parse()?,
-            "--csr" => o.csr = value,
-            "--root-key" => o.root_key = value,
-            other => bail!("unknown flag {other}"),
-        }
+impl std::fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyKind::Ec => "ec",
+            KeyKind::Rsa => "rsa",
+        })
     }
-    Ok(o)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+#[derive(Debug, Parser)]
+#[command(about = "Certificates per second issued by pilot-discovery's CA over gRPC and TLS")]
+struct Args {
+    /// The pilot-discovery binary to start.
+    #[arg(long, default_value = "target/release/pilot-discovery")]
+    binary: PathBuf,
+    /// Concurrent clients, one TLS connection each.
+    #[arg(long, default_value_t = 50)]
+    clients: usize,
+    /// How long the clients send requests.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Key of the clients' CSRs.
+    #[arg(long, value_enum, default_value_t = KeyKind::Ec)]
+    csr: KeyKind,
+    /// Key of the CA's self-signed root.
+    #[arg(long, value_enum, default_value_t = KeyKind::Rsa)]
+    root_key: KeyKind,
 }
 
 fn b64url(data: &[u8]) -> String {
@@ -70,62 +76,67 @@ fn b64url(data: &[u8]) -> String {
     out
 }
 
+/// The started server: its secure gRPC port and the root certificate it writes.
 struct Istiod {
-    child: Child,
+    _server: Server,
     secure: u16,
     root: PathBuf,
 }
 
-impl Drop for Istiod {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(o: &Opts, dir: &Path, jwks: &Path) -> anyhow::Result<Istiod> {
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect::<Result<_, _>>()?;
+/// Starts `pilot-discovery` in `dir` with the CA on and a JWT issuer whose keys are in
+/// `jwks`; returns once it has written its root certificate and opened the secure port.
+async fn start(args: &Args, dir: &Path, jwks: &Path) -> anyhow::Result<Istiod> {
     std::fs::create_dir_all(dir.join("config"))?;
     let root = dir.join("root-cert.pem");
     let rule = format!(
         r#"{{"issuer":"https://issuer.bench","jwksUri":"file://{}"}}"#,
         jwks.display()
     );
-    let key_type = if o.root_key == "ec" {
-        "ECDSA_P256"
-    } else {
-        "RSA"
+    let key_type = match args.root_key {
+        KeyKind::Ec => "ECDSA_P256",
+        KeyKind::Rsa => "RSA",
     };
-    let child = Command::new(&o.binary)
-        .current_dir(dir)
-        .args(["discovery", "--registries=", "--httpsAddr="])
-        .arg("--configDir")
-        .arg(dir.join("config"))
-        .arg(format!("--grpcAddr=127.0.0.1:{}", ports[0]))
-        .arg(format!("--httpAddr=127.0.0.1:{}", ports[1]))
-        .arg(format!("--monitoringAddr=127.0.0.1:{}", ports[2]))
-        .arg(format!("--secureGRPCAddr=127.0.0.1:{}", ports[3]))
-        .env("JWT_RULE", rule)
-        .env("PILOT_ROOT_CERT_FILE", &root)
-        .env("CITADEL_SELF_SIGNED_CA_KEY_TYPE", key_type)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", o.binary.display()))?;
-    let d = Istiod {
-        child,
-        secure: ports[3],
-        root,
-    };
+    let secure = free_port()?;
+    let mut flags = vec![
+        "discovery".to_owned(),
+        "--registries=".to_owned(),
+        "--httpsAddr=".to_owned(),
+        "--configDir".to_owned(),
+        dir.join("config").display().to_string(),
+        format!("--secureGRPCAddr=127.0.0.1:{secure}"),
+    ];
+    for flag in ["--grpcAddr", "--httpAddr", "--monitoringAddr"] {
+        flags.push(format!("{flag}=127.0.0.1:{}", free_port()?));
+    }
+    let root_env = root.display().to_string();
+    let server = Server::spawn_in(
+        &args.binary,
+        &flags,
+        &[
+            ("JWT_RULE", rule.as_str()),
+            ("PILOT_ROOT_CERT_FILE", root_env.as_str()),
+            ("CITADEL_SELF_SIGNED_CA_KEY_TYPE", key_type),
+            ("RUST_LOG", "warn"),
+        ],
+        dir.join("pilot-discovery.log"),
+        Some(dir),
+    )?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !d.root.exists() || std::net::TcpStream::connect(("127.0.0.1", d.secure)).is_err() {
+    while !root.exists()
+        || tokio::net::TcpStream::connect(("127.0.0.1", secure))
+            .await
+            .is_err()
+    {
         if Instant::now() > deadline {
             bail!("istiod did not publish its root and open the secure port");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(d)
+    Ok(Istiod {
+        _server: server,
+        secure,
+        root,
+    })
 }
 
 async fn channel(port: u16, roots_pem: &[u8]) -> anyhow::Result<Channel> {
@@ -156,10 +167,10 @@ async fn channel(port: u16, roots_pem: &[u8]) -> anyhow::Result<Channel> {
     Ok(ch)
 }
 
-fn csr(kind: &str) -> anyhow::Result<String> {
+fn csr(kind: KeyKind) -> anyhow::Result<String> {
     let key = match kind {
-        "rsa" => pilot::ca::keys::generate(pilot::ca::keys::KeyType::Rsa(2048))?.pair,
-        _ => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
+        KeyKind::Rsa => pilot::ca::keys::generate(pilot::ca::keys::KeyType::Rsa(2048))?.pair,
+        KeyKind::Ec => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
     };
     let params = rcgen::CertificateParams::default();
     Ok(params.serialize_request(&key)?.pem()?)
@@ -167,7 +178,7 @@ fn csr(kind: &str) -> anyhow::Result<String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut o = opts()?;
+    let mut o = Args::parse();
     o.binary = std::fs::canonicalize(&o.binary)
         .with_context(|| format!("--binary {}", o.binary.display()))?;
     let dir = tempfile::tempdir()?;
@@ -189,13 +200,13 @@ async fn main() -> anyhow::Result<()> {
         &jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes())?,
     )?;
 
-    let istiod = start(&o, dir.path(), &jwks_path)?;
+    let istiod = start(&o, dir.path(), &jwks_path).await?;
     let roots = std::fs::read(&istiod.root)?;
     let issued = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     // Connections and CSRs first (RSA keys are slow to make: a few, shared), then the clock.
     let csrs: Vec<String> = (0..o.clients.min(4))
-        .map(|_| csr(&o.csr))
+        .map(|_| csr(o.csr))
         .collect::<Result<_, _>>()?;
     let mut channels = Vec::with_capacity(o.clients);
     for _ in 0..o.clients {

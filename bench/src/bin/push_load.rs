@@ -11,13 +11,14 @@
 //! sampled from `/proc/<pid>/status` throughout.
 //!
 //! With `--delta` the clients use the incremental protocol (`DeltaAggregatedResources`,
-//! `common/delta.rs`). A delta server sends only the types that changed, so a push is
+//! [`bench::ads`]). A delta server sends only the types that changed, so a push is
 //! converged for a client once it has ACKed an RDS response with a version it had not seen
 //! before the push (the VirtualService edit changes routes only).
 //!
 //! ```text
-//! cargo build --release -p pilot --bin pilot-discovery --example push_load
-//! target/release/examples/push_load --binary target/release/pilot-discovery
+//! cargo build --release -p pilot --bin pilot-discovery
+//! cargo build --release -p bench
+//! target/release/push_load --binary target/release/pilot-discovery
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -28,11 +29,8 @@ use clap::Parser;
 
 use pilot::testing::services_yaml;
 
-#[path = "common/mod.rs"]
-mod common;
-
-use common::ads::{self, wait_round, Protocol};
-use common::process::{cpu_secs, mb, memory_kb, ms, wait_ready, PeakRss, Ports, Server};
+use bench::ads::{self, wait_round, Protocol};
+use bench::process::{cpu_secs, mb, memory_kb, ms, wait_ready, PeakRss, Ports, Server};
 use pilot::xds::types;
 
 #[derive(Debug, Parser)]
