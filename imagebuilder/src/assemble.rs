@@ -269,7 +269,7 @@ fn labels(
 /// Builds both variants and writes them under `o.out`.
 pub fn build(o: &BuildOptions) -> Result<Refs, Error> {
     let started = Instant::now();
-    let fetcher = Fetcher::new(&o.cache, o.offline);
+    let fetcher = Fetcher::new(&o.cache, o.offline)?;
     let lock = locked_packages(o, &fetcher)?;
     let pkgs = |v: &str| {
         lock.variants

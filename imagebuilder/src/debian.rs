@@ -13,6 +13,8 @@ pub mod version;
 /// Errors from reading Debian repositories and packages.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("HTTP client: {0}")]
+    Client(String),
     #[error("GET {url}: {reason}")]
     Http { url: String, reason: String },
     #[error("{path}: {source}")]

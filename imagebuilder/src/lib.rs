@@ -19,4 +19,5 @@ pub mod layer;
 pub mod migrate;
 pub mod policy;
 pub mod registry;
+pub mod tls;
 pub mod variant;

@@ -213,10 +213,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    // Both rustls providers are linked (kube asks for ring, the registry client's reqwest
-    // for aws-lc-rs), so rustls cannot pick one by itself: the Kubernetes client of `debug`
-    // and `migrate --kubeconfig` would panic on its first TLS connection.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    imagebuilder::tls::install_crypto_provider();
     match Cli::parse().command {
         Cmd::Build(a) => {
             let refs = assemble::build(&a.options()?)?;

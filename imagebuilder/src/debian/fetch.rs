@@ -20,21 +20,23 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// HTTP client with retries, and the `.deb` cache.
 pub struct Fetcher {
-    agent: ureq::Agent,
+    client: reqwest::blocking::Client,
     cache: PathBuf,
     offline: bool,
 }
 
 impl Fetcher {
-    pub fn new(cache: &Path, offline: bool) -> Self {
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(300)))
-            .build();
-        Fetcher {
-            agent: config.into(),
+    pub fn new(cache: &Path, offline: bool) -> Result<Self, Error> {
+        crate::tls::install_crypto_provider();
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| Error::Client(e.to_string()))?;
+        Ok(Fetcher {
+            client,
             cache: cache.to_path_buf(),
             offline,
-        }
+        })
     }
 
     fn get(&self, url: &str) -> Result<Vec<u8>, Error> {
@@ -45,21 +47,18 @@ impl Fetcher {
                 warn!(url, attempt, error = %last, "retrying download");
                 std::thread::sleep(wait);
             }
-            match self.agent.get(url).call() {
-                Ok(mut resp) => {
-                    let mut buf = Vec::new();
-                    match resp.body_mut().as_reader().read_to_end(&mut buf) {
-                        Ok(_) => return Ok(buf),
-                        Err(e) => last = e.to_string(),
-                    }
-                }
+            match self.client.get(url).send() {
                 // A 404 will not get better.
-                Err(ureq::Error::StatusCode(404)) => {
+                Ok(resp) if resp.status() == reqwest::StatusCode::NOT_FOUND => {
                     return Err(Error::Http {
                         url: url.into(),
                         reason: "404 Not Found".into(),
                     })
                 }
+                Ok(resp) => match resp.error_for_status().and_then(|r| r.bytes()) {
+                    Ok(body) => return Ok(body.to_vec()),
+                    Err(e) => last = e.to_string(),
+                },
                 Err(e) => last = e.to_string(),
             }
         }

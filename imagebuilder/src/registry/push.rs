@@ -158,6 +158,7 @@ fn check_policy(o: &PushOptions, refs: &Refs) -> Result<(), Error> {
 
 /// The client for the options' protocol and TLS settings.
 pub fn client(o: &PushOptions) -> Client {
+    crate::tls::install_crypto_provider();
     Client::new(ClientConfig {
         protocol: if o.plain_http {
             ClientProtocol::Http
@@ -284,6 +285,25 @@ pub async fn push(o: &PushOptions) -> Result<Vec<Pushed>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_build_with_the_ring_provider() {
+        for (plain_http, insecure) in [(true, false), (false, false), (false, true)] {
+            let _ = client(&PushOptions {
+                out: "out".into(),
+                registry: "127.0.0.1:5000".into(),
+                repositories: vec!["ns/repo".into()],
+                extra_tags: vec![],
+                plain_http,
+                insecure,
+                docker_config: None,
+                policy: Policy {
+                    max_compressed_bytes: 0,
+                },
+            });
+        }
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
 
     #[tokio::test]
     async fn retry_gives_up_on_permanent_errors_and_maps_auth() {

@@ -4,7 +4,7 @@
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::push::{retry, PushOptions, MANIFEST_TYPE};
 use super::Error;
@@ -56,32 +56,30 @@ pub fn add_to_index(existing: Option<&[u8]>, descriptor: serde_json::Value) -> V
 }
 
 /// Whether `GET /v2/<repo>/referrers/<digest>` is served (200 with an index).
-fn referrers_api(o: &PushOptions, creds: &RegistryAuth, repo: &str, digest: &str) -> bool {
+async fn referrers_api(o: &PushOptions, creds: &RegistryAuth, repo: &str, digest: &str) -> bool {
     let scheme = if o.plain_http { "http" } else { "https" };
     let url = format!("{scheme}://{}/v2/{repo}/referrers/{digest}", o.registry);
-    let mut tls = ureq::tls::TlsConfig::builder();
-    if o.insecure {
-        tls = tls.disable_verification(true);
-    }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .tls_config(tls.build())
-        .http_status_as_error(false)
+    crate::tls::install_crypto_provider();
+    let client = match reqwest::Client::builder()
+        .danger_accept_invalid_certs(o.insecure)
         .build()
-        .into();
-    let mut req = agent.get(&url);
-    match creds {
-        RegistryAuth::Basic(u, p) => {
-            use base64::Engine;
-            let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-            req = req.header("Authorization", format!("Basic {b}"));
+    {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "no HTTP client for the referrers API; using the fallback tag");
+            return false;
         }
-        RegistryAuth::Bearer(t) => req = req.header("Authorization", format!("Bearer {t}")),
+    };
+    let mut req = client.get(&url);
+    match creds {
+        RegistryAuth::Basic(u, p) => req = req.basic_auth(u, Some(p)),
+        RegistryAuth::Bearer(t) => req = req.bearer_auth(t),
         RegistryAuth::Anonymous => {}
     }
-    match req.call() {
-        Ok(mut r) if r.status() == 200 => r
-            .body_mut()
-            .read_to_vec()
+    match req.send().await {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => r
+            .bytes()
+            .await
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .is_some_and(|v| v["manifests"].is_array()),
@@ -129,15 +127,7 @@ pub async fn attach(
     })
     .await?;
 
-    let (o2, creds2, repo2, subject2) = (
-        o.clone(),
-        creds.clone(),
-        repo.to_string(),
-        subject.to_string(),
-    );
-    let api = tokio::task::spawn_blocking(move || referrers_api(&o2, &creds2, &repo2, &subject2))
-        .await
-        .unwrap_or(false);
+    let api = referrers_api(o, creds, repo, subject).await;
     if !api {
         let tag = subject.replace(':', "-");
         let tag_ref = Reference::with_tag(reg.to_string(), repo.to_string(), tag.clone());
@@ -195,5 +185,90 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&c).expect("json");
         assert_eq!(v["manifests"].as_array().map(Vec::len), Some(2));
         assert_eq!(v["mediaType"], INDEX_TYPE);
+    }
+
+    /// Serves one HTTP response on loopback; returns the address and the request received.
+    async fn serve_once(
+        status: &'static str,
+        body: &'static str,
+    ) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let request = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(reply.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&got).into_owned()
+        });
+        (addr, request)
+    }
+
+    fn options(registry: String) -> PushOptions {
+        PushOptions {
+            out: "out".into(),
+            registry,
+            repositories: vec!["ns/repo".into()],
+            extra_tags: vec![],
+            plain_http: true,
+            insecure: false,
+            docker_config: None,
+            policy: crate::policy::Policy {
+                max_compressed_bytes: 0,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn referrers_api_is_detected_with_credentials_sent() {
+        let (addr, request) = serve_once("200 OK", r#"{"schemaVersion":2,"manifests":[]}"#).await;
+        let creds = RegistryAuth::Basic("pusher".into(), "secret".into());
+        assert!(referrers_api(&options(addr), &creds, "ns/repo", "sha256:ab").await);
+        let request = request.await.expect("server");
+        assert!(
+            request.starts_with("GET /v2/ns/repo/referrers/sha256:ab HTTP/1.1"),
+            "{request}"
+        );
+        let header = request
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("authorization:"));
+        // base64("pusher:secret")
+        assert_eq!(
+            header.map(|h| h[14..].trim()),
+            Some("Basic cHVzaGVyOnNlY3JldA=="),
+            "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn referrers_api_absent_on_404_or_a_body_without_manifests() {
+        for (status, body) in [("404 Not Found", "{}"), ("200 OK", r#"{"errors":[]}"#)] {
+            let (addr, request) = serve_once(status, body).await;
+            let creds = RegistryAuth::Bearer("t0k".into());
+            assert!(!referrers_api(&options(addr), &creds, "ns/repo", "sha256:ab").await);
+            let request = request.await.expect("server");
+            let header = request
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("authorization:"));
+            assert_eq!(
+                header.map(|h| h[14..].trim()),
+                Some("Bearer t0k"),
+                "{request}"
+            );
+        }
     }
 }
