@@ -36,6 +36,17 @@ pub enum Protocol {
     Delta { round_type: &'static str },
 }
 
+impl Protocol {
+    /// Delta (with `round_type` marking a push round) if `delta`, else state of the world.
+    pub fn new(delta: bool, round_type: &'static str) -> Protocol {
+        if delta {
+            Protocol::Delta { round_type }
+        } else {
+            Protocol::StateOfTheWorld
+        }
+    }
+}
+
 impl std::fmt::Display for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -75,12 +86,16 @@ pub const TYPES: [&str; 4] = [
 ];
 
 impl Received {
-    /// Counts one response of `type_url` of `bytes` bytes.
-    fn add(&mut self, type_url: &str, bytes: usize) {
+    /// Counts one response of `type_url` of `bytes` bytes; returns the type, one of
+    /// [`TYPES`], or an error for a type the clients do not follow.
+    fn add(&mut self, type_url: &str, bytes: usize) -> Result<&'static str> {
+        let i = TYPES
+            .iter()
+            .position(|t| *t == type_url)
+            .ok_or_else(|| anyhow!("unexpected response type {type_url:?}"))?;
         self.bytes += bytes as u64;
-        if let Some(i) = TYPES.iter().position(|t| *t == type_url) {
-            self.responses[i] += 1;
-        }
+        self.responses[i] += 1;
+        Ok(TYPES[i])
     }
 }
 
@@ -139,14 +154,104 @@ struct Client {
     round: usize,
     first_new_at: Option<Instant>,
     received: Received,
-    /// The cluster to report milestones for, and which were reported.
-    watched: Option<Arc<str>>,
+    watch: Watch,
+}
+
+/// The cluster a client reports milestones for, and which it reported.
+struct Watch {
+    cluster: Option<Arc<str>>,
     seen_cluster: bool,
     seen_endpoints: bool,
 }
 
-fn static_type(url: &str) -> Option<&'static str> {
-    TYPES.into_iter().find(|t| *t == url)
+impl Watch {
+    fn new(cluster: Option<Arc<str>>) -> Watch {
+        Watch {
+            cluster,
+            seen_cluster: false,
+            seen_endpoints: false,
+        }
+    }
+
+    /// The [`Milestone::Cluster`] event of client `id`, the first time the clusters named
+    /// in a CDS response include the watched one.
+    fn clusters<'a>(
+        &mut self,
+        id: usize,
+        mut names: impl Iterator<Item = &'a str>,
+    ) -> Option<Event> {
+        let cluster = self.cluster.as_deref()?;
+        if self.seen_cluster || !names.any(|n| n == cluster) {
+            return None;
+        }
+        self.seen_cluster = true;
+        Some(Event::seen(id, Milestone::Cluster))
+    }
+
+    /// The [`Milestone::Endpoints`] event of client `id`, the first time (after the
+    /// cluster) an EDS response, given as encoded ClusterLoadAssignments, gives the
+    /// watched cluster an endpoint.
+    fn endpoints<'a>(
+        &mut self,
+        id: usize,
+        assignments: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<Option<Event>> {
+        let Some(cluster) = self.cluster.as_deref() else {
+            return Ok(None);
+        };
+        if !self.seen_cluster || self.seen_endpoints {
+            return Ok(None);
+        }
+        for body in assignments {
+            if gives_endpoints(cluster, body)
+                .with_context(|| format!("client {id}: decoding endpoints"))?
+            {
+                self.seen_endpoints = true;
+                return Ok(Some(Event::seen(id, Milestone::Endpoints)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A simulated sidecar of either protocol, as [`drive`] runs it.
+trait Sidecar {
+    type Response;
+
+    fn id(&self) -> usize;
+
+    /// Handles one response: ACK it, follow up with dependent subscriptions, and return
+    /// what to report.
+    async fn on_response(&mut self, resp: Self::Response) -> Result<Vec<Event>>;
+}
+
+/// An ADS client on `channel`, with message limits for thousands of resources.
+fn ads_client(channel: Channel) -> AggregatedDiscoveryServiceClient<Channel> {
+    AggregatedDiscoveryServiceClient::new(channel)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20)
+}
+
+/// Hands every response of `inbound` to `sidecar` and reports its events, until the
+/// stream fails (an error) or `events` is closed.
+async fn drive<S: Sidecar>(
+    mut sidecar: S,
+    mut inbound: tonic::Streaming<S::Response>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Result<()> {
+    let id = sidecar.id();
+    loop {
+        let resp = inbound
+            .message()
+            .await
+            .with_context(|| format!("client {id}: reading a response"))?
+            .ok_or_else(|| anyhow!("client {id}: server closed the stream"))?;
+        for ev in sidecar.on_response(resp).await? {
+            if events.send(ev).is_err() {
+                return Ok(());
+            }
+        }
+    }
 }
 
 impl Client {
@@ -165,13 +270,19 @@ impl Client {
             .await
             .map_err(|_| anyhow!("client {}: request stream closed", self.id))
     }
+}
+
+impl Sidecar for Client {
+    type Response = DiscoveryResponse;
+
+    fn id(&self) -> usize {
+        self.id
+    }
 
     /// Handles one response: ACK it, follow up with dependent subscriptions, and report
     /// convergence and milestones of the watched cluster.
     async fn on_response(&mut self, resp: DiscoveryResponse) -> Result<Vec<Event>> {
-        let type_url = static_type(&resp.type_url)
-            .ok_or_else(|| anyhow!("unexpected response type {:?}", resp.type_url))?;
-        self.received.add(type_url, resp.encoded_len());
+        let type_url = self.received.add(&resp.type_url, resp.encoded_len())?;
         {
             let st = self.state.entry(type_url).or_default();
             st.version = resp.version_info.clone();
@@ -196,12 +307,7 @@ impl Client {
                     names.push(c.name);
                 }
                 names.sort();
-                if let Some(watched) = &self.watched {
-                    if !self.seen_cluster && names.iter().any(|n| **n == **watched) {
-                        self.seen_cluster = true;
-                        events.push(Event::seen(self.id, Milestone::Cluster));
-                    }
-                }
+                events.extend(self.watch.clusters(self.id, names.iter().map(|n| &**n)));
                 let eds = self.state.entry(types::ENDPOINT).or_default();
                 if !eds.requested || eds.names != names {
                     eds.names = names;
@@ -209,10 +315,8 @@ impl Client {
                 }
             }
             types::ENDPOINT => {
-                if self.seen_cluster && !self.seen_endpoints && self.has_watched_endpoints(&resp)? {
-                    self.seen_endpoints = true;
-                    events.push(Event::seen(self.id, Milestone::Endpoints));
-                }
+                let bodies = resp.resources.iter().map(|any| any.value.as_slice());
+                events.extend(self.watch.endpoints(self.id, bodies)?);
                 if !self.state.get(types::LISTENER).is_some_and(|s| s.requested) {
                     self.send(types::LISTENER).await?;
                 }
@@ -240,22 +344,9 @@ impl Client {
         events.extend(self.check_converged().map(Event::Converged));
         Ok(events)
     }
+}
 
-    /// Whether an EDS response gives the watched cluster at least one endpoint.
-    fn has_watched_endpoints(&self, resp: &DiscoveryResponse) -> Result<bool> {
-        let Some(watched) = &self.watched else {
-            return Ok(false);
-        };
-        for any in &resp.resources {
-            if gives_endpoints(watched, &any.value)
-                .with_context(|| format!("client {}: decoding endpoints", self.id))?
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
+impl Client {
     fn check_converged(&mut self) -> Option<Converged> {
         // Every requested type must have an answer (RDS only if a listener needs routes).
         let mut versions = HashMap::new();
@@ -332,31 +423,15 @@ async fn run_client(
         round: 0,
         first_new_at: None,
         received: Received::default(),
-        watched,
-        seen_cluster: false,
-        seen_endpoints: false,
+        watch: Watch::new(watched),
     };
     client.state.entry(types::CLUSTER).or_default().requested = true;
-    let mut grpc = AggregatedDiscoveryServiceClient::new(channel)
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20);
-    let mut inbound = grpc
+    let inbound = ads_client(channel)
         .stream_aggregated_resources(ReceiverStream::new(rx))
         .await
         .with_context(|| format!("client {id}: opening the ADS stream"))?
         .into_inner();
-    loop {
-        let resp = inbound
-            .message()
-            .await
-            .with_context(|| format!("client {id}: reading a response"))?
-            .ok_or_else(|| anyhow!("client {id}: server closed the stream"))?;
-        for ev in client.on_response(resp).await? {
-            if events.send(ev).is_err() {
-                return Ok(());
-            }
-        }
-    }
+    drive(client, inbound, &events).await
 }
 
 /// Opens `n` HTTP/2 connections to the plaintext xDS port (streams are multiplexed on

@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
@@ -30,9 +29,7 @@ use pilot::xds::gen::rds;
 use pilot::xds::gen::Resource;
 use pilot::xds::types;
 
-use super::{
-    gives_endpoints, sidecar_node, static_type, Converged, Event, Milestone, Received, TYPES,
-};
+use super::{ads_client, drive, sidecar_node, Converged, Event, Received, Sidecar, Watch, TYPES};
 
 /// `Cluster.type` of a cluster whose endpoints come from EDS.
 const DISCOVERY_TYPE_EDS: i32 = 3;
@@ -98,9 +95,7 @@ struct Client {
     round: usize,
     first_new_at: Option<Instant>,
     received: Received,
-    watched: Option<Arc<str>>,
-    seen_cluster: bool,
-    seen_endpoints: bool,
+    watch: Watch,
 }
 
 impl Client {
@@ -139,13 +134,19 @@ impl Client {
         };
         self.send(req).await
     }
+}
+
+impl Sidecar for Client {
+    type Response = DeltaDiscoveryResponse;
+
+    fn id(&self) -> usize {
+        self.id
+    }
 
     /// Handles one response: apply it, ACK it, follow up with dependent subscriptions, and
     /// report convergence and milestones of the watched cluster.
     async fn on_response(&mut self, resp: DeltaDiscoveryResponse) -> Result<Vec<Event>> {
-        let type_url = static_type(&resp.type_url)
-            .ok_or_else(|| anyhow!("unexpected response type {:?}", resp.type_url))?;
-        self.received.add(type_url, resp.encoded_len());
+        let type_url = self.received.add(&resp.type_url, resp.encoded_len())?;
         let new_version = !self.baseline.contains(&resp.system_version_info);
         if new_version && self.round > 0 {
             self.first_new_at.get_or_insert_with(Instant::now);
@@ -186,20 +187,17 @@ impl Client {
                         None => self.eds_names.remove(&r.name),
                     };
                 }
-                if let Some(watched) = &self.watched {
-                    if !self.seen_cluster && resp.resources.iter().any(|r| *r.name == **watched) {
-                        self.seen_cluster = true;
-                        events.push(Event::seen(self.id, Milestone::Cluster));
-                    }
-                }
+                let names = resp.resources.iter().map(|r| r.name.as_str());
+                events.extend(self.watch.clusters(self.id, names));
                 let wanted = self.eds_names.values().cloned().collect();
                 self.subscribe(types::ENDPOINT, wanted).await?;
             }
             types::ENDPOINT => {
-                if self.seen_cluster && !self.seen_endpoints && self.has_watched_endpoints(&resp)? {
-                    self.seen_endpoints = true;
-                    events.push(Event::seen(self.id, Milestone::Endpoints));
-                }
+                let bodies = resp
+                    .resources
+                    .iter()
+                    .map(|r| r.resource.as_ref().map_or(&[][..], |a| a.value.as_slice()));
+                events.extend(self.watch.endpoints(self.id, bodies)?);
                 if !self.state.get(types::LISTENER).is_some_and(|s| s.requested) {
                     self.subscribe(types::LISTENER, BTreeSet::new()).await?;
                 }
@@ -228,23 +226,9 @@ impl Client {
         events.extend(self.check_converged().map(Event::Converged));
         Ok(events)
     }
+}
 
-    /// Whether an EDS response gives the watched cluster at least one endpoint.
-    fn has_watched_endpoints(&self, resp: &DeltaDiscoveryResponse) -> Result<bool> {
-        let Some(watched) = &self.watched else {
-            return Ok(false);
-        };
-        for r in &resp.resources {
-            if *r.name != **watched {
-                continue;
-            }
-            let body = r.resource.as_ref().map_or(&[][..], |a| a.value.as_slice());
-            return gives_endpoints(watched, body)
-                .with_context(|| format!("client {}: decoding endpoints", self.id));
-        }
-        Ok(false)
-    }
-
+impl Client {
     fn check_converged(&mut self) -> Option<Converged> {
         for t in TYPES {
             match self.state.get(t) {
@@ -298,29 +282,13 @@ pub(super) async fn run_client(
         round: 0,
         first_new_at: None,
         received: Received::default(),
-        watched,
-        seen_cluster: false,
-        seen_endpoints: false,
+        watch: Watch::new(watched),
     };
     client.subscribe(types::CLUSTER, BTreeSet::new()).await?;
-    let mut grpc = AggregatedDiscoveryServiceClient::new(channel)
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20);
-    let mut inbound = grpc
+    let inbound = ads_client(channel)
         .delta_aggregated_resources(ReceiverStream::new(rx))
         .await
         .with_context(|| format!("client {id}: opening the delta ADS stream"))?
         .into_inner();
-    loop {
-        let resp = inbound
-            .message()
-            .await
-            .with_context(|| format!("client {id}: reading a response"))?
-            .ok_or_else(|| anyhow!("client {id}: server closed the stream"))?;
-        for ev in client.on_response(resp).await? {
-            if events.send(ev).is_err() {
-                return Ok(());
-            }
-        }
-    }
+    drive(client, inbound, &events).await
 }

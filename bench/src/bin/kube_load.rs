@@ -278,15 +278,9 @@ async fn run(
     let channels = ads::connect(grpc_port, args.channels).await?;
     let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
-    let protocol = if args.delta {
-        // Push rounds are not measured here (the milestones are); a new Service adds a
-        // cluster, so CDS marks one.
-        Protocol::Delta {
-            round_type: types::CLUSTER,
-        }
-    } else {
-        Protocol::StateOfTheWorld
-    };
+    // Push rounds are not measured here (the milestones are); with delta, a new Service
+    // adds a cluster, so CDS marks one.
+    let protocol = Protocol::new(args.delta, types::CLUSTER);
     let mut clients = ads::spawn_clients(args.clients, &channels, Some(watched.clone()), protocol);
     let mut received = vec![ads::Received::default(); args.clients];
     let mut initial = ads::wait_round(&mut clients.events, 0, t0, &mut received).await?;

@@ -144,14 +144,8 @@ async fn run(
     let channels = ads::connect(grpc_port, args.channels).await?;
     let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
-    let protocol = if args.delta {
-        // The VirtualService edit changes routes only, and a delta server sends only that.
-        Protocol::Delta {
-            round_type: types::ROUTE,
-        }
-    } else {
-        Protocol::StateOfTheWorld
-    };
+    // The VirtualService edit changes routes only, and a delta server sends only that.
+    let protocol = Protocol::new(args.delta, types::ROUTE);
     let mut clients = ads::spawn_clients(args.clients, &channels, None, protocol);
     let ev_rx = &mut clients.events;
 

@@ -548,13 +548,21 @@ impl FakeApi {
         }))
     }
 
-    /// Stores `object` under a new resource version and logs the change.
-    fn commit(store: &mut Store, key: Key, kind: &'static str, mut object: Value) -> Value {
+    /// Stores `object` under a new resource version, logs the change, releases the store
+    /// and wakes the watches.
+    fn commit(
+        &self,
+        mut store: std::sync::MutexGuard<'_, Store>,
+        key: Key,
+        kind: &'static str,
+        mut object: Value,
+    ) -> Value {
         store.rv += 1;
-        object["metadata"]["resourceVersion"] = json!(store.rv.to_string());
+        let rv = store.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
         let object = Arc::new(object);
         store.log.push(Change {
-            rv: store.rv,
+            rv,
             collection: key.0.clone(),
             kind,
             object: object.clone(),
@@ -564,11 +572,9 @@ impl FakeApi {
         } else {
             store.objects.insert(key, object.clone());
         }
-        (*object).clone()
-    }
-
-    fn notify(&self, rv: u64) {
+        drop(store);
         self.inner.changed.send_replace(rv);
+        (*object).clone()
     }
 
     fn create_at(
@@ -599,7 +605,7 @@ impl FakeApi {
             }
             _ => {}
         }
-        let mut store = self.store();
+        let store = self.store();
         if meta["name"].as_str().is_none_or(str::is_empty) {
             let prefix = meta["generateName"].as_str().ok_or_else(|| {
                 ApiError::bad_request("metadata.name or metadata.generateName is required")
@@ -624,11 +630,7 @@ impl FakeApi {
         if dry_run {
             return Ok(object);
         }
-        let stored = Self::commit(&mut store, key, "ADDED", object);
-        let rv = store.rv;
-        drop(store);
-        self.notify(rv);
-        Ok(stored)
+        Ok(self.commit(store, key, "ADDED", object))
     }
 
     /// Replaces (`patch` = None) or merge-patches an object, refusing a stale
@@ -643,7 +645,7 @@ impl FakeApi {
     ) -> Result<Value, ApiError> {
         let ty = &self.inner.types[&target.collection];
         let key = key(target, name);
-        let mut store = self.store();
+        let store = self.store();
         let current = store
             .objects
             .get(&key)
@@ -678,26 +680,18 @@ impl FakeApi {
         if dry_run {
             return Ok(object);
         }
-        let stored = Self::commit(&mut store, key, "MODIFIED", object);
-        let rv = store.rv;
-        drop(store);
-        self.notify(rv);
-        Ok(stored)
+        Ok(self.commit(store, key, "MODIFIED", object))
     }
 
     fn delete(&self, target: &Target, name: &str) -> Result<Value, ApiError> {
         let key = key(target, name);
-        let mut store = self.store();
+        let store = self.store();
         let current = store
             .objects
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(format!("{} {name:?}", target.collection)))?;
-        let stored = Self::commit(&mut store, key, "DELETED", (*current).clone());
-        let rv = store.rv;
-        drop(store);
-        self.notify(rv);
-        Ok(stored)
+        Ok(self.commit(store, key, "DELETED", (*current).clone()))
     }
 
     /// Streams the changes of a collection from a resource version.
