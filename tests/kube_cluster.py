@@ -179,7 +179,9 @@ class KubeCluster:
                            f"{self.log_tail('kube-apiserver')}")
 
     def stop_apiserver(self):
-        _stop(self.apiserver)
+        # With watches open the API server waits for them before it exits; a short grace
+        # is enough, it keeps nothing that etcd does not.
+        _stop(self.apiserver, grace=5)
         self.apiserver = None
 
     def restart_apiserver(self):
@@ -305,7 +307,7 @@ class KubeCluster:
         path.write_text(json.dumps(config, indent=1))
 
 
-def _stop(proc: subprocess.Popen | None):
+def _stop(proc: subprocess.Popen | None, grace: float = 20):
     if proc is None or proc.poll() is not None:
         return
     try:
@@ -313,7 +315,7 @@ def _stop(proc: subprocess.Popen | None):
     except ProcessLookupError:
         return
     try:
-        proc.wait(timeout=20)
+        proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
