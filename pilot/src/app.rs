@@ -24,7 +24,7 @@ use crate::kube as kube_source;
 use crate::model::MeshConfig;
 use crate::server::debug::{self, DebugState};
 use crate::server::grpc::{self, GrpcSettings};
-use crate::server::{http, monitoring};
+use crate::server::{http, https, monitoring};
 use crate::settings::Settings;
 use crate::webhook;
 use crate::xds::discovery::build_push;
@@ -444,9 +444,9 @@ async fn start_webhook(
         warn!("no CA and no --tlsCertFile: not serving the validation webhook on --httpsAddr");
         return Ok(None);
     };
-    let tls = webhook::server::tls_config(&tls);
+    let tls = https::tls_config(&tls);
     let routes = webhook::routes(metrics);
-    let started = webhook::server::start(&args.https_addr, tls, routes, shutdown.clone()).await?;
+    let started = https::start(&args.https_addr, tls, routes, shutdown.clone()).await?;
     let Some((addr, serve)) = started else {
         return Ok(None);
     };

@@ -2,8 +2,6 @@
 //! `/validate/...` take `admission.k8s.io/v1` and `v1beta1` AdmissionReviews and answer in
 //! the request's version, and `/ready`. Served over TLS with istiod's certificate.
 
-pub mod server;
-
 #[cfg(test)]
 mod tests;
 

@@ -252,9 +252,9 @@ async fn serves_over_tls() {
     .with_single_cert(vec![cert.der().clone()], der_key.into())
     .unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let (addr, serve) = server::start(
+    let (addr, serve) = crate::server::https::start(
         "127.0.0.1:0",
-        server::tls_config(&base),
+        crate::server::https::tls_config(&base),
         routes(Metrics::default()),
         shutdown.clone(),
     )
