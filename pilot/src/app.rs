@@ -300,7 +300,7 @@ async fn start_sources(
         let election = kube_source::leader::ElectionConfig::new(
             settings.leader_election,
             &args.namespace,
-            &settings.pod_name,
+            &settings.features.pod_name,
             &settings.features.revision,
         )
         .context("starting the Kubernetes writers")?;

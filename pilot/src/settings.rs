@@ -329,15 +329,13 @@ impl Features {
 /// Everything istiod reads from its environment, built once in `main`.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `POD_NAME`: this replica.
-    pub pod_name: String,
-    /// `POD_NAMESPACE`: the istiod namespace.
-    pub pod_namespace: String,
     /// `KUBECONFIG`, when `--kubeconfig` is empty.
     pub kubeconfig: String,
     /// `ENABLE_LEADER_ELECTION`.
     pub leader_election: bool,
+    /// xDS tunables, and this replica's `POD_NAME` and `REVISION`.
     pub features: Features,
+    /// The CA's variables, and the istiod namespace (`POD_NAMESPACE`).
     pub ca: CaConfig,
 }
 
@@ -345,8 +343,6 @@ impl Settings {
     /// Reads and checks every variable; the first unusable one is the error.
     pub fn from_env(env: &Env) -> Result<Self, SettingError> {
         Ok(Settings {
-            pod_name: env.string(POD_NAME, ""),
-            pod_namespace: env.string(POD_NAMESPACE, "istio-system"),
             kubeconfig: env.string(KUBECONFIG, ""),
             leader_election: env.bool(ENABLE_LEADER_ELECTION, true)?,
             features: Features::from_env(env)?,

@@ -104,7 +104,7 @@ fn defaults_in_the_table_are_the_defaults_used() {
         go_duration(default_of(CITADEL_SELF_SIGNED_CA_CERT_TTL)),
         Ok(s.ca.self_signed_ttl)
     );
-    assert_eq!(default_of(POD_NAMESPACE), s.pod_namespace);
+    assert_eq!(default_of(POD_NAMESPACE), s.ca.namespace);
     assert_eq!(default_of(TRUST_DOMAIN), s.ca.trust_domain);
     for v in VARIABLES {
         match v.rule {
