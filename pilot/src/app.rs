@@ -106,6 +106,7 @@ impl App {
             keepalive_timeout: args.keepalive_timeout,
             max_connection_age: args.keepalive_max_server_connection_age,
             max_connection_age_grace: grpc::MAX_CONNECTION_AGE_GRACE,
+            max_concurrent_streams: settings.features.max_streams_per_connection,
         };
         let grpc_addr = match bind(&args.grpc_addr, "grpcAddr").await? {
             Some(listener) => {

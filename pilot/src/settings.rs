@@ -191,6 +191,9 @@ pub const VARIABLES: &[Variable] = &[
     var(PILOT_ENABLE_EDS_DEBOUNCE, "true", Rule::Bool, "Endpoint changes wait for the debounce too."),
     var(PILOT_PUSH_THROTTLE, "0", Rule::Integer, "Connections pushed at once; 0 means min(15 + 5 × cores, 100)."),
     var(PILOT_MAX_REQUESTS_PER_SECOND, "0", Rule::Number, "New xDS streams admitted per second; 0 means min(15 + 5 × cores, 100)."),
+    var(PILOT_XDS_SEND_TIMEOUT, "30s", Rule::Duration, "A stream whose client takes no response for this long is closed and counted in `pilot_xds_write_timeout`; 0 never closes (upstream's default is 0)."),
+    var(PILOT_MAX_XDS_STREAMS, "20000", Rule::Integer, "xDS streams served at once by this replica, including those waiting for admission; beyond it new streams get RESOURCE_EXHAUSTED (not upstream)."),
+    var(ISTIO_GPRC_MAXSTREAMS, "100", Rule::Integer, "HTTP/2 streams at once per gRPC connection (15010, 15012); upstream's default is 100000."),
     var(PILOT_ENABLE_XDS_IDENTITY_CHECK, "true", Rule::Bool, "A caller authenticated on 15012 may only claim its own namespace."),
     var(ENABLE_DEBUG_ON_HTTP, "true", Rule::Bool, "Serve `/debug/*` on the HTTP port (8080) as well as on 15014."),
     var(PILOT_ENABLE_AMBIENT, "false", Rule::Bool, "Accept ztunnel connections."),
@@ -226,6 +229,9 @@ pub const PILOT_DEBOUNCE_MAX: &str = "PILOT_DEBOUNCE_MAX";
 pub const PILOT_ENABLE_EDS_DEBOUNCE: &str = "PILOT_ENABLE_EDS_DEBOUNCE";
 pub const PILOT_PUSH_THROTTLE: &str = "PILOT_PUSH_THROTTLE";
 pub const PILOT_MAX_REQUESTS_PER_SECOND: &str = "PILOT_MAX_REQUESTS_PER_SECOND";
+pub const PILOT_XDS_SEND_TIMEOUT: &str = "PILOT_XDS_SEND_TIMEOUT";
+pub const PILOT_MAX_XDS_STREAMS: &str = "PILOT_MAX_XDS_STREAMS";
+pub const ISTIO_GPRC_MAXSTREAMS: &str = "ISTIO_GPRC_MAXSTREAMS";
 pub const PILOT_ENABLE_XDS_IDENTITY_CHECK: &str = "PILOT_ENABLE_XDS_IDENTITY_CHECK";
 pub const ENABLE_DEBUG_ON_HTTP: &str = "ENABLE_DEBUG_ON_HTTP";
 pub const PILOT_ENABLE_AMBIENT: &str = "PILOT_ENABLE_AMBIENT";
@@ -283,6 +289,13 @@ pub struct Features {
     pub push_throttle: usize,
     /// `PILOT_MAX_REQUESTS_PER_SECOND`: new xDS streams accepted per second.
     pub max_requests_per_second: f64,
+    /// `PILOT_XDS_SEND_TIMEOUT`: how long a stream waits for its client to take a
+    /// response; zero waits forever.
+    pub xds_send_timeout: Duration,
+    /// `PILOT_MAX_XDS_STREAMS`: streams served at once, admitted or waiting.
+    pub max_xds_streams: usize,
+    /// `ISTIO_GPRC_MAXSTREAMS`: HTTP/2 streams at once per gRPC connection.
+    pub max_streams_per_connection: u32,
     /// `REVISION`: the control-plane revision.
     pub revision: String,
     /// `POD_NAME`.
@@ -317,12 +330,27 @@ impl Features {
             enable_eds_debounce: env.bool(PILOT_ENABLE_EDS_DEBOUNCE, true)?,
             push_throttle: if throttle == 0 { auto_limit } else { throttle },
             max_requests_per_second: if rps == 0.0 { auto_limit as f64 } else { rps },
+            xds_send_timeout: env.duration(PILOT_XDS_SEND_TIMEOUT, Duration::from_secs(30))?,
+            max_xds_streams: env.parse(PILOT_MAX_XDS_STREAMS, 20_000usize, positive)?,
+            max_streams_per_connection: env.parse(ISTIO_GPRC_MAXSTREAMS, 100u32, positive)?,
             revision: env.string(REVISION, ""),
             pod_name: env.string(POD_NAME, ""),
             xds_identity_check: env.bool(PILOT_ENABLE_XDS_IDENTITY_CHECK, true)?,
             enable_debug_on_http: env.bool(ENABLE_DEBUG_ON_HTTP, true)?,
             enable_ambient: env.bool(PILOT_ENABLE_AMBIENT, false)?,
         })
+    }
+}
+
+/// A whole number above zero.
+fn positive<T: std::str::FromStr + PartialOrd + Default>(s: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    match s.parse::<T>() {
+        Ok(v) if v > T::default() => Ok(v),
+        Ok(_) => Err("must be above zero".into()),
+        Err(e) => Err(format!("not a whole number: {e}")),
     }
 }
 

@@ -39,6 +39,8 @@ pub struct GrpcSettings {
     pub max_connection_age: Option<Duration>,
     /// After GOAWAY, how long streams may finish before the connection is closed.
     pub max_connection_age_grace: Duration,
+    /// `ISTIO_GPRC_MAXSTREAMS`: HTTP/2 streams a client may open at once on one connection.
+    pub max_concurrent_streams: u32,
 }
 
 impl GrpcSettings {
@@ -46,7 +48,8 @@ impl GrpcSettings {
     fn builder(&self) -> tonic::transport::Server {
         let mut server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(self.keepalive_interval))
-            .http2_keepalive_timeout(Some(self.keepalive_timeout));
+            .http2_keepalive_timeout(Some(self.keepalive_timeout))
+            .max_concurrent_streams(Some(self.max_concurrent_streams));
         if let Some(age) = self.max_connection_age {
             server = server.max_connection_age(age);
         }

@@ -8,13 +8,14 @@ use std::task::{Context, Poll};
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tonic::codec::{BufferSettings, Streaming};
 use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::metadata::GRPC_CONTENT_TYPE;
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstDecoder;
+use tracing::warn;
 
 use super::delta::Delta;
 use super::discovery::DiscoveryServer;
@@ -28,8 +29,10 @@ use crate::security::Caller;
 /// The responses of one stream, from its task to its HTTP/2 body.
 type Responses = mpsc::Receiver<Result<WireResponse, Status>>;
 
-/// Responses queued per stream before the sender waits for the client.
-const STREAM_BUFFER: usize = 4;
+/// Responses queued per stream before the sender waits for the client: one, so a client
+/// that falls behind holds one response beside the one HTTP/2 is writing, and catches up
+/// with the latest push rather than every one it missed.
+const STREAM_BUFFER: usize = 1;
 
 /// The request compression header; only `identity` is accepted on state-of-the-world
 /// streams (Envoy and gRPC clients do not compress by default).
@@ -63,19 +66,34 @@ impl AdsService {
         self
     }
 
+    /// Takes a place under the process's stream cap, then waits for admission.
+    async fn admit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        let Some(place) = self.server.reserve_stream() else {
+            self.server.metrics.rejected_streams.inc();
+            warn!(
+                limit = self.server.features.max_xds_streams,
+                "refusing xDS stream: PILOT_MAX_XDS_STREAMS reached"
+            );
+            return Err(Status::resource_exhausted(
+                "istiod serves as many xDS streams as PILOT_MAX_XDS_STREAMS allows; retry later or connect to another replica",
+            ));
+        };
+        self.server.admit().await;
+        Ok(place)
+    }
+
     async fn stream_aggregated_resources(
         self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Responses>, Status> {
-        self.server.admit().await;
+        let place = self.admit().await?;
         let caller = request.extensions().get::<Caller>().cloned();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(stream::run::<Sotw>(
-            self.server.clone(),
-            caller,
-            request.into_inner(),
-            tx,
-        ));
+        let server = self.server.clone();
+        tokio::spawn(async move {
+            stream::run::<Sotw>(server, caller, request.into_inner(), tx).await;
+            drop(place);
+        });
         Ok(Response::new(rx))
     }
 
@@ -83,15 +101,14 @@ impl AdsService {
         self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Responses>, Status> {
-        self.server.admit().await;
+        let place = self.admit().await?;
         let caller = request.extensions().get::<Caller>().cloned();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(stream::run::<Delta>(
-            self.server.clone(),
-            caller,
-            request.into_inner(),
-            tx,
-        ));
+        let server = self.server.clone();
+        tokio::spawn(async move {
+            stream::run::<Delta>(server, caller, request.into_inner(), tx).await;
+            drop(place);
+        });
         Ok(Response::new(rx))
     }
 }

@@ -2,7 +2,7 @@
 //! forms made once and handed to every stream by reference.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use prost::bytes::Bytes;
 
@@ -65,13 +65,24 @@ impl Generated {
 
 /// Resources generated during one push, shared by every proxy with the same config key:
 /// 500 sidecars of one namespace cost one generation, not 500.
+///
+/// The cache holds its entries weakly: a set lives as long as a stream that was sent it
+/// (or is sending it) holds it. Keys come from what clients send (their metadata, the
+/// names they ask for), so nothing a client asked for outlives the streams that asked.
 #[derive(Debug, Default)]
 pub struct GenCache {
-    entries: Mutex<HashMap<CacheKey, Arc<Generated>>>,
+    entries: Mutex<Entries>,
 }
 
 /// (type URL, proxy config key, subscription).
 type CacheKey = (String, String, Subscription);
+
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<CacheKey, Weak<Generated>>,
+    /// Entries left by the last sweep of dead ones.
+    swept_len: usize,
+}
 
 impl GenCache {
     /// Returns the cached resources for (type, proxy key, subscription), generating them
@@ -84,15 +95,37 @@ impl GenCache {
         sub: &Subscription,
     ) -> Option<Arc<Generated>> {
         let k = (type_url.to_owned(), key.to_owned(), sub.clone());
-        if let Some(hit) = self.lock().get(&k) {
-            return Some(hit.clone());
+        if let Some(hit) = self.lock().map.get(&k).and_then(Weak::upgrade) {
+            return Some(hit);
         }
         // Generated outside the lock: other proxies keep reading while this one builds.
         let generated = Arc::new(Generated::new(generate(type_url, ctx, sub)?));
-        Some(self.lock().entry(k).or_insert(generated).clone())
+        let mut entries = self.lock();
+        if let Some(raced) = entries.map.get(&k).and_then(Weak::upgrade) {
+            return Some(raced);
+        }
+        entries.map.insert(k, Arc::downgrade(&generated));
+        // Dead entries are swept once the map has doubled since the last sweep.
+        if entries.map.len() > 2 * entries.swept_len + 64 {
+            entries.map.retain(|_, w| w.strong_count() > 0);
+            entries.swept_len = entries.map.len();
+        }
+        Some(generated)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<Generated>>> {
+    /// Entries whose resources are still held by some stream.
+    pub fn live_entries(&self) -> usize {
+        self.lock()
+            .map
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 
 use super::cache::Generated;
 use super::gen::Subscription;
-use super::stream::{Protocol, ProxyStream, StreamEnd};
+use super::stream::{
+    Outgoing, Protocol, ProxyStream, StreamEnd, MAX_NAMES_PER_TYPE, MAX_TYPES_PER_STREAM,
+};
 use super::types;
 use super::watch::Watch;
 
@@ -115,8 +117,16 @@ impl Protocol for Delta {
         &mut self.stream
     }
 
-    async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), StreamEnd> {
+    fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<Vec<Outgoing>, StreamEnd> {
         let type_url = req.type_url.as_str();
+        if !self.watches.contains_key(type_url) && self.watches.len() >= MAX_TYPES_PER_STREAM {
+            return Err(StreamEnd::TooManyTypes);
+        }
+        if req.resource_names_subscribe.len() > MAX_NAMES_PER_TYPE
+            || req.initial_resource_versions.len() > MAX_NAMES_PER_TYPE
+        {
+            return Err(StreamEnd::TooManyNames);
+        }
         if !req.response_nonce.is_empty() {
             let nonce = req.response_nonce.as_str();
             let status = self
@@ -166,37 +176,46 @@ impl Protocol for Delta {
                     .get_or_insert_with(|| watch.names.as_ref().clone())
                     .remove(name);
             }
-            watch.held.forget(name);
+            // Only what the client holds is recorded: unsubscribing from names it never
+            // had leaves no state behind.
+            if watch.held.version(name).is_some() {
+                watch.held.forget(name);
+            }
         }
         for name in &added {
             // A (re)subscribed name must be sent even if we think the client has it.
             watch.held.forget(name);
         }
         if let Some(set) = names {
+            if set.len() > MAX_NAMES_PER_TYPE {
+                return Err(StreamEnd::TooManyNames);
+            }
             watch.names = self.stream.server.name_sets.intern_set(set);
         }
         if first || !added.is_empty() {
-            return self.respond(type_url, first).await;
+            return Ok(self.respond(type_url, first)?.into_iter().collect());
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
-    async fn on_push(&mut self, full: bool) -> Result<(), StreamEnd> {
+    fn on_push(&mut self, full: bool) -> Result<Vec<Outgoing>, StreamEnd> {
         let types = types::push_order(self.watches.keys().map(String::as_str), full);
+        let mut out = Vec::new();
         for type_url in types {
-            self.respond(&type_url, false).await?;
+            out.extend(self.respond(&type_url, false)?);
         }
-        Ok(())
+        Ok(out)
     }
 }
 
 impl Delta {
-    /// Sends what changed of a type since the client's last known versions. `always`
-    /// sends even an empty response (the first request of a type expects an answer).
-    async fn respond(&mut self, type_url: &str, always: bool) -> Result<(), StreamEnd> {
+    /// What changed of a type since the client's last known versions, if anything.
+    /// `always` answers even with an empty response (the first request of a type
+    /// expects an answer).
+    fn respond(&mut self, type_url: &str, always: bool) -> Result<Option<Outgoing>, StreamEnd> {
         let started = Instant::now();
         let Some(watch) = self.watches.get_mut(type_url) else {
-            return Ok(());
+            return Ok(None);
         };
         let generated = self
             .stream
@@ -215,7 +234,7 @@ impl Delta {
         let removed = watch.held.missing_from(&generated);
         watch.held.settle(generated);
         if resources.is_empty() && removed.is_empty() && !always {
-            return Ok(());
+            return Ok(None);
         }
         let version = self.stream.event.push.version.clone();
         let nonce = uuid::Uuid::new_v4().to_string();
@@ -239,10 +258,9 @@ impl Delta {
             status.record_names(watch.names.clone());
             status.sent(&nonce, &version);
         }
-        self.stream.publish();
         self.stream
-            .send(type_url, &head, resources, size, started)
-            .await
+            .response(type_url, &head, resources, size, started)
+            .map(Some)
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -73,7 +73,11 @@ pub struct DiscoveryServer {
     /// Subscribed name sets, shared across connections.
     pub name_sets: NameSets,
     next_conn: AtomicU64,
-    admission: Mutex<Instant>,
+    /// When the next stream may be admitted. The async mutex is the queue: waiters are
+    /// served in order, and one that gives up leaves the queue without taking a slot.
+    admission: tokio::sync::Mutex<Instant>,
+    /// Streams served or waiting for admission (`PILOT_MAX_XDS_STREAMS`).
+    streams: Arc<Semaphore>,
 }
 
 impl DiscoveryServer {
@@ -93,13 +97,14 @@ impl DiscoveryServer {
         Arc::new(DiscoveryServer {
             throttle: Arc::new(Semaphore::new(features.push_throttle.max(1))),
             control_plane_id: super::stream::control_plane_id(&features.pod_name),
-            features,
             metrics,
             push_tx,
             connections: Mutex::new(BTreeMap::new()),
             name_sets: NameSets::default(),
             next_conn: AtomicU64::new(1),
-            admission: Mutex::new(Instant::now()),
+            admission: tokio::sync::Mutex::new(Instant::now()),
+            streams: Arc::new(Semaphore::new(features.max_xds_streams.max(1))),
+            features,
         })
     }
 
@@ -131,19 +136,22 @@ impl DiscoveryServer {
         self.push_tx.send_replace(Arc::new(event));
     }
 
-    /// Waits for this stream's turn under `PILOT_MAX_REQUESTS_PER_SECOND`: streams are
-    /// admitted at that rate; excess ones wait rather than fail, as upstream's limiter.
+    /// A place for one more stream under `PILOT_MAX_XDS_STREAMS`, held for the stream's
+    /// life; `None` when the replica serves as many as it may.
+    pub fn reserve_stream(&self) -> Option<OwnedSemaphorePermit> {
+        self.streams.clone().try_acquire_owned().ok()
+    }
+
+    /// Waits for this stream's turn under `PILOT_MAX_REQUESTS_PER_SECOND`, as upstream's
+    /// limiter (a burst of one): streams are admitted at that rate, in arrival order, and
+    /// excess ones wait rather than fail. A slot is taken only when a stream is admitted,
+    /// so streams that give up while waiting cost the ones behind them nothing.
     pub async fn admit(&self) {
         let interval =
             Duration::from_secs_f64(1.0 / self.features.max_requests_per_second.max(0.001));
-        let slot = {
-            let mut next = self.admission.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+        let mut next = self.admission.lock().await;
+        tokio::time::sleep_until(*next).await;
+        *next = Instant::now() + interval;
     }
 
     /// Registers a connection; the returned guard unregisters it when dropped.

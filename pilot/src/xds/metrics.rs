@@ -54,6 +54,11 @@ pub struct Metrics {
     pub config_size: Family<TypeLabel, Histogram>,
     /// `pilot_total_xds_internal_errors`.
     pub internal_errors: Counter,
+    /// `pilot_xds_write_timeout`: streams closed because the client took no response
+    /// within `PILOT_XDS_SEND_TIMEOUT`.
+    pub write_timeouts: Counter,
+    /// `pilot_xds_rejected_streams`: streams refused at `PILOT_MAX_XDS_STREAMS`.
+    pub rejected_streams: Counter,
 }
 
 impl Metrics {
@@ -76,6 +81,8 @@ impl Metrics {
                 Histogram::new(exponential_buckets(1.0, 10.0, 8))
             }),
             internal_errors: Counter::default(),
+            write_timeouts: Counter::default(),
+            rejected_streams: Counter::default(),
         };
         registry.register(
             "pilot_xds",
@@ -143,6 +150,16 @@ impl Metrics {
             "pilot_total_xds_internal_errors",
             "Total number of internal XDS errors in pilot.",
             m.internal_errors.clone(),
+        );
+        registry.register(
+            "pilot_xds_write_timeout",
+            "Pilot XDS response write timeouts.",
+            m.write_timeouts.clone(),
+        );
+        registry.register(
+            "pilot_xds_rejected_streams",
+            "xDS streams refused because the replica serves PILOT_MAX_XDS_STREAMS streams.",
+            m.rejected_streams.clone(),
         );
         m
     }

@@ -7,7 +7,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use tracing::debug;
 
 use super::gen::Subscription;
-use super::stream::{Protocol, ProxyStream, StreamEnd};
+use super::stream::{
+    Outgoing, Protocol, ProxyStream, StreamEnd, MAX_NAMES_PER_TYPE, MAX_TYPES_PER_STREAM,
+};
 use super::types;
 use super::watch::{Decision, Watch};
 
@@ -33,8 +35,16 @@ impl Protocol for Sotw {
         &mut self.stream
     }
 
-    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), StreamEnd> {
+    fn on_request(&mut self, req: DiscoveryRequest) -> Result<Vec<Outgoing>, StreamEnd> {
         let type_url = req.type_url.as_str();
+        if req.resource_names.len() > MAX_NAMES_PER_TYPE {
+            return Err(StreamEnd::TooManyNames);
+        }
+        if !self.stream.watches.contains_key(type_url)
+            && self.stream.watches.len() >= MAX_TYPES_PER_STREAM
+        {
+            return Err(StreamEnd::TooManyTypes);
+        }
         let error = req
             .error_detail
             .as_ref()
@@ -55,7 +65,7 @@ impl Protocol for Sotw {
         };
         let nonce = req.response_nonce.as_str();
         match decision {
-            Decision::Respond => return self.respond(type_url).await,
+            Decision::Respond => return Ok(vec![self.respond(type_url)?]),
             Decision::Ack => debug!(r#type = %types::short_name(type_url), %nonce, "ack"),
             Decision::Nack(e) => self.stream.nack(type_url, nonce, &e),
             Decision::StaleNonce => self.stream.stale_nonce(type_url, nonce),
@@ -63,10 +73,10 @@ impl Protocol for Sotw {
                 debug!(r#type = %types::short_name(type_url), "unsubscribed")
             }
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
-    async fn on_push(&mut self, full: bool) -> Result<(), StreamEnd> {
+    fn on_push(&mut self, full: bool) -> Result<Vec<Outgoing>, StreamEnd> {
         let types = {
             let active = self
                 .stream
@@ -76,26 +86,24 @@ impl Protocol for Sotw {
                 .map(|w| w.type_url.as_str());
             types::push_order(active, full)
         };
-        for type_url in types {
-            self.respond(&type_url).await?;
-        }
-        Ok(())
+        types.iter().map(|t| self.respond(t)).collect()
     }
 }
 
 impl Sotw {
-    /// Sends every resource of the type the proxy subscribes to.
-    async fn respond(&mut self, type_url: &str) -> Result<(), StreamEnd> {
+    /// Every resource of the type the proxy subscribes to, as one response.
+    fn respond(&mut self, type_url: &str) -> Result<Outgoing, StreamEnd> {
         let started = Instant::now();
         let subscription = self
             .stream
             .watches
             .get(type_url)
             .map_or(Subscription::Wildcard, |w| w.subscription.clone());
-        let resources = match self.stream.generated(type_url, &subscription) {
+        let generated = self.stream.generated(type_url, &subscription);
+        let resources = match &generated {
             Some(generated) => generated.wire(),
             None => {
-                debug!(r#type = %type_url, "no generator for type; sending an empty response");
+                debug!(r#type = %types::short_name(type_url), "no generator for type; sending an empty response");
                 Default::default()
             }
         };
@@ -113,10 +121,9 @@ impl Sotw {
         };
         if let Some(w) = self.stream.watches.get_mut(type_url) {
             w.sent(&nonce, &version);
+            w.hold(generated);
         }
-        self.stream.publish();
         self.stream
-            .send(type_url, &head, vec![resources], size, started)
-            .await
+            .response(type_url, &head, vec![resources], size, started)
     }
 }

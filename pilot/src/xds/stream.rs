@@ -3,7 +3,6 @@
 //! [`super::sotw`] and [`super::delta`] add only their request and response rules.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +27,14 @@ use crate::security::Caller;
 /// Where a stream's responses go (its HTTP/2 body).
 pub type Tx = mpsc::Sender<Result<WireResponse, Status>>;
 
+/// Most distinct type URLs one stream may subscribe to: every type istiod serves, debug
+/// types and room for new ones, but not one watch per made-up type URL.
+pub const MAX_TYPES_PER_STREAM: usize = 64;
+
+/// Most resource names one stream may subscribe to of one type. A sidecar asks for one
+/// endpoint set per cluster it knows, so this is far above any real mesh.
+pub const MAX_NAMES_PER_TYPE: usize = 100_000;
+
 /// Why a stream stops: returned by the send path and the protocol handlers, it ends the
 /// stream loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +47,40 @@ pub enum StreamEnd {
     /// `RESOURCE_EXHAUSTED`.
     #[error("a response exceeded gRPC's 4 GiB limit")]
     ResponseTooLarge,
+    /// The client did not take a response within `PILOT_XDS_SEND_TIMEOUT`: it stopped
+    /// reading, or reads too slowly to keep up.
+    #[error("the client did not read a response within PILOT_XDS_SEND_TIMEOUT")]
+    SendTimeout,
+    /// The client asked for more distinct types than [`MAX_TYPES_PER_STREAM`].
+    #[error("more than {MAX_TYPES_PER_STREAM} resource types on one stream")]
+    TooManyTypes,
+    /// The client subscribed to more names of one type than [`MAX_NAMES_PER_TYPE`].
+    #[error("more than {MAX_NAMES_PER_TYPE} resource names of one type")]
+    TooManyNames,
+}
+
+impl StreamEnd {
+    /// The status the client is told, if it is still listening.
+    fn status(self) -> Option<Status> {
+        match self {
+            StreamEnd::ClientGone | StreamEnd::SendTimeout => None,
+            StreamEnd::ResponseTooLarge => Some(Status::resource_exhausted(self.to_string())),
+            StreamEnd::TooManyTypes | StreamEnd::TooManyNames => {
+                Some(Status::resource_exhausted(self.to_string()))
+            }
+        }
+    }
+}
+
+/// A response made under the push throttle, sent after the throttle slot is released:
+/// a slow client delays only itself.
+#[derive(Debug)]
+pub struct Outgoing {
+    type_url: String,
+    response: WireResponse,
+    /// Resource bytes, for `pilot_xds_config_size_bytes`.
+    size: usize,
+    started: Instant,
 }
 
 /// An xDS request that names its proxy in the first message.
@@ -59,7 +100,8 @@ impl XdsRequest for DeltaDiscoveryRequest {
     }
 }
 
-/// The stream rules of one protocol variant.
+/// The stream rules of one protocol variant. Handlers only decide and build responses
+/// (synchronously); the stream sends them, so no handler ever waits on its client.
 pub trait Protocol: Sized + Send {
     type Request: XdsRequest;
     /// Names the stream in logs and `/debug/adsz`.
@@ -67,15 +109,12 @@ pub trait Protocol: Sized + Send {
 
     fn new(stream: ProxyStream) -> Self;
     fn stream(&self) -> &ProxyStream;
-    /// Applies a request; `Err` ends the stream.
-    fn on_request(
-        &mut self,
-        req: Self::Request,
-    ) -> impl Future<Output = Result<(), StreamEnd>> + Send;
-    /// Sends what a push changed; `full` when the push rebuilt config, not just endpoints.
-    /// `Err` ends the stream.
-    fn on_push(&mut self, full: bool) -> impl Future<Output = Result<(), StreamEnd>> + Send;
     fn stream_mut(&mut self) -> &mut ProxyStream;
+    /// Applies a request: the responses it calls for, or why the stream must end.
+    fn on_request(&mut self, req: Self::Request) -> Result<Vec<Outgoing>, StreamEnd>;
+    /// The responses a push calls for; `full` when the push rebuilt config, not just
+    /// endpoints.
+    fn on_push(&mut self, full: bool) -> Result<Vec<Outgoing>, StreamEnd>;
 }
 
 /// Admits the proxy of the first request, then serves the stream until the client goes
@@ -99,7 +138,7 @@ pub async fn run<P: Protocol>(
         Err(status) => {
             let node = first.node().map_or("", |n| n.id.as_str());
             warn!(node, delta = P::DELTA, %status, "rejecting xDS stream");
-            let _ = tx.send(Err(status)).await;
+            let _ = tx.try_send(Err(status));
             return;
         }
     };
@@ -113,43 +152,69 @@ pub async fn run<P: Protocol>(
     serve(handler, first, inbound).instrument(span).await;
 }
 
-async fn serve<P: Protocol>(mut handler: P, first: P::Request, mut inbound: Streaming<P::Request>) {
+async fn serve<P: Protocol>(mut handler: P, first: P::Request, inbound: Streaming<P::Request>) {
     let id = handler.stream().guard.info.id.clone();
     info!(conn = %id, delta = P::DELTA, "connected");
+    let end = serve_until_end(&mut handler, first, inbound).await;
+    match end {
+        Some(end) => {
+            if end == StreamEnd::SendTimeout {
+                warn!(conn = %id, reason = %end, "closing stream");
+            } else {
+                debug!(conn = %id, reason = %end, "stream ended");
+            }
+            if let Some(status) = end.status() {
+                // Best effort: a client that stopped reading is not waited for.
+                let _ = handler.stream().tx.try_send(Err(status));
+            }
+        }
+        None => debug!(conn = %id, "client closed the stream"),
+    }
+    info!(conn = %id, "disconnected");
+}
+
+/// The stream loop: requests and pushes until the client or the server ends it.
+async fn serve_until_end<P: Protocol>(
+    handler: &mut P,
+    first: P::Request,
+    mut inbound: Streaming<P::Request>,
+) -> Option<StreamEnd> {
     let mut pushes = handler.stream().server.subscribe();
     pushes.borrow_and_update();
     let mut request = Some(first);
     loop {
         if let Some(req) = request.take() {
-            let handled = handler.on_request(req).await;
+            let responses = handler.on_request(req);
             handler.stream().publish();
-            if let Err(end) = handled {
-                debug!(reason = %end, "stream ended");
-                break;
+            if let Err(end) = handler.stream().send_all(responses).await {
+                return Some(end);
             }
         }
         tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => request = Some(req),
-                Ok(None) => break,
+                Ok(None) => return None,
                 Err(status) => {
                     debug!(%status, "stream error");
-                    break;
+                    return None;
                 }
             },
             changed = pushes.changed() => {
                 if changed.is_err() {
-                    break;
+                    return None;
                 }
+                // Only the latest push is taken: a stream that fell behind skips the
+                // ones it missed and goes straight to the current state.
                 let event = pushes.borrow_and_update().clone();
                 let full = handler.stream_mut().advance(event);
                 let server = handler.stream().server.clone();
-                let Some(_permit) = throttle(&server).await else {
-                    break;
+                let responses = {
+                    let _permit = throttle(&server).await?;
+                    handler.on_push(full)
                 };
-                if let Err(end) = handler.on_push(full).await {
-                    debug!(reason = %end, "stream ended");
-                    break;
+                handler.stream().publish();
+                if let Err(end) = handler.stream().send_all(responses).await {
+                    return Some(end);
                 }
                 server
                     .metrics
@@ -158,10 +223,10 @@ async fn serve<P: Protocol>(mut handler: P, first: P::Request, mut inbound: Stre
             }
         }
     }
-    info!(conn = %id, "disconnected");
 }
 
-/// Waits for a push slot (`PILOT_PUSH_THROTTLE`), counting the wait.
+/// Waits for a push slot (`PILOT_PUSH_THROTTLE`), counting the wait. The slot is held
+/// while config is generated and encoded, never while a client is waited for.
 async fn throttle(server: &DiscoveryServer) -> Option<SemaphorePermit<'_>> {
     let queued = Instant::now();
     let permit = server.throttle.acquire().await.ok()?;
@@ -231,40 +296,68 @@ impl ProxyStream {
             .get_or_generate(type_url, &self.key, &ctx, sub)
     }
 
-    /// Sends a response of `type_url` built from `head` and shared `resources`
-    /// (`size` resource bytes, for the metrics); `Err` when the stream cannot go on.
-    pub async fn send<M: Message>(
+    /// Builds a response of `type_url` from `head` and shared `resources` (`size`
+    /// resource bytes, for the metrics).
+    pub fn response<M: Message>(
         &self,
         type_url: &str,
         head: &M,
         resources: Vec<prost::bytes::Bytes>,
         size: usize,
         started: Instant,
-    ) -> Result<(), StreamEnd> {
-        let m = &self.server.metrics;
-        let short = types::short_name(type_url);
+    ) -> Result<Outgoing, StreamEnd> {
         let Some(response) = WireResponse::new(head, resources) else {
+            let short = types::short_name(type_url);
             warn!(r#type = %short, bytes = size, "response exceeds gRPC's 4 GiB limit");
-            let _ = self
-                .tx
-                .send(Err(Status::resource_exhausted("response exceeds 4 GiB")))
-                .await;
             return Err(StreamEnd::ResponseTooLarge);
         };
-        if self.tx.send(Ok(response)).await.is_err() {
+        Ok(Outgoing {
+            type_url: type_url.to_owned(),
+            response,
+            size,
+            started,
+        })
+    }
+
+    /// Sends responses in order, each within `PILOT_XDS_SEND_TIMEOUT`; a handler's
+    /// error ends the stream instead.
+    async fn send_all(&self, responses: Result<Vec<Outgoing>, StreamEnd>) -> Result<(), StreamEnd> {
+        for out in responses? {
+            self.send(out).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, out: Outgoing) -> Result<(), StreamEnd> {
+        let m = &self.server.metrics;
+        let short = types::short_name(&out.type_url);
+        let timeout = self.server.features.xds_send_timeout;
+        let sent = self.tx.send(Ok(out.response));
+        let result = if timeout.is_zero() {
+            sent.await.map_err(|_| StreamEnd::ClientGone)
+        } else {
+            match tokio::time::timeout(timeout, sent).await {
+                Ok(sent) => sent.map_err(|_| StreamEnd::ClientGone),
+                Err(_) => {
+                    m.write_timeouts.inc();
+                    Err(StreamEnd::SendTimeout)
+                }
+            }
+        };
+        if let Err(end) = result {
             m.pushes
                 .get_or_create(&Metrics::label(&format!("{short}_senderr")))
                 .inc();
-            return Err(StreamEnd::ClientGone);
+            return Err(end);
         }
         m.pushes.get_or_create(&Metrics::label(short)).inc();
         m.push_time
             .get_or_create(&Metrics::label(short))
-            .observe(started.elapsed().as_secs_f64());
+            .observe(out.started.elapsed().as_secs_f64());
         m.config_size
-            .get_or_create(&Metrics::label(type_url))
-            .observe(size as f64);
-        debug!(r#type = %short, bytes = size, "pushed");
+            .get_or_create(&Metrics::label(&out.type_url))
+            .observe(out.size as f64);
+        debug!(r#type = %short, bytes = out.size, "pushed");
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
+use super::cache::Generated;
 use super::gen::Subscription;
 use super::subscriptions::NameSets;
 use super::types;
@@ -28,6 +29,10 @@ pub struct Watch {
     pub last_error: Option<String>,
     #[serde(with = "humantime_serde_opt")]
     pub last_sent: Option<SystemTime>,
+    /// What the last response was made of. Holding it keeps it in the push's shared
+    /// cache for proxies of the same shape; the cache keeps nothing nobody holds.
+    #[serde(skip)]
+    held: Option<Arc<Generated>>,
 }
 
 fn names_list<S: Serializer>(names: &Arc<BTreeSet<String>>, s: S) -> Result<S::Ok, S::Error> {
@@ -86,6 +91,7 @@ impl Watch {
             version_acked: String::new(),
             last_error: None,
             last_sent: None,
+            held: None,
         }
     }
 
@@ -155,6 +161,11 @@ impl Watch {
         self.nonce_sent = nonce.to_owned();
         self.version_sent = version.to_owned();
         self.last_sent = Some(SystemTime::now());
+    }
+
+    /// Keeps what the last response was made of (see `held`).
+    pub fn hold(&mut self, generated: Option<Arc<Generated>>) {
+        self.held = generated;
     }
 
     /// Whether anything is subscribed.

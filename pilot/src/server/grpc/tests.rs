@@ -36,6 +36,7 @@ fn the_hard_deadline_is_age_plus_grace() {
         keepalive_timeout: Duration::from_secs(10),
         max_connection_age: Some(Duration::from_secs(60)),
         max_connection_age_grace: MAX_CONNECTION_AGE_GRACE,
+        max_concurrent_streams: 100,
     };
     assert_eq!(settings.hard_deadline(), Some(Duration::from_secs(70)));
     let unlimited = GrpcSettings {
