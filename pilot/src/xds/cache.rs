@@ -1,7 +1,7 @@
 //! Generated resources shared within a push: by config key across proxies, with their wire
 //! forms made once and handed to every stream by reference.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use prost::bytes::Bytes;
@@ -75,13 +75,51 @@ pub struct GenCache {
 }
 
 /// (type URL, proxy config key, subscription).
-type CacheKey = (String, String, Subscription);
+type CacheKey = (String, String, SubscriptionKey);
+
+/// A subscription by identity: subscribed name sets are interned (see
+/// [`super::subscriptions::NameSets`]), so equal sets are one allocation, and a key made
+/// from its address neither hashes thousands of names per lookup nor keeps them alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SubscriptionKey {
+    Wildcard,
+    Names(usize),
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// Keeps the name set's allocation (not its names) so that its address, the key, is
+    /// not reused while the entry exists.
+    _names: Option<Weak<BTreeSet<String>>>,
+    generated: Weak<Generated>,
+}
+
+impl Entry {
+    fn get(&self) -> Option<Arc<Generated>> {
+        self.generated.upgrade()
+    }
+}
 
 #[derive(Debug, Default)]
 struct Entries {
-    map: HashMap<CacheKey, Weak<Generated>>,
+    map: HashMap<CacheKey, Entry>,
     /// Entries left by the last sweep of dead ones.
     swept_len: usize,
+}
+
+fn cache_key(
+    type_url: &str,
+    key: &str,
+    sub: &Subscription,
+) -> (CacheKey, Option<Weak<BTreeSet<String>>>) {
+    let (sub_key, names) = match sub {
+        Subscription::Wildcard => (SubscriptionKey::Wildcard, None),
+        Subscription::Names(names) => (
+            SubscriptionKey::Names(Arc::as_ptr(names) as usize),
+            Some(Arc::downgrade(names)),
+        ),
+    };
+    ((type_url.to_owned(), key.to_owned(), sub_key), names)
 }
 
 impl GenCache {
@@ -94,20 +132,26 @@ impl GenCache {
         ctx: &GenContext<'_>,
         sub: &Subscription,
     ) -> Option<Arc<Generated>> {
-        let k = (type_url.to_owned(), key.to_owned(), sub.clone());
-        if let Some(hit) = self.lock().map.get(&k).and_then(Weak::upgrade) {
+        let (k, names) = cache_key(type_url, key, sub);
+        if let Some(hit) = self.lock().map.get(&k).and_then(Entry::get) {
             return Some(hit);
         }
         // Generated outside the lock: other proxies keep reading while this one builds.
         let generated = Arc::new(Generated::new(generate(type_url, ctx, sub)?));
         let mut entries = self.lock();
-        if let Some(raced) = entries.map.get(&k).and_then(Weak::upgrade) {
+        if let Some(raced) = entries.map.get(&k).and_then(Entry::get) {
             return Some(raced);
         }
-        entries.map.insert(k, Arc::downgrade(&generated));
+        entries.map.insert(
+            k,
+            Entry {
+                _names: names,
+                generated: Arc::downgrade(&generated),
+            },
+        );
         // Dead entries are swept once the map has doubled since the last sweep.
         if entries.map.len() > 2 * entries.swept_len + 64 {
-            entries.map.retain(|_, w| w.strong_count() > 0);
+            entries.map.retain(|_, e| e.generated.strong_count() > 0);
             entries.swept_len = entries.map.len();
         }
         Some(generated)
@@ -118,7 +162,7 @@ impl GenCache {
         self.lock()
             .map
             .values()
-            .filter(|w| w.strong_count() > 0)
+            .filter(|e| e.generated.strong_count() > 0)
             .count()
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
@@ -34,6 +34,9 @@ pub const MAX_TYPES_PER_STREAM: usize = 64;
 /// Most resource names one stream may subscribe to of one type. A sidecar asks for one
 /// endpoint set per cluster it knows, so this is far above any real mesh.
 pub const MAX_NAMES_PER_TYPE: usize = 100_000;
+
+/// How long the status that ends a stream may wait for the client to take it.
+const STATUS_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a stream stops: returned by the send path and the protocol handlers, it ends the
 /// stream loop.
@@ -164,8 +167,9 @@ async fn serve<P: Protocol>(mut handler: P, first: P::Request, inbound: Streamin
                 debug!(conn = %id, reason = %end, "stream ended");
             }
             if let Some(status) = end.status() {
-                // Best effort: a client that stopped reading is not waited for.
-                let _ = handler.stream().tx.try_send(Err(status));
+                // Best effort: a client that stopped reading is not waited for long.
+                let tx = &handler.stream().tx;
+                let _ = tokio::time::timeout(STATUS_SEND_TIMEOUT, tx.send(Err(status))).await;
             }
         }
         None => debug!(conn = %id, "client closed the stream"),
