@@ -3,7 +3,7 @@
 set -euo pipefail
 
 packages=(python3 python3-venv python3-pip openssl ca-certificates
-  gpgv debian-archive-keyring binutils skopeo umoci docker-registry apache2-utils
+  gpgv gpg gpg-agent debian-archive-keyring binutils skopeo umoci docker-registry apache2-utils
   etcd-server etcd-client xz-utils)
 # kubectl for the live Kubernetes tests: Debian's kubernetes-client where none is installed.
 command -v kubectl >/dev/null || packages+=(kubernetes-client)

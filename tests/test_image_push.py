@@ -3,12 +3,16 @@
 import base64
 import json
 import os
+import re
 import signal
 import socket
+import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,21 +30,29 @@ def free_port():
 
 
 class Registry:
-    def __init__(self, root: Path, user=None, password=None):
+    def __init__(self, root: Path, user=None, password=None, tls=None, token_realm=None):
+        """docker-registry on loopback: htpasswd auth with `user`; TLS with `tls` (cert, key);
+        token auth pointing clients at `token_realm` (tokens checked against the TLS cert)."""
         self.root = root
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
+        self.scheme = "https" if tls else "http"
         self.user, self.password = user, password
+        http = f"addr: '{self.host}'"
+        if tls:
+            http += f", tls: {{certificate: {tls[0]}, key: {tls[1]}}}"
         cfg = [
             "version: 0.1",
             "log: {level: warn}",
             f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}}}",
-            f"http: {{addr: '{self.host}'}}",
+            f"http: {{{http}}}",
         ]
         if user:
             htpasswd = root / "htpasswd"
             run(["htpasswd", "-Bbc", htpasswd, user, password])
             cfg.append(f"auth: {{htpasswd: {{realm: test, path: {htpasswd}}}}}")
+        if token_realm:
+            cfg.append(f"auth: {{token: {{realm: '{token_realm}', service: test, issuer: test, rootcertbundle: {tls[0]}}}}}")
         (root / "config.yml").write_text("\n".join(cfg) + "\n")
         self.log = open(root / "registry.log", "w")
         self.proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=self.log, stderr=subprocess.STDOUT)
@@ -58,13 +70,15 @@ class Registry:
         raise AssertionError("registry did not start")
 
     def get(self, path, accept=None):
-        req = urllib.request.Request(f"http://{self.host}{path}")
+        req = urllib.request.Request(f"{self.scheme}://{self.host}{path}")
         if self.user:
             tok = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
             req.add_header("Authorization", f"Basic {tok}")
         if accept:
             req.add_header("Accept", accept)
-        with urllib.request.urlopen(req, timeout=10) as r:
+        # The test registry's certificate is self-signed.
+        insecure = ssl._create_unverified_context() if self.scheme == "https" else None
+        with urllib.request.urlopen(req, timeout=10, context=insecure) as r:
             return r.read()
 
     def tags(self):
@@ -213,3 +227,127 @@ def test_policy_is_checked_again_before_pushing(registry):
     assert p.returncode != 0
     assert "image policy violated" in p.stderr and "over the budget" in p.stderr, p.stderr
     assert registry.tags() == []
+
+
+class Recorder:
+    """A TCP relay on loopback to `port` that keeps every byte clients sent through it."""
+
+    def __init__(self, port):
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.lock = threading.Lock()
+        self.chunks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src, dst, record):
+        try:
+            while data := src.recv(65536):
+                if record:
+                    with self.lock:
+                        self.chunks.append(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def sent(self):
+        with self.lock:
+            return b"".join(self.chunks)
+
+    def close(self):
+        self.listener.close()
+
+
+def docker_config(tmp_path, host, user, password):
+    cfg = tmp_path / "docker-config"
+    cfg.mkdir()
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    (cfg / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    return {"DOCKER_CONFIG": str(cfg)}
+
+
+def test_credentials_are_not_sent_to_a_plain_http_registry_without_the_flag(auth_registry, tmp_path):
+    out, refs = build()
+    relay = Recorder(auth_registry.port)
+    env = {**os.environ, **docker_config(tmp_path, relay.host, "pusher", "correct-horse")}
+    secret = base64.b64encode(b"pusher:correct-horse")
+    try:
+        args = [imagebuilder(), "push", "--out", out, "--registry", relay.host, "--namespace", NS]
+        p = run(args, check=False, env=env)
+        assert p.returncode != 0
+        assert "needs --plain-http" in p.stderr, p.stderr
+        sent = relay.sent()
+        assert sent[:1] == b"\x16", "only a TLS handshake went out"
+        assert secret not in sent and b"correct-horse" not in sent and b"authorization" not in sent.lower()
+        assert json.loads(auth_registry.get("/v2/_catalog"))["repositories"] == []
+        # With the flag, the same push through the same relay sends them, and succeeds.
+        run(args + ["--plain-http"], env=env)
+        assert re.search(rb"(?im)^authorization: basic " + re.escape(secret) + rb"\r$", relay.sent())
+        assert skopeo_digest(auth_registry, VERSION, "pusher:correct-horse") == image(refs, "runtime")["manifest"]
+    finally:
+        relay.close()
+
+
+class TokenRealm:
+    """A plain-HTTP token endpoint that records every request it gets."""
+
+    def __init__(self):
+        self.requests = []
+        realm = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                realm.requests.append((self.path, dict(self.headers)))
+                body = b'{"token":"t"}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_credentials_are_not_sent_to_a_plain_http_token_realm(tmp_path):
+    out, _ = build()
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"])
+    realm = TokenRealm()
+    (tmp_path / "registry").mkdir()
+    reg = Registry(tmp_path / "registry", tls=(cert, key), token_realm=realm.url)
+    try:
+        env = {**os.environ, **docker_config(tmp_path, reg.host, "pusher", "correct-horse")}
+        p = run([imagebuilder(), "push", "--out", out, "--registry", reg.host, "--namespace", NS, "--insecure"],
+                check=False, env=env)
+        assert p.returncode != 0
+        assert f"refusing to send the credentials for {reg.host} over plain HTTP to {realm.url}" in p.stderr, p.stderr
+        assert realm.requests == []
+    finally:
+        reg.stop()
+        realm.close()

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use serde::Serialize;
 use tracing::info;
 
-use crate::debian::fetch::{sha256_hex, Fetcher};
+use crate::debian::fetch::Fetcher;
 use crate::debian::lock::{LockFile, Locked, VariantLock, LOCK_VERSION};
 use crate::debian::resolve::{depends_within, resolve, Universe};
+use crate::debian::sha256::Sha256;
 use crate::debian::{deb, sources};
 use crate::image::{self, ImageSpec};
 use crate::layer::{self, Tree};
@@ -235,7 +236,7 @@ fn sbom_debs(pkgs: &[&Installed], tree: &Tree) -> Vec<sbom::DebPackage> {
             name: p.locked.name.clone(),
             version: p.locked.version.clone(),
             arch: p.locked.arch.clone(),
-            sha256: p.locked.sha256.clone(),
+            sha256: p.locked.sha256.to_string(),
             licenses: variant::licenses(tree, &p.locked.name),
             depends: p.locked.depends.clone(),
         })
@@ -291,7 +292,7 @@ pub fn build(o: &BuildOptions) -> Result<Refs, Error> {
 
     let (crates, direct) = sbom::cargo::crates_of(&o.cargo_manifest, &o.cargo_package, RUST_TARGET)
         .map_err(Error::Crates)?;
-    let binary_sha = sha256_hex(&binary);
+    let binary_sha = Sha256::of(&binary).to_string();
     let sbom_for = |variant: &str, tag: &str, debs: Vec<sbom::DebPackage>| {
         sbom::render(&sbom::SbomInput {
             image: sbom::ImageInfo {

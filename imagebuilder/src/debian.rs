@@ -5,7 +5,9 @@ pub mod deb;
 pub mod fetch;
 pub mod index;
 pub mod lock;
+pub mod release;
 pub mod resolve;
+pub mod sha256;
 pub mod sources;
 pub mod verify;
 pub mod version;
@@ -31,6 +33,29 @@ pub enum Error {
         expected: String,
         actual: String,
     },
+    #[error("{what}: size mismatch (expected {expected} bytes, got {actual})")]
+    Size {
+        what: String,
+        expected: u64,
+        actual: String,
+    },
+    #[error("{url}: the Release expired on {valid_until} ({ago} ago; Valid-Until), so its package lists may be outdated or replayed; refusing it, as apt does")]
+    Expired {
+        url: String,
+        valid_until: String,
+        ago: String,
+    },
+    #[error("{url}: the Release is dated {date}, in the future; refusing it, as apt does (check the clock)")]
+    NotYetValid { url: String, date: String },
+    #[error("{url} is the Release of Suite {suite}, Codename {codename}, not of {asked}: refusing a Release of another suite")]
+    WrongSuite {
+        url: String,
+        asked: String,
+        suite: String,
+        codename: String,
+    },
+    #[error("{url}: malformed Release: {reason}")]
+    BadRelease { url: String, reason: String },
     #[error("{0} is not listed in the signed InRelease file")]
     NotInRelease(String),
     #[error("cannot resolve {package}: {reason}")]

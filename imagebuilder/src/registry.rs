@@ -1,6 +1,7 @@
 //! Pushing the built images to an OCI distribution registry.
 
 pub mod auth;
+pub mod challenge;
 pub mod push;
 pub mod referrers;
 
@@ -37,4 +38,14 @@ pub enum Error {
     Policy(String, crate::policy::Violations),
     #[error("invalid reference {0}: {1}")]
     Reference(String, String),
+    #[error("HTTP client: {0}")]
+    Client(String),
+    #[error("refusing to send the credentials for {registry} over plain HTTP to {target} ({why}); only --plain-http allows plain HTTP for a registry")]
+    PlainHttpCredentials {
+        registry: String,
+        target: String,
+        why: String,
+    },
+    #[error("{url}: {reason} (a registry that serves plain HTTP needs --plain-http)")]
+    Unreachable { url: String, reason: String },
 }

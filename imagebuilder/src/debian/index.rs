@@ -1,6 +1,8 @@
-//! The `Packages` index and the file list of an `InRelease` file (deb822 paragraphs).
+//! The `Packages` index (deb822 paragraphs).
 
 use std::collections::BTreeMap;
+
+use super::sha256::Sha256;
 
 /// One alternative of a dependency: a name and an optional version constraint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +19,7 @@ pub struct Package {
     pub arch: String,
     /// Path of the `.deb` relative to the mirror root (`pool/...`).
     pub filename: String,
-    pub sha256: String,
+    pub sha256: Sha256,
     pub size: u64,
     /// `Pre-Depends` and `Depends`: a list of alternatives each.
     pub depends: Vec<Vec<Dep>>,
@@ -91,7 +93,8 @@ pub fn parse_depends(s: &str) -> Vec<Vec<Dep>> {
         .collect()
 }
 
-/// Parses a `Packages` index. Paragraphs without the fields a build needs are skipped.
+/// Parses a `Packages` index. Paragraphs without the fields a build needs, or with a malformed
+/// digest, are skipped.
 pub fn parse_packages(text: &str, mirror: &str) -> Vec<Package> {
     paragraphs(text)
         .into_iter()
@@ -110,7 +113,7 @@ pub fn parse_packages(text: &str, mirror: &str) -> Vec<Package> {
                 version: p.get("Version")?.clone(),
                 arch: p.get("Architecture")?.clone(),
                 filename: p.get("Filename")?.clone(),
-                sha256: p.get("SHA256")?.clone(),
+                sha256: p.get("SHA256")?.parse().ok()?,
                 size: p.get("Size")?.parse().ok()?,
                 depends,
                 provides: p
@@ -129,25 +132,6 @@ pub fn parse_packages(text: &str, mirror: &str) -> Vec<Package> {
         .collect()
 }
 
-/// The `SHA256` entries of a (verified) `InRelease` file: `path -> (sha256, size)`.
-pub fn release_sha256(text: &str) -> BTreeMap<String, (String, u64)> {
-    let mut out = BTreeMap::new();
-    for p in paragraphs(text) {
-        let Some(list) = p.get("SHA256") else {
-            continue;
-        };
-        for line in list.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if let [hash, size, path] = f[..] {
-                if let Ok(size) = size.parse() {
-                    out.insert(path.to_string(), (hash.to_string(), size));
-                }
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,7 +144,7 @@ Pre-Depends: libgcc-s1
 Depends: libgcc-s1 (>= 3.0)
 Filename: pool/main/g/glibc/libc6_2.36-9+deb12u10_amd64.deb
 Size: 2757936
-SHA256: 0011
+SHA256: 0011001100110011001100110011001100110011001100110011001100110011
 Description: GNU C Library
  shared libraries
 
@@ -171,16 +155,27 @@ Provides: awk
 Depends: libc6 (>= 2.34) | libc6-udeb:any
 Filename: pool/main/m/mawk/mawk_1.3.4.20200120-3.1_amd64.deb
 Size: 100
-SHA256: 2233
+SHA256: 2233223322332233223322332233223322332233223322332233223322332233
 
 Package: broken
 Version: 1
+
+Package: escapes
+Version: 1
+Architecture: amd64
+Filename: pool/main/e/escapes.deb
+Size: 1
+SHA256: ../../../etc/passwd
 ";
 
     #[test]
     fn parses_packages() {
         let p = parse_packages(PACKAGES, "http://m/debian");
-        assert_eq!(p.len(), 2, "paragraph without Filename is skipped");
+        assert_eq!(
+            p.len(),
+            2,
+            "paragraphs without Filename or with a malformed SHA256 are skipped"
+        );
         assert_eq!(p[0].name, "libc6");
         assert_eq!(p[0].size, 2757936);
         assert_eq!(p[0].depends.len(), 2);
@@ -201,12 +196,5 @@ Version: 1
         assert_eq!(d[1][0].constraint, Some(("<<".into(), "2".into())));
         assert_eq!(d[2][0].name, "d");
         assert_eq!(d[2][0].constraint, Some(("=".into(), "1:2".into())));
-    }
-
-    #[test]
-    fn reads_release_hashes() {
-        let r = "Origin: Debian\nSHA256:\n aa 10 main/binary-amd64/Packages.xz\n bb 20 main/binary-amd64/Packages\n";
-        let h = release_sha256(r);
-        assert_eq!(h["main/binary-amd64/Packages.xz"], ("aa".to_string(), 10));
     }
 }

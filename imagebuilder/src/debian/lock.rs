@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::sha256::Sha256;
 use super::Error;
 
 /// Format version written to and expected in lock files.
@@ -17,7 +18,8 @@ pub struct Locked {
     pub name: String,
     pub version: String,
     pub arch: String,
-    pub sha256: String,
+    /// Validated when read: it names the package's file in the cache.
+    pub sha256: Sha256,
     pub size: u64,
     /// Mirror root the package was resolved from.
     pub mirror: String,
@@ -99,7 +101,7 @@ mod tests {
             name: "libc6".into(),
             version: "2.36-9+deb12u10".into(),
             arch: "amd64".into(),
-            sha256: "00".repeat(32),
+            sha256: Sha256::of(b"libc6"),
             size: 42,
             mirror: "http://deb.debian.org/debian".into(),
             filename: "pool/main/g/glibc/libc6_2.36-9+deb12u10_amd64.deb".into(),
@@ -150,5 +152,24 @@ mod tests {
         lock.write(&path).expect("write");
         let err = LockFile::read(&path).unwrap_err();
         assert!(err.to_string().contains("lock_version 99"), "{err}");
+    }
+
+    #[test]
+    fn a_hash_that_is_not_a_digest_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("l.json");
+        let good = Sha256::of(b"libc6").to_string();
+        for bad in ["../../etc", &good.to_uppercase(), &good[..60]] {
+            let text = serde_json::to_string(&sample())
+                .expect("json")
+                .replace(&good, bad);
+            std::fs::write(&path, text).expect("write");
+            let err = LockFile::read(&path).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("lock file {}", path.display()))
+                    && err.contains(&format!("{bad:?} is not a SHA-256 digest")),
+                "{err}"
+            );
+        }
     }
 }

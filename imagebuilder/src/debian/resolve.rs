@@ -167,7 +167,7 @@ mod tests {
             version: version.into(),
             arch: "amd64".into(),
             filename: format!("pool/{name}.deb"),
-            sha256: String::new(),
+            sha256: crate::debian::sha256::Sha256::of(name.as_bytes()),
             size: 1,
             depends: parse_depends(depends),
             provides: provides.iter().map(|s| s.to_string()).collect(),

@@ -14,7 +14,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use tracing::{info, warn};
 
-use super::{auth, referrers, Error};
+use super::{auth, challenge, referrers, Error};
 use crate::assemble::Refs;
 use crate::layer::{self, Tree};
 use crate::policy::{self, Policy};
@@ -156,10 +156,11 @@ fn check_policy(o: &PushOptions, refs: &Refs) -> Result<(), Error> {
     Ok(())
 }
 
-/// The client for the options' protocol and TLS settings.
-pub fn client(o: &PushOptions) -> Client {
+/// The client for the options' protocol and TLS settings. (`Client::new` would fall back to
+/// a default configuration on error, dropping these settings.)
+pub fn client(o: &PushOptions) -> Result<Client, Error> {
     crate::tls::install_crypto_provider();
-    Client::new(ClientConfig {
+    Client::try_from(ClientConfig {
         protocol: if o.plain_http {
             ClientProtocol::Http
         } else {
@@ -168,6 +169,7 @@ pub fn client(o: &PushOptions) -> Client {
         accept_invalid_certificates: o.insecure,
         ..Default::default()
     })
+    .map_err(|e| Error::Client(e.to_string()))
 }
 
 /// Pushes both variants (and their SBOMs) of the build in `o.out` to every repository.
@@ -180,7 +182,9 @@ pub async fn push(o: &PushOptions) -> Result<Vec<Pushed>, Error> {
         Some(p) => auth::for_registry(p, &o.registry)?,
         None => RegistryAuth::Anonymous,
     };
-    let client = client(o);
+    // Before oci-client is handed the credentials.
+    challenge::check(o, &creds).await?;
+    let client = client(o)?;
     let reg = o.registry.as_str();
     let mut pushed = Vec::new();
     let first_repo = o.repositories.first().cloned();
@@ -289,7 +293,7 @@ mod tests {
     #[test]
     fn clients_build_with_the_ring_provider() {
         for (plain_http, insecure) in [(true, false), (false, false), (false, true)] {
-            let _ = client(&PushOptions {
+            client(&PushOptions {
                 out: "out".into(),
                 registry: "127.0.0.1:5000".into(),
                 repositories: vec!["ns/repo".into()],
@@ -300,7 +304,8 @@ mod tests {
                 policy: Policy {
                     max_compressed_bytes: 0,
                 },
-            });
+            })
+            .expect("client");
         }
         assert!(rustls::crypto::CryptoProvider::get_default().is_some());
     }

@@ -59,11 +59,7 @@ pub fn add_to_index(existing: Option<&[u8]>, descriptor: serde_json::Value) -> V
 async fn referrers_api(o: &PushOptions, creds: &RegistryAuth, repo: &str, digest: &str) -> bool {
     let scheme = if o.plain_http { "http" } else { "https" };
     let url = format!("{scheme}://{}/v2/{repo}/referrers/{digest}", o.registry);
-    crate::tls::install_crypto_provider();
-    let client = match reqwest::Client::builder()
-        .danger_accept_invalid_certs(o.insecure)
-        .build()
-    {
+    let client = match super::challenge::http_client(o) {
         Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "no HTTP client for the referrers API; using the fallback tag");
