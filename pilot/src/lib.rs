@@ -9,6 +9,7 @@ pub mod args;
 pub mod ca;
 pub mod config;
 pub mod kube;
+pub mod metrics;
 pub mod model;
 pub mod security;
 pub mod server;

@@ -60,65 +60,96 @@ impl Resource<'_> {
 
 type Rules = fn(&Resource<'_>, &mut Report);
 
-/// Every validated kind: `(group, kind, semantic rules)`.
-const KINDS: &[(&str, &str, Rules)] = &[
+/// Every validated kind: `(group, kind, plural resource name, semantic rules)`.
+const KINDS: &[(&str, &str, &str, Rules)] = &[
     (
         "networking.istio.io",
         "VirtualService",
+        "virtualservices",
         networking::virtual_service,
     ),
     (
         "networking.istio.io",
         "DestinationRule",
+        "destinationrules",
         networking::destination_rule,
     ),
-    ("networking.istio.io", "Gateway", networking::gateway),
+    (
+        "networking.istio.io",
+        "Gateway",
+        "gateways",
+        networking::gateway,
+    ),
     (
         "networking.istio.io",
         "ServiceEntry",
+        "serviceentries",
         networking::service_entry,
     ),
-    ("networking.istio.io", "Sidecar", networking::sidecar),
+    (
+        "networking.istio.io",
+        "Sidecar",
+        "sidecars",
+        networking::sidecar,
+    ),
     (
         "networking.istio.io",
         "WorkloadEntry",
+        "workloadentries",
         networking::workload_entry,
     ),
     (
         "networking.istio.io",
         "WorkloadGroup",
+        "workloadgroups",
         networking::workload_group,
     ),
     (
         "networking.istio.io",
         "EnvoyFilter",
+        "envoyfilters",
         networking::envoy_filter,
     ),
     (
         "networking.istio.io",
         "ProxyConfig",
+        "proxyconfigs",
         networking::proxy_config,
     ),
     (
         "security.istio.io",
         "AuthorizationPolicy",
+        "authorizationpolicies",
         security::authorization_policy,
     ),
     (
         "security.istio.io",
         "PeerAuthentication",
+        "peerauthentications",
         security::peer_authentication,
     ),
     (
         "security.istio.io",
         "RequestAuthentication",
+        "requestauthentications",
         security::request_authentication,
     ),
-    ("telemetry.istio.io", "Telemetry", telemetry::telemetry),
-    ("extensions.istio.io", "WasmPlugin", extensions::wasm_plugin),
+    (
+        "telemetry.istio.io",
+        "Telemetry",
+        "telemetries",
+        telemetry::telemetry,
+    ),
+    (
+        "extensions.istio.io",
+        "WasmPlugin",
+        "wasmplugins",
+        extensions::wasm_plugin,
+    ),
     (
         "extensions.istio.io",
         "TrafficExtension",
+        "trafficextensions",
         extensions::traffic_extension,
     ),
 ];
@@ -172,6 +203,30 @@ pub fn is_validated_group(group: &str) -> bool {
     ISTIO_GROUPS.contains(&group) || group == GATEWAY_API_GROUP
 }
 
+/// A validated kind as the API server names it in an AdmissionReview's `request.resource`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedResource {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub resource: &'static str,
+}
+
+/// The validated kind served as `group`/`version`/`resource` (plural), if there is one; its
+/// names are istiod's own, never the caller's text.
+pub fn served_resource(group: &str, version: &str, resource: &str) -> Option<ServedResource> {
+    let (group, kind, resource) = KINDS
+        .iter()
+        .find(|(g, _, r, _)| *g == group && *r == resource)
+        .map(|(g, k, r, _)| (*g, *k, *r))?;
+    let served = schema::schemas().get(&format!("{group}/{kind}"))?;
+    let version = served.versions.iter().find(|v| *v == version)?;
+    Some(ServedResource {
+        group,
+        version: version.as_str(),
+        resource,
+    })
+}
+
 /// Validates a whole resource (`apiVersion`, `kind`, `metadata`, `spec`).
 pub fn validate(obj: &Value) -> Result<Outcome, Error> {
     let map = obj.as_object().ok_or(Error::NotAnObject)?;
@@ -201,7 +256,7 @@ pub fn validate(obj: &Value) -> Result<Outcome, Error> {
     if group == GATEWAY_API_GROUP {
         return Ok(outcome);
     }
-    let Some((_, _, rules)) = KINDS.iter().find(|(g, k, _)| *g == group && *k == kind) else {
+    let Some((_, _, _, rules)) = KINDS.iter().find(|(g, k, _, _)| *g == group && *k == kind) else {
         return Err(Error::UnknownKind {
             group: group.to_owned(),
             kind: kind.to_owned(),

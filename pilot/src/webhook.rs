@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
+use crate::metrics::Label;
 use crate::validation::{self, Error as ValidationError};
 
 /// Largest AdmissionReview accepted: an object and its old version, each up to the API
@@ -37,35 +38,54 @@ pub enum Reason {
 }
 
 impl Reason {
-    fn as_str(self) -> &'static str {
+    const fn label(self) -> Label {
         match self {
-            Reason::UnsupportedOperation => "unsupported_operation",
-            Reason::YamlDecodeError => "yaml_decode_error",
-            Reason::UnknownType => "unknown_type",
-            Reason::CrdConversionError => "crd_conversion_error",
-            Reason::InvalidResource => "invalid_resource",
+            Reason::UnsupportedOperation => Label::new("unsupported_operation"),
+            Reason::YamlDecodeError => Label::new("yaml_decode_error"),
+            Reason::UnknownType => Label::new("unknown_type"),
+            Reason::CrdConversionError => Label::new("crd_conversion_error"),
+            Reason::InvalidResource => Label::new("invalid_resource"),
+        }
+    }
+}
+
+/// The resource a review names, as labels: a validated kind's group, served version and
+/// plural, or `other` for all three when the review names anything else.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    group: Label,
+    version: Label,
+    resource: Label,
+}
+
+impl ResourceLabels {
+    fn of(group: &str, version: &str, resource: &str) -> Self {
+        match validation::served_resource(group, version, resource) {
+            Some(r) => ResourceLabels {
+                group: Label::from_static(r.group),
+                version: Label::from_static(r.version),
+                resource: Label::from_static(r.resource),
+            },
+            None => ResourceLabels {
+                group: Label::OTHER,
+                version: Label::OTHER,
+                resource: Label::OTHER,
+            },
         }
     }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResourceLabels {
-    group: String,
-    version: String,
-    resource: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailedLabels {
-    group: String,
-    version: String,
-    resource: String,
-    reason: String,
+    group: Label,
+    version: Label,
+    resource: Label,
+    reason: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
-    status: String,
+    status: u16,
 }
 
 /// The webhook's metrics, with upstream's names.
@@ -104,10 +124,10 @@ impl Metrics {
     fn failed(&self, r: &ResourceLabels, reason: Reason) {
         self.failed
             .get_or_create(&FailedLabels {
-                group: r.group.clone(),
-                version: r.version.clone(),
-                resource: r.resource.clone(),
-                reason: reason.as_str().to_owned(),
+                group: r.group,
+                version: r.version,
+                resource: r.resource,
+                reason: reason.label(),
             })
             .inc();
     }
@@ -115,7 +135,7 @@ impl Metrics {
     fn http_error(&self, status: StatusCode) {
         self.http_error
             .get_or_create(&StatusLabels {
-                status: status.as_u16().to_string(),
+                status: status.as_u16(),
             })
             .inc();
     }
@@ -249,11 +269,11 @@ pub fn admit(metrics: &Metrics, request: &Value) -> Decision {
             .to_owned()
     };
     let resource = request.get("resource");
-    let labels = ResourceLabels {
-        group: text(resource, "group"),
-        version: text(resource, "version"),
-        resource: text(resource, "resource"),
-    };
+    let labels = ResourceLabels::of(
+        &text(resource, "group"),
+        &text(resource, "version"),
+        &text(resource, "resource"),
+    );
     let operation = text(Some(request), "operation");
     let dry_run = request
         .get("dryRun")

@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+use crate::metrics::Label;
+
 /// A monotonic counter exposed under its exact name (no `_total`), as upstream does.
 #[derive(Debug, Clone, Default)]
 pub struct PlainCounter(Arc<AtomicU64>);
@@ -41,7 +43,7 @@ impl EncodeMetric for PlainCounter {
 /// The `error` label of `citadel_server_csr_sign_err_count`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SignErrorLabels {
-    pub error: String,
+    pub error: Label,
 }
 
 /// The CA's metrics; cheap to clone.
@@ -132,11 +134,11 @@ impl Metrics {
         m
     }
 
-    /// Counts a signing failure under `error`.
-    pub fn sign_error(&self, error: &str) {
+    /// Counts a signing failure under `error`, one of a fixed set (`ttl_error`...).
+    pub fn sign_error(&self, error: &'static str) {
         self.csr_sign_err_count
             .get_or_create(&SignErrorLabels {
-                error: error.to_owned(),
+                error: Label::from_static(error),
             })
             .inc();
     }

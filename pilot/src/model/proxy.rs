@@ -176,15 +176,6 @@ impl Proxy {
             ips
         )
     }
-
-    /// Version label for the `pilot_xds` gauge.
-    pub fn version_label(&self) -> &str {
-        if self.istio_version.is_empty() {
-            "unknown"
-        } else {
-            &self.istio_version
-        }
-    }
 }
 
 fn string_field(md: Option<&Struct>, key: &str) -> Option<String> {

@@ -299,3 +299,91 @@ async fn serves_over_tls() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[test]
+fn resource_labels_come_from_the_validated_kinds() {
+    let l = |g, v, r| {
+        let l = ResourceLabels::of(g, v, r);
+        [l.group.as_str(), l.version.as_str(), l.resource.as_str()]
+    };
+    assert_eq!(
+        l("networking.istio.io", "v1alpha3", "virtualservices"),
+        ["networking.istio.io", "v1alpha3", "virtualservices"]
+    );
+    assert_eq!(
+        l("security.istio.io", "v1", "authorizationpolicies"),
+        ["security.istio.io", "v1", "authorizationpolicies"]
+    );
+    for (g, v, r) in [
+        ("networking.istio.io", "v9", "virtualservices"),
+        ("networking.istio.io", "v1", "VirtualService"),
+        ("apps", "v1", "deployments"),
+        ("networking.istio.io\"}", "v1", "gateways"),
+        ("", "", ""),
+    ] {
+        assert_eq!(l(g, v, r), ["other"; 3], "{g} {v} {r}");
+    }
+}
+
+#[test]
+fn hostile_reviews_never_reach_the_exposition() {
+    let mut registry = Registry::default();
+    let m = Metrics::new(&mut registry);
+    let hostile = [
+        "a\"b",
+        "x\"} 1\ngalley_validation_passed_total{group=\"forged\"} 99\n# HELP forged",
+        "back\\slash",
+        "}",
+        "# HELP",
+    ];
+    for i in 0..2000 {
+        let h = hostile[i % hostile.len()];
+        let mut r = review("admission.k8s.io/v1", "CREATE", valid_gateway());
+        r["request"]["resource"] = json!({
+            "group": format!("{h}{i}"), "version": h, "resource": format!("{i}{h}"),
+        });
+        r["request"]["kind"] = json!({"group": h, "version": h, "kind": h});
+        admit_review(&m, &r).unwrap();
+        r["request"]["operation"] = json!(h);
+        admit_review(&m, &r).unwrap();
+    }
+    let text = encode(&registry);
+    assert!(!text.contains("forged"), "{text}");
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("galley_validation"))
+        .collect();
+    assert_eq!(
+        series,
+        [
+            r#"galley_validation_passed_total{group="other",version="other",resource="other"} 2000"#,
+            r#"galley_validation_failed_total{group="other",version="other",resource="other",reason="unsupported_operation"} 2000"#,
+        ]
+    );
+}
+
+#[test]
+fn every_validated_kind_has_its_plural_and_served_versions() {
+    for (group, kind_versions) in [
+        ("networking.istio.io", &["v1", "v1alpha3", "v1beta1"][..]),
+        ("security.istio.io", &["v1", "v1beta1"][..]),
+        ("telemetry.istio.io", &["v1", "v1alpha1"][..]),
+        ("extensions.istio.io", &["v1alpha1"][..]),
+    ] {
+        let plural = match group {
+            "networking.istio.io" => "virtualservices",
+            "security.istio.io" => "peerauthentications",
+            "telemetry.istio.io" => "telemetries",
+            _ => "wasmplugins",
+        };
+        for v in kind_versions {
+            let r = crate::validation::served_resource(group, v, plural).unwrap();
+            assert_eq!((r.group, r.version, r.resource), (group, *v, plural));
+        }
+    }
+    assert_eq!(
+        crate::validation::served_resource("networking.istio.io", "v1", "envoyfilters"),
+        None,
+        "EnvoyFilter is served as v1alpha3 only"
+    );
+}

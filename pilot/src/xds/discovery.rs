@@ -163,10 +163,7 @@ impl DiscoveryServer {
     ) -> ConnectionGuard {
         let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", proxy.node_id);
-        let version = VersionLabel {
-            version: proxy.version_label().to_owned(),
-        };
-        self.metrics.connections.get_or_create(&version).inc();
+        let version = self.metrics.connected(&proxy.istio_version);
         let info = Arc::new(ConnectionInfo {
             id: id.clone(),
             proxy,
@@ -284,11 +281,7 @@ pub struct ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.server.lock_connections().remove(&self.info.id);
-        self.server
-            .metrics
-            .connections
-            .get_or_create(&self.version)
-            .dec();
+        self.server.metrics.disconnected(&self.version);
     }
 }
 

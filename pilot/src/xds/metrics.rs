@@ -1,20 +1,87 @@
-//! xDS metrics, with upstream istiod's names so dashboards keep working.
+//! xDS metrics, with upstream istiod's names so dashboards keep working. Label values come
+//! from fixed sets ([`crate::metrics::Label`]): a type URL or version a client sends is
+//! mapped onto them, never copied.
 
-use prometheus_client::encoding::EncodeLabelSet;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::types;
+use crate::metrics::Label;
+
+/// Versions `pilot_xds` counts apart at once; proxies of further versions count as `other`.
+/// Upstream supports proxies up to two minor releases behind, so a few are in use at a time.
+pub const MAX_VERSIONS: usize = 16;
+
+/// The `type` label of the push and rejection metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
-    pub r#type: String,
+    r#type: Label,
 }
 
+/// `<short>_senderr` of every known type, as upstream names failed sends.
+const SEND_ERRORS: [Label; 10] = [
+    Label::new("cds_senderr"),
+    Label::new("eds_senderr"),
+    Label::new("lds_senderr"),
+    Label::new("rds_senderr"),
+    Label::new("sds_senderr"),
+    Label::new("ecds_senderr"),
+    Label::new("nds_senderr"),
+    Label::new("pcds_senderr"),
+    Label::new("wds_senderr"),
+    Label::new("wads_senderr"),
+];
+
+/// The `version` label of `pilot_xds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
-    pub version: String,
+    version: Release,
+}
+
+/// A proxy's release as a label value: digits and dots (`1.22.3`), or `unknown`/`other`.
+/// Built only by [`Release::of`], so no other text reaches the exposition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Release(String);
+
+impl Release {
+    /// The release of an `ISTIO_VERSION`: its leading `MAJOR[.MINOR[.PATCH]]` (`1.23` of
+    /// `1.23-alpha.f00d`, `1.22.3` of `1.22.3-distroless`), `unknown` when empty, `other`
+    /// when it does not start with one.
+    fn of(istio_version: &str) -> Release {
+        if istio_version.is_empty() {
+            return Release("unknown".to_owned());
+        }
+        let numeric = istio_version
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .next()
+            .unwrap_or("");
+        let parts: Vec<&str> = numeric.split('.').take(3).collect();
+        let valid = parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+        if valid {
+            Release(parts.join("."))
+        } else {
+            Release(Label::OTHER.as_str().to_owned())
+        }
+    }
+}
+
+impl EncodeLabelValue for Release {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
 }
 
 fn histogram_family() -> Family<TypeLabel, Histogram> {
@@ -24,8 +91,11 @@ fn histogram_family() -> Family<TypeLabel, Histogram> {
 /// Metrics of the xDS server and push pipeline.
 #[derive(Clone)]
 pub struct Metrics {
-    /// `pilot_xds`: connected proxies by Istio version.
-    pub connections: Family<VersionLabel, Gauge>,
+    /// `pilot_xds`: connected proxies by Istio release (see [`Metrics::connected`]).
+    connections: Family<VersionLabel, Gauge>,
+    /// Connected proxies per release shown in `pilot_xds`; a release leaves the gauge (and
+    /// frees its place) when its last proxy disconnects.
+    live_versions: Arc<Mutex<HashMap<VersionLabel, i64>>>,
     /// `pilot_xds_pushes`: responses sent, by short type (`cds`...), and `*_senderr`.
     pub pushes: Family<TypeLabel, Counter>,
     /// `pilot_xds_push_time`: seconds to generate and send one type to one proxy.
@@ -50,7 +120,7 @@ pub struct Metrics {
     pub rejects: Family<TypeLabel, Counter>,
     /// `pilot_xds_expired_nonce`: requests with a stale nonce, by type.
     pub expired_nonce: Family<TypeLabel, Counter>,
-    /// `pilot_xds_config_size_bytes`: response sizes by type URL.
+    /// `pilot_xds_config_size_bytes`: response sizes by full type URL, as upstream.
     pub config_size: Family<TypeLabel, Histogram>,
     /// `pilot_total_xds_internal_errors`.
     pub internal_errors: Counter,
@@ -65,6 +135,7 @@ impl Metrics {
     pub fn new(registry: &mut Registry) -> Self {
         let m = Metrics {
             connections: Family::default(),
+            live_versions: Arc::default(),
             pushes: Family::default(),
             push_time: histogram_family(),
             convergence_time: Histogram::new([0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0]),
@@ -164,9 +235,71 @@ impl Metrics {
         m
     }
 
-    pub fn label(t: &str) -> TypeLabel {
+    /// A fixed `type` label: a push reason (`config`, `endpoint`, `global`) or the kind of an
+    /// inbound update (`config`, `eds`, `svc`); a value with unsafe characters is `other`.
+    pub fn label(value: &'static str) -> TypeLabel {
         TypeLabel {
-            r#type: t.to_owned(),
+            r#type: Label::from_static(value),
+        }
+    }
+
+    /// The `type` label of a response type: its short name (`cds`...), `other` for a type
+    /// URL istiod does not know.
+    pub fn type_label(type_url: &str) -> TypeLabel {
+        let r#type =
+            types::known(type_url).map_or(Label::OTHER, |(_, short)| Label::from_static(short));
+        TypeLabel { r#type }
+    }
+
+    /// The `type` label of a failed send: `<short>_senderr`, `other_senderr` for a type URL
+    /// istiod does not know.
+    pub fn send_error_label(type_url: &str) -> TypeLabel {
+        let r#type = match types::known(type_url) {
+            Some((_, short)) => Label::pick(&format!("{short}_senderr"), &SEND_ERRORS),
+            None => Label::new("other_senderr"),
+        };
+        TypeLabel { r#type }
+    }
+
+    /// The `type` label of `pilot_xds_config_size_bytes`: the full type URL, as upstream,
+    /// `other` for one istiod does not know.
+    pub fn type_url_label(type_url: &str) -> TypeLabel {
+        let r#type =
+            types::known(type_url).map_or(Label::OTHER, |(url, _)| Label::from_static(url));
+        TypeLabel { r#type }
+    }
+
+    /// Counts a connected proxy under its release (`ISTIO_VERSION`, see [`Release::of`]);
+    /// pass the returned label to [`Metrics::disconnected`]. Past [`MAX_VERSIONS`] releases
+    /// in use, further ones count as `other`.
+    pub fn connected(&self, istio_version: &str) -> VersionLabel {
+        let mut live = self.live_versions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut label = VersionLabel {
+            version: Release::of(istio_version),
+        };
+        if !live.contains_key(&label) && live.len() >= MAX_VERSIONS {
+            label = VersionLabel {
+                version: Release(Label::OTHER.as_str().to_owned()),
+            };
+        }
+        let count = live.entry(label.clone()).or_default();
+        *count += 1;
+        self.connections.get_or_create(&label).set(*count);
+        label
+    }
+
+    /// Counts a proxy of `label` gone; the last one removes the release's series.
+    pub fn disconnected(&self, label: &VersionLabel) {
+        let mut live = self.live_versions.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(count) = live.get_mut(label) else {
+            return;
+        };
+        *count -= 1;
+        if *count > 0 {
+            self.connections.get_or_create(label).set(*count);
+        } else {
+            live.remove(label);
+            self.connections.remove(label);
         }
     }
 }

@@ -350,16 +350,18 @@ impl ProxyStream {
         };
         if let Err(end) = result {
             m.pushes
-                .get_or_create(&Metrics::label(&format!("{short}_senderr")))
+                .get_or_create(&Metrics::send_error_label(&out.type_url))
                 .inc();
             return Err(end);
         }
-        m.pushes.get_or_create(&Metrics::label(short)).inc();
+        m.pushes
+            .get_or_create(&Metrics::type_label(&out.type_url))
+            .inc();
         m.push_time
-            .get_or_create(&Metrics::label(short))
+            .get_or_create(&Metrics::type_label(&out.type_url))
             .observe(out.started.elapsed().as_secs_f64());
         m.config_size
-            .get_or_create(&Metrics::label(&out.type_url))
+            .get_or_create(&Metrics::type_url_label(&out.type_url))
             .observe(out.size as f64);
         debug!(r#type = %short, bytes = out.size, "pushed");
         Ok(())
@@ -372,7 +374,7 @@ impl ProxyStream {
         self.server
             .metrics
             .rejects
-            .get_or_create(&Metrics::label(short))
+            .get_or_create(&Metrics::type_label(type_url))
             .inc();
     }
 
@@ -383,7 +385,7 @@ impl ProxyStream {
         self.server
             .metrics
             .expired_nonce
-            .get_or_create(&Metrics::label(short))
+            .get_or_create(&Metrics::type_label(type_url))
             .inc();
     }
 }

@@ -31,21 +31,33 @@ pub fn push_order<'a>(watched: impl Iterator<Item = &'a str>, full: bool) -> Vec
         .collect()
 }
 
-/// Short name of a type for metric labels (`cds`, `eds`...), as upstream's `GetShortType`.
+/// Every type istiod names in metrics, with its short name, as upstream's `GetMetricType`.
+const SHORT_NAMES: [(&str, &str); 11] = [
+    (CLUSTER, "cds"),
+    (ENDPOINT, "eds"),
+    (LISTENER, "lds"),
+    (ROUTE, "rds"),
+    (SECRET, "sds"),
+    (EXTENSION_CONFIG, "ecds"),
+    (NAME_TABLE, "nds"),
+    (PROXY_CONFIG, "pcds"),
+    (ADDRESS, "wds"),
+    (WORKLOAD, "wds"),
+    (AUTHORIZATION, "wads"),
+];
+
+/// A known type URL and its short name (`cds`, `eds`...); `None` for any other type URL,
+/// so that what a client sends never becomes a metric label.
+pub fn known(type_url: &str) -> Option<(&'static str, &'static str)> {
+    SHORT_NAMES
+        .iter()
+        .copied()
+        .find(|(url, _)| *url == type_url)
+}
+
+/// Short name of a type for logs: that of a known type, else the type URL itself.
 pub fn short_name(type_url: &str) -> &str {
-    match type_url {
-        CLUSTER => "cds",
-        ENDPOINT => "eds",
-        LISTENER => "lds",
-        ROUTE => "rds",
-        SECRET => "sds",
-        EXTENSION_CONFIG => "ecds",
-        NAME_TABLE => "nds",
-        PROXY_CONFIG => "pcds",
-        ADDRESS | WORKLOAD => "wds",
-        AUTHORIZATION => "wads",
-        other => other,
-    }
+    known(type_url).map_or(type_url, |(_, short)| short)
 }
 
 /// Types whose empty first request subscribes to everything (SotW wildcard).
@@ -68,5 +80,16 @@ mod tests {
             [CLUSTER, ENDPOINT, LISTENER, ROUTE, "istio.io/debug/syncz"]
         );
         assert_eq!(push_order(watched.into_iter(), false), [ENDPOINT]);
+    }
+
+    #[test]
+    fn short_names_are_upstreams_and_unknown_types_have_none() {
+        assert_eq!(known(CLUSTER), Some((CLUSTER, "cds")));
+        assert_eq!(known(WORKLOAD), Some((WORKLOAD, "wds")));
+        assert_eq!(known(AUTHORIZATION).map(|k| k.1), Some("wads"));
+        assert_eq!(known("istio.io/debug/syncz"), None);
+        assert_eq!(known("a\"b\n# HELP"), None);
+        assert_eq!(short_name(ROUTE), "rds");
+        assert_eq!(short_name("istio.io/debug/syncz"), "istio.io/debug/syncz");
     }
 }
