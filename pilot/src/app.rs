@@ -24,7 +24,8 @@ use crate::kube as kube_source;
 use crate::model::MeshConfig;
 use crate::server::debug::{self, DebugState};
 use crate::server::grpc::{self, GrpcSettings};
-use crate::server::{http, https, monitoring};
+use crate::server::http::{self, Limits};
+use crate::server::{https, monitoring};
 use crate::settings::Settings;
 use crate::webhook;
 use crate::xds::discovery::build_push;
@@ -165,7 +166,10 @@ impl App {
                     monitoring::routes(registry.clone()).merge(debug::routes(debug_state.clone()));
                 let shutdown = shutdown.clone();
                 tasks.spawn(async move {
-                    Ok(http::serve("monitoring", listener, router, shutdown).await?)
+                    Ok(
+                        http::serve("monitoring", listener, router, Limits::ADMIN, shutdown)
+                            .await?,
+                    )
                 });
                 Some(addr)
             }
@@ -181,9 +185,9 @@ impl App {
                     router = router.merge(debug::routes(debug_state));
                 }
                 let shutdown = shutdown.clone();
-                tasks.spawn(
-                    async move { Ok(http::serve("http", listener, router, shutdown).await?) },
-                );
+                tasks.spawn(async move {
+                    Ok(http::serve("http", listener, router, Limits::ADMIN, shutdown).await?)
+                });
                 Some(addr)
             }
             None => None,

@@ -6,24 +6,26 @@
 mod tests;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::LengthLimitError;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
+use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Label;
 use crate::validation::{self, Error as ValidationError};
 
-/// Largest AdmissionReview accepted: an object and its old version, each up to the API
-/// server's 3 MiB object limit, plus the envelope.
-pub const MAX_BODY: usize = 7 * 1024 * 1024;
+/// Largest AdmissionReview accepted, as upstream (`MaxRequestBodyBytes`): twice the API
+/// server's limit on an object, which is twice etcd's.
+pub const MAX_BODY: usize = 6 * 1024 * 1024;
 
 const API_VERSIONS: &[&str] = &["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
 
@@ -148,8 +150,9 @@ pub fn routes(metrics: Metrics) -> Router {
         .route("/validate/", post(validate_handler))
         .route("/validate/{*rest}", post(validate_handler))
         .route("/ready", get(|| async { "ready\n" }))
-        // The body is read with our own limit, to answer 400 with a message.
-        .layer(DefaultBodyLimit::disable())
+        // A declared length over the limit is refused (413) before any of the body is read;
+        // a body without one is cut off at the limit as it is read.
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(metrics)
 }
 
@@ -182,11 +185,18 @@ async fn review(metrics: &Metrics, headers: &HeaderMap, body: Body) -> Result<Va
             format!("contentType={content_type:?}, expect application/json"),
         ));
     }
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("request body too large: the limit is {MAX_BODY} bytes"),
-        )
+    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        if is_too_large(&e) {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body too large: the limit is {MAX_BODY} bytes"),
+            )
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {e}"),
+            )
+        }
     })?;
     if bytes.is_empty() {
         return Err((StatusCode::BAD_REQUEST, "no body found".to_owned()));
@@ -198,6 +208,18 @@ async fn review(metrics: &Metrics, headers: &HeaderMap, body: Body) -> Result<Va
         )
     })?;
     admit_review(metrics, &value)
+}
+
+/// True when reading a body failed because it passed [`MAX_BODY`].
+fn is_too_large(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Answers a decoded AdmissionReview; an error is a body that is not one.

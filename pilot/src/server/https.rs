@@ -1,5 +1,6 @@
 //! The HTTPS server of the webhook port (15017): connections from the shared TLS acceptor
-//! (`server::tls`) handed to axum.
+//! (`server::tls`) served by the shared HTTP server (`server::http`) within
+//! [`Limits::WEBHOOK`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::http::{self, Limits};
 use super::tls;
 use crate::args::listen_addr;
 
@@ -28,7 +30,7 @@ pub enum Error {
     },
 }
 
-/// A listener of TLS connections for `axum::serve`, fed by the shared TLS acceptor.
+/// A listener of TLS connections, fed by the shared TLS acceptor.
 pub struct TlsListener {
     conns: mpsc::Receiver<tls::Accepted>,
     local: SocketAddr,
@@ -96,10 +98,6 @@ pub async fn start(
         })?;
     let local = tls_listener.local;
     info!(addr = %local, "serving the validation webhook over HTTPS");
-    let serve = async move {
-        axum::serve(tls_listener, router.into_make_service())
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-    };
+    let serve = http::serve("https", tls_listener, router, Limits::WEBHOOK, shutdown);
     Ok(Some((local, serve)))
 }

@@ -1,6 +1,7 @@
 //! The TLS acceptor of istiod's TLS ports (15012 and 15017): every handshake runs in its
-//! own task under a timeout, and at most [`MAX_HANDSHAKES`] run at once, so a slow or
-//! silent client holds up neither other clients nor the accept loop's memory.
+//! own task under a timeout, and at most [`MAX_HANDSHAKES`] connections are between accept
+//! and the server at once, so a slow or silent client holds up neither other clients nor
+//! the accept loop's memory.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use tracing::{debug, warn};
 
 /// How long a client may take to complete its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; further connections wait in the kernel's backlog.
+/// Connections handshaking or waiting for the server at once; further connections wait in
+/// the kernel's backlog.
 pub const MAX_HANDSHAKES: usize = 1024;
 /// Connections handshaken but not yet taken by the server.
 const BACKLOG: usize = 128;
@@ -62,14 +64,16 @@ pub fn accept(
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                drop(permit);
                 match handshake {
+                    // The place is kept until the server takes the connection, so
+                    // connections the server cannot take yet stay bounded too.
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Accepted { stream, remote }).await;
                     }
                     Ok(Err(error)) => debug!(port, %remote, %error, "TLS handshake failed"),
                     Err(_) => debug!(port, %remote, "TLS handshake timed out"),
                 }
+                drop(permit);
             });
         }
     });
