@@ -24,7 +24,7 @@ class Webhook:
         self.workdir = workdir
         (workdir / "config").mkdir(parents=True, exist_ok=True)
         self.root_file = workdir / "published" / "root-cert.pem"
-        self.http, self.mon, self.secure, self.https = (free_port() for _ in range(4))
+        self.http, self.mon, self.secure, self.https, self.grpc = (free_port() for _ in range(5))
         env = dict(os.environ)
         env.update({"PILOT_SELF_SIGNED_CA_DIR": str(workdir / "ca-state"),
                     "PILOT_ROOT_CERT_FILE": str(self.root_file), "RUST_BACKTRACE": "1"})
@@ -32,7 +32,7 @@ class Webhook:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [pilot_binary(), "discovery", "--registries=", "--configDir", str(workdir / "config"),
-             "--grpcAddr", f"127.0.0.1:{free_port()}", "--httpAddr", f"127.0.0.1:{self.http}",
+             "--grpcAddr", f"127.0.0.1:{self.grpc}", "--httpAddr", f"127.0.0.1:{self.http}",
              "--monitoringAddr", f"127.0.0.1:{self.mon}",
              "--secureGRPCAddr", f"127.0.0.1:{self.secure}", "--httpsAddr", f"127.0.0.1:{self.https}"],
             cwd=workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -54,6 +54,9 @@ class Webhook:
         class Conn(http.client.HTTPSConnection):
             def connect(self):
                 sock = socket.create_connection(("127.0.0.1", webhook.https), timeout=10)
+                # Headers and body go out in separate writes; without this each request
+                # waits for the server's delayed ACK.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self.sock = ctx.wrap_socket(sock, server_hostname=SERVER_NAME)
 
         return Conn(SERVER_NAME, self.https, timeout=10)
@@ -178,6 +181,7 @@ def test_readiness_dry_run_of_an_invalid_gateway_is_denied(webhook):
 
 
 def test_malformed_bodies_get_400_and_the_server_keeps_serving(webhook):
+    """Oversized bodies (413) are in test_hostile_http."""
     conn = webhook.connection()
     cases = [
         (b"{not json", "application/json", 400, "not JSON"),
@@ -185,16 +189,10 @@ def test_malformed_bodies_get_400_and_the_server_keeps_serving(webhook):
         (json.dumps({"kind": "Pod"}).encode(), "application/json", 400, "not an AdmissionReview"),
         (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).encode(),
          "application/json", 400, "no request"),
-        (b" " * (8 * 1024 * 1024), "application/json", 400, "too large"),
         (json.dumps(review(GATEWAY)).encode(), "text/plain", 415, "expect application/json"),
     ]
     for body, ctype, status, needle in cases:
-        try:
-            got, text = webhook.post(body, content_type=ctype, conn=conn)
-        except (http.client.HTTPException, OSError):
-            # The server may close a connection after an oversized body; use a new one.
-            conn = webhook.connection()
-            got, text = webhook.post(body, content_type=ctype, conn=conn)
+        got, text = webhook.post(body, content_type=ctype, conn=conn)
         assert got == status, text
         assert needle in text
     # Still serving, on a fresh connection and on the same path family.
