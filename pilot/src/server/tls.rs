@@ -79,3 +79,78 @@ pub fn accept(
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn configs() -> (Arc<rustls::ServerConfig>, tokio_rustls::TlsConnector) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["istiod".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der_key = rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], der_key.into())
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (
+            Arc::new(server),
+            tokio_rustls::TlsConnector::from(Arc::new(client)),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_stalled_handshake_does_not_hold_up_the_next_client() {
+        let (server, connector) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let mut accepted = accept("test", listener, server, shutdown.clone());
+        // Connected first: one silent, one that stops within its ClientHello.
+        let silent = TcpStream::connect(addr).await.unwrap();
+        let mut partial = TcpStream::connect(addr).await.unwrap();
+        partial
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+            .await
+            .unwrap();
+        let client = tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("istiod").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            tls.write_all(b"ping").await.unwrap();
+            tls
+        });
+        let mut conn = tokio::time::timeout(Duration::from_secs(20), accepted.recv())
+            .await
+            .expect("the complete handshake is delivered")
+            .unwrap();
+        let mut buf = [0u8; 4];
+        conn.stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        // Served while the stalled ones still wait: nothing waited for their deadline.
+        let mut one = [0u8; 1];
+        for stalled in [&silent, &partial] {
+            let pending = stalled.try_read(&mut one);
+            assert!(
+                matches!(&pending, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "{pending:?}"
+            );
+        }
+        client.await.unwrap();
+        shutdown.cancel();
+    }
+}
