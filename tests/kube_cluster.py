@@ -19,6 +19,7 @@ not run must never be counted as passed.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import lzma
 import os
@@ -278,7 +279,7 @@ class KubeCluster:
         key = serialization.load_pem_private_key((self.dir / "sa.key").read_bytes(), None)
         pub_der = key.public_key().public_bytes(serialization.Encoding.DER,
                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
-        digest = __import__("hashlib").sha256(pub_der).digest()
+        digest = hashlib.sha256(pub_der).digest()
         kid = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
         def b64(raw: bytes) -> str:
