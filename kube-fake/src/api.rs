@@ -195,9 +195,7 @@ impl FakeApi {
 
     /// The first handler's answer to `call`, if any answers.
     pub(crate) fn answer(&self, call: &Call) -> Option<(u16, Value)> {
-        lock(&self.inner.handlers)
-            .iter_mut()
-            .find_map(|h| h(call))
+        lock(&self.inner.handlers).iter_mut().find_map(|h| h(call))
     }
 
     pub(crate) fn count(&self, verb: &'static str, resource: &str) {
@@ -271,7 +269,10 @@ impl FakeApi {
             .and_then(|l| l.parse::<usize>().ok())
             .filter(|l| *l > 0)
             .unwrap_or(usize::MAX);
-        let token = q.get("continue").map(String::as_str).filter(|c| !c.is_empty());
+        let token = q
+            .get("continue")
+            .map(String::as_str)
+            .filter(|c| !c.is_empty());
         let Page { items, rv, next } =
             self.store()
                 .list(&target.collection, &filter, limit, token)?;

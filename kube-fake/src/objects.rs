@@ -117,21 +117,32 @@ impl Builder<Service> {
 
 /// An IPv4 EndpointSlice of `service`, with no endpoints yet.
 pub fn endpoint_slice(namespace: &str, name: &str, service: &str) -> Builder<EndpointSlice> {
-    object("discovery.k8s.io/v1", "EndpointSlice", Some(namespace), name)
-        .label("kubernetes.io/service-name", service)
-        .set(&["addressType"], json!("IPv4"))
-        .set(&["endpoints"], json!([]))
+    object(
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        Some(namespace),
+        name,
+    )
+    .label("kubernetes.io/service-name", service)
+    .set(&["addressType"], json!("IPv4"))
+    .set(&["endpoints"], json!([]))
 }
 
 impl Builder<EndpointSlice> {
     pub fn port(mut self, port: u16, name: &str) -> Self {
-        push(&mut self.value["ports"], json!({"name": name, "port": port}));
+        push(
+            &mut self.value["ports"],
+            json!({"name": name, "port": port}),
+        );
         self
     }
 
     /// An endpoint at `address`.
     pub fn endpoint(mut self, address: &str) -> Self {
-        push(&mut self.value["endpoints"], json!({"addresses": [address]}));
+        push(
+            &mut self.value["endpoints"],
+            json!({"addresses": [address]}),
+        );
         self
     }
 

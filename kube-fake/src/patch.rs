@@ -113,6 +113,9 @@ mod tests {
             PatchKind::from_content_type("application/strategic-merge-patch+json"),
             Some(PatchKind::Strategic)
         );
-        assert_eq!(PatchKind::from_content_type("application/json-patch+json"), None);
+        assert_eq!(
+            PatchKind::from_content_type("application/json-patch+json"),
+            None
+        );
     }
 }

@@ -145,7 +145,10 @@ mod tests {
             (t.namespace.as_deref(), t.name.as_deref()),
             (Some("mesh"), Some("istiod-0"))
         );
-        assert_eq!(t.subresource_fields(), Some(&["spec", "ephemeralContainers"][..]));
+        assert_eq!(
+            t.subresource_fields(),
+            Some(&["spec", "ephemeralContainers"][..])
+        );
         // A namespace is itself an object of the `namespaces` collection.
         let t = parse("/api/v1/namespaces/demo").unwrap();
         assert_eq!(
@@ -162,15 +165,39 @@ mod tests {
     fn guessed_plurals_follow_the_api_servers_default() {
         let cases = [
             ("v1", "Service", "", "services"),
-            ("networking.istio.io/v1", "ServiceEntry", "networking.istio.io", "serviceentries"),
-            ("gateway.networking.k8s.io/v1", "GatewayClass", "gateway.networking.k8s.io", "gatewayclasses"),
-            ("coordination.k8s.io/v1", "Lease", "coordination.k8s.io", "leases"),
-            ("security.istio.io/v1", "AuthorizationPolicy", "security.istio.io", "authorizationpolicies"),
+            (
+                "networking.istio.io/v1",
+                "ServiceEntry",
+                "networking.istio.io",
+                "serviceentries",
+            ),
+            (
+                "gateway.networking.k8s.io/v1",
+                "GatewayClass",
+                "gateway.networking.k8s.io",
+                "gatewayclasses",
+            ),
+            (
+                "coordination.k8s.io/v1",
+                "Lease",
+                "coordination.k8s.io",
+                "leases",
+            ),
+            (
+                "security.istio.io/v1",
+                "AuthorizationPolicy",
+                "security.istio.io",
+                "authorizationpolicies",
+            ),
             ("v1", "Gateway", "", "gateways"),
         ];
         for (api_version, kind, group, plural) in cases {
             let t = ResourceType::guess(api_version, kind, true);
-            assert_eq!((t.group.as_str(), t.plural.as_str()), (group, plural), "{kind}");
+            assert_eq!(
+                (t.group.as_str(), t.plural.as_str()),
+                (group, plural),
+                "{kind}"
+            );
         }
         let t = ResourceType::guess("v1", "ConfigMap", true);
         assert_eq!(

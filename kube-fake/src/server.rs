@@ -134,7 +134,9 @@ fn route(
         (&Method::POST, None) if target.plural() == "tokenreviews" => {
             Ok(created(token_review(parse_body(body)?)))
         }
-        (&Method::POST, None) => api.create_at(target, parse_body(body)?, dry_run).map(created),
+        (&Method::POST, None) => api
+            .create_at(target, parse_body(body)?, dry_run)
+            .map(created),
         (&Method::PUT, Some(name)) => api
             .update(target, name, parse_body(body)?, Write::Replace, dry_run)
             .map(ok),
@@ -182,7 +184,11 @@ fn watch_line(kind: &str, object: &Value) -> Bytes {
 }
 
 /// Streams the changes of a collection from a resource version.
-fn watch(api: &FakeApi, target: &Target, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+fn watch(
+    api: &FakeApi,
+    target: &Target,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
     let filter = Filter::from_query(target.namespace.clone(), q)?;
     let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
     let (bookmarks, initial_events) = (flag("allowWatchBookmarks"), flag("sendInitialEvents"));

@@ -64,7 +64,8 @@ async fn serves_kube_rs(api: FakeApi, client: kube::Client) {
         Event::Apply(cm) => assert_eq!(cm.metadata.name.as_deref(), Some("d")),
         _ => panic!("expected the new ConfigMap"),
     }
-    api.delete("/api/v1/namespaces/ns/configmaps/d").expect("stored");
+    api.delete("/api/v1/namespaces/ns/configmaps/d")
+        .expect("stored");
     match next(&mut events).await {
         Event::Delete(cm) => assert_eq!(cm.metadata.name.as_deref(), Some("d")),
         _ => panic!("expected the delete"),
@@ -151,7 +152,10 @@ async fn subresources_write_their_part_only() {
     let (client, api) = pair();
     api.put(
         "/api/v1/namespaces/ns/pods",
-        objects::pod("ns", "p").container("app").image("a:1").build(),
+        objects::pod("ns", "p")
+            .container("app")
+            .image("a:1")
+            .build(),
     );
     let pods: Api<Pod> = Api::namespaced(client, "ns");
     let patch = json!({"spec": {
@@ -167,20 +171,36 @@ async fn subresources_write_their_part_only() {
         .await
         .expect("patched");
     let spec = pod.spec.expect("spec");
-    assert_eq!(spec.containers.len(), 1, "only the ephemeral containers change");
+    assert_eq!(
+        spec.containers.len(),
+        1,
+        "only the ephemeral containers change"
+    );
     assert_eq!(spec.ephemeral_containers.map(|e| e.len()), Some(1));
     let call = api.calls().pop().expect("the patch");
-    assert_eq!(call.content_type(), "application/strategic-merge-patch+json");
+    assert_eq!(
+        call.content_type(),
+        "application/strategic-merge-patch+json"
+    );
 
-    pods.patch_status("p", &PatchParams::default(), &Patch::Merge(json!({"status": {"podIP": "10.0.0.1"}})))
-        .await
-        .expect("status patched");
+    pods.patch_status(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"podIP": "10.0.0.1"}})),
+    )
+    .await
+    .expect("status patched");
     let stored = api.get("/api/v1/namespaces/ns/pods/p").expect("stored");
     assert_eq!(stored["status"]["podIP"], "10.0.0.1");
     assert_eq!(stored["spec"]["ephemeralContainers"][0]["name"], "debugger");
 
     match pods
-        .patch_subresource("resize", "p", &PatchParams::default(), &Patch::Merge(json!({})))
+        .patch_subresource(
+            "resize",
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({})),
+        )
         .await
     {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 404),

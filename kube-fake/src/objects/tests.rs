@@ -43,9 +43,15 @@ fn builders_make_objects_of_the_apis_shape() {
     );
     assert_eq!(slice.endpoints[0].zone.as_deref(), Some("a"));
     let second = &slice.endpoints[1];
-    assert_eq!(second.conditions.as_ref().and_then(|c| c.ready), Some(false));
     assert_eq!(
-        second.target_ref.as_ref().and_then(|r| r.namespace.as_deref()),
+        second.conditions.as_ref().and_then(|c| c.ready),
+        Some(false)
+    );
+    assert_eq!(
+        second
+            .target_ref
+            .as_ref()
+            .and_then(|r| r.namespace.as_deref()),
         Some("demo")
     );
 
