@@ -48,7 +48,11 @@ struct Inner {
     requests: Mutex<BTreeMap<(&'static str, String), u64>>,
     calls: Mutex<Vec<Call>>,
     handlers: Mutex<Vec<Handler>>,
+    stalls: Mutex<Vec<Stall>>,
 }
+
+/// Selects requests that are never answered.
+type Stall = Box<dyn Fn(&Call) -> bool + Send>;
 
 /// The fake API server; clones share its state.
 #[derive(Clone)]
@@ -108,6 +112,7 @@ impl FakeApi {
                 requests: Mutex::new(BTreeMap::new()),
                 calls: Mutex::new(Vec::new()),
                 handlers: Mutex::new(Vec::new()),
+                stalls: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -187,6 +192,16 @@ impl FakeApi {
     /// Installs a handler, consulted (after those installed before it) before the store.
     pub fn on(&self, handler: impl FnMut(&Call) -> Option<(u16, Value)> + Send + 'static) {
         lock(&self.inner.handlers).push(Box::new(handler));
+    }
+
+    /// From now on, requests `select` picks are recorded but never answered, as by an API
+    /// server that stopped responding.
+    pub fn stall(&self, select: impl Fn(&Call) -> bool + Send + 'static) {
+        lock(&self.inner.stalls).push(Box::new(select));
+    }
+
+    pub(crate) fn stalled(&self, call: &Call) -> bool {
+        lock(&self.inner.stalls).iter().any(|s| s(call))
     }
 
     pub(crate) fn record(&self, call: &Call) {

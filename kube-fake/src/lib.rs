@@ -17,7 +17,8 @@
 //!
 //! Every request is recorded ([`FakeApi::calls`], [`FakeApi::requests`]), and handlers
 //! ([`FakeApi::on`]) may answer a request before the store does: a TokenReview that
-//! authenticates, a webhook denying a dry run, an injected failure.
+//! authenticates, a webhook denying a dry run, an injected failure; or leave it
+//! unanswered ([`FakeApi::stall`]), as a server that stopped responding.
 //!
 //! [`FakeApi::new`] serves any collection path; [`FakeApi::serving`] only the given
 //! resource types, answering 404 for others as a server without their CRD does. Every

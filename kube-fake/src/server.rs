@@ -87,6 +87,9 @@ async fn handle(
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     };
     api.record(&call);
+    if api.stalled(&call) {
+        std::future::pending::<()>().await;
+    }
     let q = match Query::<HashMap<String, String>>::try_from_uri(&uri) {
         Ok(Query(q)) => q,
         Err(e) => return ApiError::bad_request(e.body_text()).into_response(),

@@ -3,8 +3,6 @@
 
 pub mod ca_secret;
 pub mod client;
-#[cfg(test)]
-pub(crate) mod fake;
 pub mod leader;
 pub mod mesh;
 pub mod rate_limit;

@@ -156,8 +156,8 @@ mod tests {
 
     #[tokio::test]
     async fn deleting_the_configmap_restores_the_defaults() {
-        use crate::kube::fake::{self, eventually};
-        let (client, api) = fake::pair();
+        use kube_fake::eventually;
+        let (client, api) = kube_fake::pair();
         let collection = "/api/v1/namespaces/istio-system/configmaps";
         api.put(
             collection,

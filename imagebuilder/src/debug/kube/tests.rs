@@ -1,39 +1,25 @@
-//! The ephemeral-container patch against a mocked API server (tower-test): what is sent,
-//! and the errors for a missing pod, a cluster without the subresource and RBAC denial.
+//! The ephemeral-container patch against the fake API server: what is sent, and the
+//! errors for a missing pod, a cluster without the subresource and RBAC denial.
 //! `tests/test_debug.py` checks that a real API server accepts the container.
 
-use http::{Method, Request, Response, StatusCode};
-use kube::client::Body;
+use http::Method;
+use kube_fake::{failure, objects, FakeApi};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 use super::*;
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-const POD_PATH: &str = "/api/v1/namespaces/mesh/pods/istiod-0";
+const PODS: &str = "/api/v1/namespaces/mesh/pods";
 
 fn pod() -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": "istiod-0", "namespace": "mesh"},
-           "spec": {"containers": [{"name": "discovery", "image": "dhi.io/istio-pilot:0.1.0"},
-                                   {"name": "sidecar", "image": "example/sidecar"}]}})
+    objects::pod("mesh", "istiod-0")
+        .container("discovery")
+        .image("dhi.io/istio-pilot:0.1.0")
+        .container("sidecar")
+        .image("example/sidecar")
+        .build()
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(body).expect("json")))
-        .expect("response")
-}
-
-fn api_status(code: u16, message: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-           "message": message, "reason": "Failure", "code": code})
-}
-
-/// What the mocked API server answers to the patch.
+/// What the API server answers to the patch.
 #[derive(Clone, Copy)]
 enum Cluster {
     Accepts,
@@ -42,53 +28,40 @@ enum Cluster {
     Forbidden,
 }
 
-/// A patch as the server received it: content type and body.
-type SeenPatch = (String, Value);
-
-/// Serves GET of the pod and PATCH of its ephemeralcontainers subresource; reports the patch.
-async fn api_server(mut handle: Handle, cluster: Cluster, seen: oneshot::Sender<SeenPatch>) {
-    let mut seen = Some(seen);
-    while let Some((req, send)) = handle.next_request().await {
-        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-        let response = match (method, path.as_str(), cluster) {
-            (Method::GET, POD_PATH, Cluster::NoPod) => json_response(
-                StatusCode::NOT_FOUND,
-                &api_status(404, "pods \"istiod-0\" not found"),
-            ),
-            (Method::GET, POD_PATH, _) => json_response(StatusCode::OK, &pod()),
-            (Method::PATCH, p, _) if p == format!("{POD_PATH}/ephemeralcontainers") => {
-                let content_type = req
-                    .headers()
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                let bytes = req.into_body().collect_bytes().await.expect("request body");
-                let body: Value = serde_json::from_slice(&bytes).expect("patch is JSON");
-                if let Some(tx) = seen.take() {
-                    let _ = tx.send((content_type, body.clone()));
-                }
-                match cluster {
-                    Cluster::NoSubresource => json_response(
-                        StatusCode::NOT_FOUND,
-                        &api_status(404, "the server could not find the requested resource"),
-                    ),
-                    Cluster::Forbidden => json_response(
-                        StatusCode::FORBIDDEN,
-                        &api_status(403, "pods \"istiod-0\" is forbidden: User \"dev\" cannot patch resource \"pods/ephemeralcontainers\""),
-                    ),
-                    _ => {
-                        let mut p = pod();
-                        p["spec"]["ephemeralContainers"] = body["spec"]["ephemeralContainers"].clone();
-                        json_response(StatusCode::OK, &p)
-                    }
-                }
-            }
-            _ => json_response(StatusCode::NOT_FOUND, &api_status(404, "unexpected")),
-        };
-        send.send_response(response);
+impl Cluster {
+    fn api(self) -> FakeApi {
+        let api = FakeApi::new();
+        if !matches!(self, Cluster::NoPod) {
+            api.put(PODS, pod());
+        }
+        let patch = |call: &kube_fake::Call| call.method == Method::PATCH;
+        match self {
+            Cluster::NoSubresource => api.on(move |call| {
+                patch(call).then(|| {
+                    failure(
+                        404,
+                        "NotFound",
+                        "the server could not find the requested resource",
+                    )
+                })
+            }),
+            Cluster::Forbidden => api.on(move |call| {
+                patch(call).then(|| {
+                    failure(
+                        403,
+                        "Forbidden",
+                        "pods \"istiod-0\" is forbidden: User \"dev\" cannot patch resource \"pods/ephemeralcontainers\"",
+                    )
+                })
+            }),
+            Cluster::Accepts | Cluster::NoPod => {}
+        }
+        api
     }
 }
+
+/// A patch as the server received it: content type and body.
+type SeenPatch = (String, Value);
 
 fn opts(container: Option<&str>, session: Session) -> PodDebug {
     PodDebug {
@@ -101,21 +74,25 @@ fn opts(container: Option<&str>, session: Session) -> PodDebug {
     }
 }
 
-async fn add(cluster: Cluster, o: &PodDebug) -> (Result<String, DebugError>, Option<SeenPatch>) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(api_server(handle, cluster, tx));
-    let pods: Api<Pod> = Api::namespaced(Client::new(service, "mesh"), "mesh");
+async fn add(
+    cluster: Cluster,
+    o: &PodDebug,
+) -> (Result<String, DebugError>, Option<SeenPatch>, FakeApi) {
+    let api = cluster.api();
+    let pods: Api<Pod> = Api::namespaced(api.client(), "mesh");
     let r = add_ephemeral_container(&pods, "mesh", "debugger-abcde", o).await;
-    // Closing the client ends the server, which drops the sender if nothing was patched.
-    drop(pods);
-    (r, rx.await.ok())
+    let seen = api
+        .calls()
+        .into_iter()
+        .find(|c| c.method == Method::PATCH)
+        .map(|c| (c.content_type().to_owned(), c.body));
+    (r, seen, api)
 }
 
 #[tokio::test]
 async fn patch_has_target_image_and_security_context() {
     let o = opts(None, Session::Interactive);
-    let (r, seen) = add(Cluster::Accepts, &o).await;
+    let (r, seen, api) = add(Cluster::Accepts, &o).await;
     assert_eq!(
         r.expect("accepted"),
         "discovery",
@@ -123,6 +100,11 @@ async fn patch_has_target_image_and_security_context() {
     );
     let (content_type, body) = seen.expect("a patch was sent");
     assert_eq!(content_type, "application/strategic-merge-patch+json");
+    let stored = api.get(&format!("{PODS}/istiod-0")).expect("the pod");
+    assert_eq!(
+        stored["spec"]["ephemeralContainers"][0]["name"],
+        "debugger-abcde"
+    );
     let ecs = body["spec"]["ephemeralContainers"]
         .as_array()
         .expect("a list");
@@ -150,7 +132,7 @@ async fn patch_has_target_image_and_security_context() {
 #[tokio::test]
 async fn patch_targets_the_chosen_container_and_runs_the_command() {
     let o = opts(Some("sidecar"), Session::Command(vec!["ps".into()]));
-    let (r, seen) = add(Cluster::Accepts, &o).await;
+    let (r, seen, _) = add(Cluster::Accepts, &o).await;
     assert_eq!(r.expect("accepted"), "sidecar");
     let (_, body) = seen.expect("a patch was sent");
     let ec = &body["spec"]["ephemeralContainers"][0];
@@ -187,7 +169,7 @@ async fn errors_name_the_next_step() {
         ),
     ];
     for (cluster, container, want) in cases {
-        let (r, _) = add(cluster, &opts(container, Session::Interactive)).await;
+        let (r, _, _) = add(cluster, &opts(container, Session::Interactive)).await;
         let e = r.expect_err("must fail").to_string();
         assert!(e.contains(want), "{want:?} not in {e:?}");
         assert!(e.contains("next:"), "{e}");

@@ -15,7 +15,7 @@ use crate::ca::keys::KeyType;
 use crate::ca::rotation::{self, RotationOptions};
 use crate::ca::{Ca, CaConfig, SecureOptions};
 use crate::kube::ca_secret::SecretRoot;
-use crate::kube::fake::{self, FakeApi};
+use kube_fake::FakeApi;
 
 const SECRETS: &str = "/api/v1/namespaces/istio-system/secrets";
 const CA_SECRET: &str = "/api/v1/namespaces/istio-system/secrets/istio-ca-secret";
@@ -86,7 +86,7 @@ fn trusted(ca: &Ca) -> Vec<Vec<u8>> {
 
 #[tokio::test]
 async fn a_fresh_start_stores_the_root_in_the_secret() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let ca = start(secret_store(&client)).await.expect("CA");
 
     let secret = api.get(CA_SECRET).expect("istio-ca-secret created");
@@ -120,7 +120,7 @@ async fn a_fresh_start_stores_the_root_in_the_secret() {
 
 #[tokio::test]
 async fn a_second_replica_adopts_the_stored_root() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let first = start(secret_store(&client)).await.expect("first CA");
     let second = start(secret_store(&client)).await.expect("second CA");
     assert_eq!(trusted(&first), trusted(&second));
@@ -134,7 +134,7 @@ async fn a_second_replica_adopts_the_stored_root() {
 
 #[tokio::test]
 async fn rotation_stores_the_new_root_in_the_secret() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let ca = start(secret_store(&client)).await.expect("CA");
     let a = authority(&ca);
     let (old_cert, old_key) = (
@@ -156,7 +156,7 @@ async fn rotation_stores_the_new_root_in_the_secret() {
 
 #[tokio::test]
 async fn a_replica_picks_up_a_root_another_one_rotated() {
-    let (client, _api) = fake::pair();
+    let (client, _api) = kube_fake::pair();
     let rotating = start(secret_store(&client)).await.expect("first CA");
     let other = start(secret_store(&client)).await.expect("second CA");
 
@@ -283,7 +283,7 @@ async fn a_garbled_secret_is_refused_with_a_clear_error() {
         ),
     ];
     for (data, want) in cases {
-        let (client, api) = fake::pair();
+        let (client, api) = kube_fake::pair();
         api.put(SECRETS, garbled("istio-ca-secret", data));
         let err = start(secret_store(&client)).await.expect_err("garbled");
         assert!(err.to_string().contains(want), "{err} (want {want:?})");

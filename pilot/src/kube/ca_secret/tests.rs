@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::kube::fake::{self, FakeApi};
+use kube_fake::{failure, FakeApi};
 
 const SECRETS: &str = "/api/v1/namespaces/istio-system/secrets";
 
@@ -35,7 +35,7 @@ fn stored(api: &FakeApi, name: &str) -> Value {
 
 #[tokio::test]
 async fn creates_the_five_key_secret_once() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let secrets = CaSecrets::new(client, "istio-system");
     let generated = Arc::new(AtomicBool::new(false));
     let flag = generated.clone();
@@ -83,7 +83,7 @@ async fn creates_the_five_key_secret_once() {
 
 #[tokio::test]
 async fn a_replica_that_loses_the_create_race_adopts_the_winner() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     api.put(
         SECRETS,
         secret(
@@ -101,11 +101,7 @@ async fn a_replica_that_loses_the_create_race_adopts_the_winner() {
     let mut first_get = true;
     api.on(move |call| {
         if call.method == http::Method::GET && std::mem::take(&mut first_get) {
-            return Some((
-                404,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                     "reason": "NotFound", "message": "not found", "code": 404}),
-            ));
+            return Some(failure(404, "NotFound", "not found"));
         }
         None
     });
@@ -128,7 +124,7 @@ async fn a_replica_that_loses_the_create_race_adopts_the_winner() {
 
 #[tokio::test]
 async fn plugged_in_cacerts_is_read_and_a_partial_one_refused() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let secrets = CaSecrets::new(client, "istio-system");
     assert_eq!(secrets.load_plugged().await.expect("absent"), None);
 
@@ -179,7 +175,7 @@ async fn plugged_in_cacerts_is_read_and_a_partial_one_refused() {
 
 #[tokio::test]
 async fn rotation_updates_only_the_root_it_replaces() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let secrets = CaSecrets::new(client, "istio-system");
     let (old, _) = secrets
         .load_or_create(CA_SECRET_NAME, || {
@@ -215,14 +211,8 @@ async fn rotation_updates_only_the_root_it_replaces() {
 
 #[tokio::test]
 async fn a_forbidden_read_names_the_permission() {
-    let (client, api) = fake::pair();
-    api.on(|_| {
-        Some((
-            403,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                          "reason": "Forbidden", "message": "forbidden", "code": 403}),
-        ))
-    });
+    let (client, api) = kube_fake::pair();
+    api.on(|_| Some(failure(403, "Forbidden", "forbidden")));
     let err = CaSecrets::new(client, "istio-system")
         .read(CA_SECRET_NAME)
         .await

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
-use crate::kube::fake::{self, eventually};
+use kube_fake::{eventually, failure};
 
 const NS: &str = "istio-system";
 const CM_PATH: &str = "/api/v1/namespaces/istio-system/configmaps";
@@ -18,7 +18,7 @@ fn config(identity: &str, key: &str) -> ElectionConfig {
     ElectionConfig::new(true, NS, identity, key).expect("config")
 }
 
-fn record_of(api: &fake::FakeApi) -> LeaderElectionRecord {
+fn record_of(api: &kube_fake::FakeApi) -> LeaderElectionRecord {
     let cm = api.get(LOCK_PATH).expect("lock exists");
     let raw = cm["metadata"]["annotations"][RECORD_ANNOTATION]
         .as_str()
@@ -87,7 +87,7 @@ fn record_json_matches_client_go_field_names() {
 
 #[tokio::test(start_paused = true)]
 async fn creates_a_free_configmap_lock_and_releases_it_on_shutdown() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let election = LeaderElection::new(client, config("pod-a", ""), locks::NAMESPACE_CONTROLLER);
     let leading = election.subscribe();
     let runs = Arc::new(AtomicUsize::new(0));
@@ -129,7 +129,7 @@ async fn creates_a_free_configmap_lock_and_releases_it_on_shutdown() {
 
 #[tokio::test(start_paused = true)]
 async fn waits_for_a_live_holder_and_takes_over_once_it_expires() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     api.put(CM_PATH, held_by("go-istiod", "default"));
     let mut election =
         LeaderElection::new(client, config("pod-a", ""), locks::NAMESPACE_CONTROLLER);
@@ -147,7 +147,7 @@ async fn waits_for_a_live_holder_and_takes_over_once_it_expires() {
 
 #[tokio::test(start_paused = true)]
 async fn default_revision_takes_over_from_another_revision_but_not_the_reverse() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     api.put(CM_PATH, held_by("canary-istiod", "canary"));
     let mut default = LeaderElection::new(
         client.clone(),
@@ -167,7 +167,7 @@ async fn default_revision_takes_over_from_another_revision_but_not_the_reverse()
 
 #[tokio::test(start_paused = true)]
 async fn lease_lock_keeps_the_record_in_the_spec_and_the_key_in_an_annotation() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let mut election = LeaderElection::new(client, config("pod-a", "canary"), locks::STATUS);
     assert!(election.try_acquire_or_renew().await.expect("attempt"));
     let lease = api
@@ -186,7 +186,7 @@ async fn lease_lock_keeps_the_record_in_the_spec_and_the_key_in_an_annotation() 
 
 #[tokio::test(start_paused = true)]
 async fn stops_the_work_when_renewals_fail_past_the_deadline() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let election = LeaderElection::new(client, config("pod-a", ""), locks::NAMESPACE_CONTROLLER);
     let mut leading = election.subscribe();
     let stopped = Arc::new(AtomicUsize::new(0));
@@ -203,7 +203,7 @@ async fn stops_the_work_when_renewals_fail_past_the_deadline() {
     }));
     leading.wait_for(|l| *l).await.expect("leads");
     api.on(|call| {
-        (call.method == http::Method::PUT).then(|| (500, json!({"kind": "Status", "code": 500})))
+        (call.method == http::Method::PUT).then(|| failure(500, "InternalError", "etcd is down"))
     });
     leading.wait_for(|l| !*l).await.expect("loses");
     eventually("work stopped", || stopped.load(Ordering::SeqCst) == 1).await;
@@ -212,7 +212,7 @@ async fn stops_the_work_when_renewals_fail_past_the_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn two_replicas_elect_one_leader_and_hand_over_on_shutdown() {
-    let (client, _api) = fake::pair();
+    let (client, _api) = kube_fake::pair();
     let a = LeaderElection::new(
         client.clone(),
         config("pod-a", ""),
@@ -237,7 +237,7 @@ async fn two_replicas_elect_one_leader_and_hand_over_on_shutdown() {
 
 #[tokio::test(start_paused = true)]
 async fn disabled_election_always_leads_without_touching_the_api() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let mut c = config("pod-a", "");
     c.enabled = false;
     let election = LeaderElection::new(client, c, locks::NAMESPACE_CONTROLLER);
@@ -253,23 +253,9 @@ async fn disabled_election_always_leads_without_touching_the_api() {
     shutdown.cancel();
 }
 
-/// A response of the hand-driven API server below.
-fn reply(code: u16, body: &serde_json::Value) -> http::Response<kube::client::Body> {
-    let mut r = http::Response::new(kube::client::Body::from(body.to_string().into_bytes()));
-    *r.status_mut() = http::StatusCode::from_u16(code).expect("status code");
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_renewal_hanging_on_the_api_server_ends_leadership_at_the_deadline() {
-    type Req = http::Request<kube::client::Body>;
-    type Resp = http::Response<kube::client::Body>;
-    let (service, mut api) = tower_test::mock::pair::<Req, Resp>();
-    let client = kube::Client::new(service, "default");
+    let (client, api) = kube_fake::pair();
     let cfg = config("pod-a", "");
     let deadline = cfg.renew_deadline;
     let election = LeaderElection::new(client, cfg, locks::NAMESPACE_CONTROLLER);
@@ -280,25 +266,12 @@ async fn a_renewal_hanging_on_the_api_server_ends_leadership_at_the_deadline() {
             t.cancelled().await
         }),
     );
-
-    // Acquire: no lock yet, then created.
-    let (req, send) = api.next_request().await.expect("read");
-    assert_eq!(req.method(), http::Method::GET);
-    send.send_response(reply(
-        404,
-        &json!({"kind": "Status", "code": 404, "reason": "NotFound"}),
-    ));
-    let (req, send) = api.next_request().await.expect("create");
-    assert_eq!(req.method(), http::Method::POST);
-    let body = req.into_body().collect_bytes().await.expect("request body");
-    let mut created: serde_json::Value = serde_json::from_slice(&body).expect("json body");
-    created["metadata"]["resourceVersion"] = json!("1");
-    send.send_response(reply(201, &created));
     leading.wait_for(|l| *l).await.expect("leads");
     let acquired = Instant::now();
 
     // The API server stops answering: the renewal hangs.
-    let (_renewal, _never_answered) = api.next_request().await.expect("renewal");
+    let before = api.calls().len();
+    api.stall(|_| true);
     tokio::time::timeout(deadline * 2, leading.wait_for(|l| !*l))
         .await
         .expect("leadership ends while the renewal hangs")
@@ -309,16 +282,12 @@ async fn a_renewal_hanging_on_the_api_server_ends_leadership_at_the_deadline() {
         acquired.elapsed()
     );
 
+    assert!(api.calls().len() > before, "a renewal was sent");
+
     // Shutdown is not held up by a lock release the API server never answers.
     shutdown.cancel();
-    let mut pending = Vec::new();
-    let drained = async {
-        while let Some(request) = api.next_request().await {
-            pending.push(request);
-        }
-    };
-    tokio::select! {
-        _ = drained => {}
-        done = tokio::time::timeout(deadline * 2, task) => done.expect("ends on shutdown").expect("task"),
-    }
+    tokio::time::timeout(deadline * 2, task)
+        .await
+        .expect("ends on shutdown")
+        .expect("task");
 }

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::kube::fake::{self, eventually, FakeApi};
+use kube_fake::{eventually, failure, FakeApi};
 
 fn namespace(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
@@ -25,16 +25,11 @@ fn root_in(api: &FakeApi, ns: &str) -> Option<String> {
 
 #[tokio::test]
 async fn reconcile_creates_repairs_and_leaves_current_configmaps_alone() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     // The chart grants configmaps create/get/list/watch/update, not patch.
     api.on(|call| {
-        (call.method == http::Method::PATCH).then(|| {
-            (
-                403,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                         "reason": "Forbidden", "message": "cannot patch configmaps", "code": 403}),
-            )
-        })
+        (call.method == http::Method::PATCH)
+            .then(|| failure(403, "Forbidden", "cannot patch configmaps"))
     });
     let controller = NamespaceController::new(client);
     assert_eq!(
@@ -73,15 +68,9 @@ async fn reconcile_creates_repairs_and_leaves_current_configmaps_alone() {
 
 #[tokio::test]
 async fn reconcile_reports_a_forbidden_write_with_the_namespace() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     api.on(|call| {
-        (call.method == http::Method::POST).then(|| {
-            (
-                403,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                         "reason": "Forbidden", "message": "forbidden", "code": 403}),
-            )
-        })
+        (call.method == http::Method::POST).then(|| failure(403, "Forbidden", "forbidden"))
     });
     let err = NamespaceController::new(client)
         .reconcile("demo", "ROOT")
@@ -96,7 +85,7 @@ async fn reconcile_reports_a_forbidden_write_with_the_namespace() {
 
 #[tokio::test(start_paused = true)]
 async fn controller_keeps_every_namespace_current() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     for ns in [
         "demo",
         "istio-system",
@@ -172,7 +161,7 @@ fn posts_to(api: &FakeApi, ns: &str) -> usize {
 
 #[tokio::test]
 async fn terminating_namespaces_get_no_configmap_and_no_retries() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     api.on(|call| {
         let ns = call
             .path
@@ -223,20 +212,14 @@ async fn a_failing_namespace_is_retried_on_its_backoff_not_on_every_event() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let failing = Arc::new(AtomicBool::new(true));
     let fail = failing.clone();
     api.on(move |call| {
         (fail.load(Ordering::SeqCst)
             && call.method == http::Method::POST
             && call.path == "/api/v1/namespaces/broken/configmaps")
-            .then(|| {
-                (
-                    500,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                           "reason": "InternalError", "message": "etcd is down", "code": 500}),
-                )
-            })
+            .then(|| failure(500, "InternalError", "etcd is down"))
     });
     api.put("/api/v1/namespaces", namespace("broken"));
     let (_root_tx, root_rx) = watch::channel("ROOT".to_owned());
@@ -277,7 +260,7 @@ async fn a_failing_namespace_is_retried_on_its_backoff_not_on_every_event() {
 
 #[tokio::test(start_paused = true)]
 async fn a_new_root_reaches_every_namespace_even_when_another_event_wakes_the_controller_first() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     for ns in ["a", "b", "c"] {
         api.put("/api/v1/namespaces", namespace(ns));
     }

@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::kube::fake::{self, Call};
+use kube_fake::{failure, Call};
 
 const PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 
 /// A fake API server whose TokenReview answers with `status` and records the request.
 fn server(status: Value) -> (kube::Client, Arc<Mutex<Vec<Call>>>) {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     api.on(move |call| {
@@ -104,14 +104,8 @@ async fn refusals_say_why() {
 
 #[tokio::test]
 async fn a_forbidden_review_names_the_missing_permission() {
-    let (client, api) = fake::pair();
-    api.on(|_| {
-        Some((
-            403,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                          "reason": "Forbidden", "message": "forbidden", "code": 403}),
-        ))
-    });
+    let (client, api) = kube_fake::pair();
+    api.on(|_| Some(failure(403, "Forbidden", "forbidden")));
     let err = TokenReviewer::new(client, audiences())
         .review("TOKEN")
         .await

@@ -1,81 +1,42 @@
-//! Watches against a mocked API server (tower-test): list, watch events, a CRD that is not
+//! Watches against the fake API server: list, watch events, a CRD that is not
 //! installed, a kind istiod may not read, deletes and relists of objects that do not
 //! parse, and managed fields dropped on arrival.
 
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
-use kube::client::Body;
+use kube_fake::objects;
+use kube_fake::{eventually, failure, FakeApi, ResourceType};
 use serde_json::json;
 
 use super::*;
 use crate::config::Spec;
-use crate::kube::fake::{self, eventually};
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+const SERVICES: &str = "/api/v1/namespaces/demo/services";
 
 fn service(name: &str) -> serde_json::Value {
-    json!({"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": name, "namespace": "demo", "resourceVersion": "5"},
-           "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "http", "port": 80}]}})
-}
-
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(&body).unwrap()))
-        .unwrap()
-}
-
-fn api_status(code: u16, reason: &str) -> Response<Body> {
-    json_response(
-        StatusCode::from_u16(code).unwrap(),
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reason, "reason": reason, "code": code}),
-    )
-}
-
-/// Answers like an API server: Services are listed and then watched (one ADDED event),
-/// VirtualServices are not installed, Pods are forbidden.
-async fn api_server(mut handle: Handle) {
-    let mut hanging = Vec::new();
-    let mut watched_services = false;
-    while let Some((req, send)) = handle.next_request().await {
-        let path = req.uri().path().to_owned();
-        let watch = req.uri().query().is_some_and(|q| q.contains("watch=true"));
-        let response = match (path.as_str(), watch) {
-            ("/api/v1/services", false) => json_response(
-                StatusCode::OK,
-                json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {"resourceVersion": "10"}, "items": [service("a")]}),
-            ),
-            ("/api/v1/services", true) if !watched_services => {
-                watched_services = true;
-                let event = json!({"type": "ADDED", "object": service("b")});
-                Response::builder()
-                    .status(StatusCode::OK)
-                    .body(Body::from(format!("{event}\n").into_bytes()))
-                    .unwrap()
-            }
-            ("/apis/networking.istio.io/v1/virtualservices", _) => api_status(404, "NotFound"),
-            ("/api/v1/pods", _) => api_status(403, "Forbidden"),
-            _ => {
-                // Later watches: hold them open, as a quiet API server does.
-                hanging.push(send);
-                continue;
-            }
-        };
-        send.send_response(response);
-    }
+    objects::service("demo", name)
+        .cluster_ip("10.96.0.1")
+        .port(80, "http")
+        .build()
 }
 
 #[tokio::test]
 async fn lists_watches_and_tolerates_missing_and_forbidden_kinds() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    tokio::spawn(api_server(handle));
-    let client = kube::Client::new(service, "default");
+    // Services and Pods are served, VirtualServices not (their CRD is not installed), and
+    // istiod may not read Pods.
+    let api = FakeApi::serving([
+        ResourceType::new("", "v1", "Service", "services", true),
+        ResourceType::new("", "v1", "Pod", "pods", true),
+    ]);
+    api.on(|call| {
+        call.path
+            .ends_with("/pods")
+            .then(|| failure(403, "Forbidden", "pods is forbidden"))
+    });
+    api.put(SERVICES, service("a"));
     let store = ConfigStore::new();
     let source = KubeSource::new(
-        client,
+        api.client(),
         store.clone(),
         vec![Kind::Service, Kind::VirtualService, Kind::Pod],
     );
@@ -88,23 +49,16 @@ async fn lists_watches_and_tolerates_missing_and_forbidden_kinds() {
         .expect("initial sync");
     assert!(sync.pending().is_empty());
 
-    // The watch event after the list adds the second service.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let names: Vec<String> = store
+    // A service created after the list arrives through the watch.
+    api.put(SERVICES, service("b"));
+    let names = || -> Vec<String> {
+        store
             .snapshot()
             .of_kind(Kind::Service)
             .map(|c| c.key.name.clone())
-            .collect();
-        if names == ["a", "b"] {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "watch event not applied: {names:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+            .collect()
+    };
+    eventually("the watch event applied", || names() == ["a", "b"]).await;
     shutdown.cancel();
 }
 
@@ -207,7 +161,7 @@ async fn start(
 
 #[tokio::test]
 async fn delete_applies_to_an_object_last_updated_to_an_invalid_spec() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     api.put(
         VS_PATH,
         virtual_service("a", json!(["a.demo.svc.cluster.local"])),
@@ -325,10 +279,10 @@ fn an_update_validation_rejects_keeps_the_last_valid_version() {
 async fn managed_fields_are_dropped_and_configz_keeps_istio_specs() {
     let managed = json!([{"manager": "kubectl", "operation": "Apply",
                           "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]);
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let mut svc = service("web");
     svc["metadata"]["managedFields"] = managed.clone();
-    api.put("/api/v1/namespaces/demo/services", svc);
+    api.put(SERVICES, svc);
     let mut vs = virtual_service("web", json!(["web.demo.svc.cluster.local"]));
     vs["metadata"]["managedFields"] = managed;
     api.put(VS_PATH, vs);
@@ -409,15 +363,15 @@ async fn a_crd_established_later_is_listed_without_waiting_for_the_backoff() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let served = Arc::new(AtomicBool::new(false));
     let flag = served.clone();
     api.on(move |call| {
         (call.path.contains("/virtualservices") && !flag.load(Ordering::SeqCst)).then(|| {
-            (
+            failure(
                 404,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                   "reason": "NotFound", "code": 404}),
+                "NotFound",
+                "the server could not find the requested resource",
             )
         })
     });

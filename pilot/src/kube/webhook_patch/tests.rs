@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::kube::fake::{self, eventually, Call, FakeApi};
+use kube_fake::{eventually, failure, Call, FakeApi};
 
 const VWC: &str = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations";
 const MWC: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
@@ -74,15 +74,18 @@ fn webhook_denies(api: &FakeApi, enabled: Arc<AtomicBool>) {
     api.on(move |call: &Call| {
         let gateway = call.method == http::Method::POST && call.path.ends_with("/gateways");
         (gateway && enabled.load(Ordering::SeqCst)).then(|| {
-            (400, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 400, "reason": "BadRequest",
-                         "message": "admission webhook \"rev.validation.istio.io\" denied the request: configuration is invalid"}))
+            failure(
+                400,
+                "BadRequest",
+                "admission webhook \"rev.validation.istio.io\" denied the request: configuration is invalid",
+            )
         })
     });
 }
 
 #[tokio::test]
 async fn ca_bundle_goes_only_to_this_revision_and_injector_webhooks() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     seed(&api);
     let patcher = WebhookPatcher::new(client, "", "istio-system");
     assert_eq!(
@@ -112,7 +115,7 @@ async fn ca_bundle_goes_only_to_this_revision_and_injector_webhooks() {
 
 #[tokio::test]
 async fn self_check_dry_runs_an_invalid_gateway_and_needs_a_denial() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     let patcher = WebhookPatcher::new(client, "", "istio-system");
     // The API server accepts it (no webhook in the way): not ready.
     assert!(matches!(patcher.self_check().await, SelfCheck::NotYet(_)));
@@ -145,7 +148,7 @@ async fn self_check_dry_runs_an_invalid_gateway_and_needs_a_denial() {
 
 #[tokio::test(start_paused = true)]
 async fn failure_policy_switches_to_fail_only_after_the_self_check() {
-    let (client, api) = fake::pair();
+    let (client, api) = kube_fake::pair();
     seed(&api);
     let enabled = Arc::new(AtomicBool::new(false));
     webhook_denies(&api, enabled.clone());
