@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+use kube_fake::objects::{manifests, services};
 use pilot::config::object::parse_manifests;
 use pilot::config::ConfigStore;
 use pilot::model::{MeshConfig, PushContext};
-use pilot::testing::{push_context, services_yaml, sidecar};
+use pilot::testing::{push_context, sidecar};
 use pilot::xds::gen::rds;
 use pilot::xds::gen::{generate, GenContext, Resource, Subscription};
 use pilot::xds::types;
@@ -58,7 +59,7 @@ fn generation(c: &mut Criterion) {
     let proxy = sidecar("1.1.1.1", "default");
     for shape in SHAPES {
         for n in SIZES {
-            let push = push_context(&services_yaml(n, shape));
+            let push = push_context(&manifests(&services(n, shape)));
             let scope = push.sidecar_scope(&proxy);
             let ctx = GenContext {
                 push: &push,
@@ -88,7 +89,8 @@ fn init_push_context(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(10));
     for shape in SHAPES {
         let store = ConfigStore::new();
-        let parsed = parse_manifests(&services_yaml(1000, shape)).expect("fixture YAML parses");
+        let parsed =
+            parse_manifests(&manifests(&services(1000, shape))).expect("fixture YAML parses");
         store.replace_source("fixture", parsed.configs);
         let snapshot = store.snapshot();
         group.bench_with_input(BenchmarkId::new(shape, 1000), &snapshot, |b, snap| {

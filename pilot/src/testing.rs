@@ -1,4 +1,7 @@
 //! Fixtures for tests and benchmarks: push contexts from YAML, proxies from node ids.
+//! Kubernetes objects come from the `kube-fake` crate's builders.
+
+pub mod jwt;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind as ValueKind, Struct, Value};
@@ -57,32 +60,4 @@ pub fn grpc_client(namespace: &str) -> Proxy {
         &[("GENERATOR", "grpc")],
     )))
     .expect("valid fixture node")
-}
-
-/// `n` Kubernetes services of one shape (`http` or `tcp`) with one endpoint each, as in
-/// upstream's generation benchmarks.
-pub fn services_yaml(n: usize, protocol: &str) -> String {
-    let mut out = String::new();
-    for i in 0..n {
-        out.push_str(&format!(
-            r#"apiVersion: v1
-kind: Service
-metadata: {{name: svc-{i}, namespace: default}}
-spec:
-  clusterIP: 10.{a}.{b}.1
-  ports: [{{name: {protocol}, port: 80, targetPort: 8080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: svc-{i}-1, namespace: default, labels: {{kubernetes.io/service-name: svc-{i}}}}}
-addressType: IPv4
-ports: [{{name: {protocol}, port: 8080}}]
-endpoints: [{{addresses: [10.200.{a}.{b}]}}]
----
-"#,
-            a = i / 250,
-            b = i % 250,
-        ));
-    }
-    out
 }

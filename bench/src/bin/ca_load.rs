@@ -17,6 +17,7 @@ use clap::{Parser, ValueEnum};
 use hyper_util::rt::TokioIo;
 use pilot::ca::pb::istio_certificate_service_client::IstioCertificateServiceClient;
 use pilot::ca::pb::IstioCertificateRequest;
+use pilot::testing::jwt::{service_account_claims, Issuer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tonic::transport::{Channel, Endpoint};
@@ -59,21 +60,6 @@ struct Args {
     /// Key of the CA's self-signed root.
     #[arg(long, value_enum, default_value_t = KeyKind::Rsa)]
     root_key: KeyKind,
-}
-
-fn b64url(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let mut n = 0u32;
-        for (i, b) in chunk.iter().enumerate() {
-            n |= u32::from(*b) << (16 - 8 * i);
-        }
-        for i in 0..=chunk.len() {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 /// The started server: its secure gRPC port and the root certificate it writes.
@@ -183,22 +169,16 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("--binary {}", o.binary.display()))?;
     let dir = tempfile::tempdir()?;
     // The test issuer: an EC key, its JWKS, one token for all clients.
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let point = key.public_key_raw();
-    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k",
-        "x": b64url(&point[1..33]), "y": b64url(&point[33..65])}]});
+    let issuer = Issuer::new("k");
     let jwks_path = dir.path().join("jwks.json");
-    std::fs::write(&jwks_path, jwks.to_string())?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims = serde_json::json!({"iss": "https://issuer.bench", "aud": "istio-ca",
-        "exp": now + 3600, "kubernetes.io": {"namespace": "bench", "serviceaccount": {"name": "load"}}});
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some("k".into());
-    let token = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes())?,
-    )?;
+    std::fs::write(&jwks_path, issuer.jwks())?;
+    let token = issuer.sign(&service_account_claims(
+        "https://issuer.bench",
+        "istio-ca",
+        "bench",
+        "load",
+        3600,
+    ));
 
     let istiod = start(&o, dir.path(), &jwks_path).await?;
     let roots = std::fs::read(&istiod.root)?;

@@ -2,9 +2,9 @@
 //! fake API server, with many Envoy-like ADS clients.
 //!
 //! Serves `--services` Services (HTTP port 80), each with one EndpointSlice (one ready
-//! endpoint) and its Pod, over real HTTP on 127.0.0.1 ([`bench::kube::fake_api`]), writes a kubeconfig
-//! for it and starts `pilot-discovery discovery --kubeconfig FILE --registries Kubernetes`
-//! on free ports. It measures the time from process start to `/ready`, opens `--clients`
+//! endpoint) and its Pod, over real HTTP on 127.0.0.1 (the `kube-fake` crate's server),
+//! writes a kubeconfig for it and starts `pilot-discovery discovery --kubeconfig FILE
+//! --registries Kubernetes` on free ports. It measures the time from process start to `/ready`, opens `--clients`
 //! ADS streams over `--channels` HTTP/2 connections and waits until all hold their initial
 //! config, then creates one more Service with its EndpointSlice and Pod (delivered to
 //! istiod's watches) and measures the time until every client has received and ACKed a CDS
@@ -39,10 +39,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 
 use bench::ads::{self, Event, Milestone, Protocol};
-use bench::kube::fake_api::{self, FakeApi};
 use bench::kube::objects;
 use bench::kube::real_api::RealApi;
+use bench::kube::resources::istiod_resources;
 use bench::process::{cpu_secs, mb, memory_kb, ms, wait_ready, PeakRss, Ports, Server};
+use kube_fake::FakeApi;
 use pilot::xds::types;
 
 #[derive(Debug, Parser)]
@@ -125,7 +126,7 @@ async fn main() -> Result<()> {
     let kubeconfig = root.path().join("kubeconfig");
     let mut cluster = match &args.kubeconfig {
         None => {
-            let api = FakeApi::new(fake_api::istiod_resources(!args.without_crds));
+            let api = FakeApi::serving(istiod_resources(!args.without_crds));
             let fixtures = objects::cluster(args.namespaces)
                 .into_iter()
                 .chain(objects::istiod_config())

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use pilot::testing::services_yaml;
+use kube_fake::objects::{manifests, services};
 
 use bench::ads::{self, wait_round, Protocol};
 use bench::process::{cpu_secs, mb, memory_kb, ms, wait_ready, PeakRss, Ports, Server};
@@ -97,7 +97,7 @@ async fn main() -> Result<()> {
     std::fs::create_dir(&dir).context("creating the config dir")?;
     std::fs::write(
         dir.join("services.yaml"),
-        services_yaml(args.services, &args.shape),
+        manifests(&services(args.services, &args.shape)),
     )
     .context("writing services.yaml")?;
 
