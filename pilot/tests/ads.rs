@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::rpc::Status as RpcStatus;
+use kube_fake::objects::{self, manifests};
 use pilot::app::App;
 use pilot::args::DiscoveryArgs;
 use pilot::settings::{Env, Settings};
@@ -30,19 +31,17 @@ struct Cli {
     args: DiscoveryArgs,
 }
 
-const MESH: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: demo}
-spec: {clusterIP: 10.96.0.1, ports: [{name: grpc, port: 7070}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: echo-1, namespace: demo, labels: {kubernetes.io/service-name: echo}}
-addressType: IPv4
-ports: [{name: grpc, port: 7070}]
-endpoints: [{addresses: [10.0.0.1]}, {addresses: [10.0.0.2]}]
-"#;
+/// Service `echo.demo` (gRPC on 7070) with an endpoint at each of `addresses`.
+fn mesh(addresses: &[&str]) -> String {
+    let slice = addresses.iter().fold(
+        objects::endpoint_slice("demo", "echo-1", "echo").port(7070, "grpc"),
+        |slice, address| slice.endpoint(address),
+    );
+    let service = objects::service("demo", "echo")
+        .cluster_ip("10.96.0.1")
+        .port(7070, "grpc");
+    manifests(&[service.build(), slice.build()])
+}
 
 const ECHO_CLUSTER: &str = "outbound|7070||echo.demo.svc.cluster.local";
 const SIDECAR_ID: &str = "sidecar~10.9.0.1~app-0.demo~demo.svc.cluster.local";
@@ -147,7 +146,7 @@ fn endpoint_count(resp: &DiscoveryResponse) -> usize {
 }
 
 fn write_mesh(dir: &Path) {
-    std::fs::write(dir.join("mesh.yaml"), MESH).unwrap();
+    std::fs::write(dir.join("mesh.yaml"), mesh(&["10.0.0.1", "10.0.0.2"])).unwrap();
 }
 
 #[tokio::test]
@@ -243,10 +242,7 @@ async fn endpoint_change_pushes_eds_only() {
 
     std::fs::write(
         dir.path().join("mesh.yaml"),
-        MESH.replace(
-            "{addresses: [10.0.0.2]}",
-            "{addresses: [10.0.0.3]}, {addresses: [10.0.0.4]}",
-        ),
+        mesh(&["10.0.0.1", "10.0.0.3", "10.0.0.4"]),
     )
     .unwrap();
     let pushed = s.recv().await.unwrap();

@@ -147,11 +147,10 @@ mod tests {
     }
 
     fn mesh_configmap(trust_domain: &str) -> ConfigMap {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "istio", "namespace": "istio-system"},
-            "data": {"mesh": format!("trustDomain: {trust_domain}\n")}
-        }))
-        .unwrap()
+        let cm = kube_fake::objects::config_map("istio-system", "istio")
+            .data("mesh", &format!("trustDomain: {trust_domain}\n"))
+            .build();
+        serde_json::from_value(cm).unwrap()
     }
 
     #[tokio::test]

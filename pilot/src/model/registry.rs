@@ -404,6 +404,8 @@ fn service_entries(snapshot: &Snapshot, trust_domain: &str, index: &mut ServiceI
 
 #[cfg(test)]
 mod tests {
+    use kube_fake::objects::{self, manifests};
+
     use super::*;
     use crate::config::ConfigStore;
 
@@ -420,38 +422,34 @@ mod tests {
 
     #[test]
     fn kubernetes_service_with_slices_and_pods() {
-        let idx = index(
-            r#"
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: demo}
-spec:
-  clusterIP: 10.96.0.10
-  ports: [{name: grpc, port: 7070, targetPort: 17070}, {name: metrics, port: 9090, appProtocol: http}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: echo-1, namespace: demo, labels: {kubernetes.io/service-name: echo}}
-addressType: IPv4
-ports: [{name: grpc, port: 17070}]
-endpoints:
-- addresses: [10.1.0.1]
-  zone: zone-a
-- addresses: [10.1.0.2]
-  conditions: {ready: false}
-  nodeName: node-1
----
-apiVersion: v1
-kind: Node
-metadata: {name: node-1, labels: {topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z1}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: echo-a, namespace: demo, labels: {app: echo, version: v1}}
-spec: {serviceAccountName: echo, containers: [{name: c}]}
-status: {podIP: 10.1.0.1}
-"#,
-        );
+        let idx = index(&manifests(&[
+            objects::service("demo", "echo")
+                .cluster_ip("10.96.0.10")
+                .port(7070, "grpc")
+                .target_port(17070)
+                .port(9090, "metrics")
+                .app_protocol("http")
+                .build(),
+            objects::endpoint_slice("demo", "echo-1", "echo")
+                .port(17070, "grpc")
+                .endpoint("10.1.0.1")
+                .zone("zone-a")
+                .endpoint("10.1.0.2")
+                .ready(false)
+                .node("node-1")
+                .build(),
+            objects::node("node-1")
+                .label("topology.kubernetes.io/region", "r1")
+                .label("topology.kubernetes.io/zone", "z1")
+                .build(),
+            objects::pod("demo", "echo-a")
+                .label("app", "echo")
+                .label("version", "v1")
+                .service_account("echo")
+                .container("c")
+                .ip("10.1.0.1")
+                .build(),
+        ]));
         let svc = &idx.services[0];
         assert_eq!(svc.hostname, "echo.demo.svc.cluster.local");
         assert_eq!(svc.ports[0].protocol, Protocol::Grpc);
@@ -472,52 +470,43 @@ status: {podIP: 10.1.0.1}
 
     #[test]
     fn endpoint_locality_comes_from_the_pod_then_the_slice() {
-        let idx = index(
-            r#"
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: demo}
-spec: {clusterIP: 10.96.0.11, ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: demo, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 8080}]
-endpoints:
-- addresses: [10.2.0.1]
-- addresses: [10.2.0.2]
-  nodeName: node-b
-- addresses: [10.2.0.3]
-  nodeName: node-b
-- addresses: [10.2.0.4]
-  nodeName: bare
----
-apiVersion: v1
-kind: Node
-metadata: {name: node-a, labels: {topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z1, topology.istio.io/subzone: s1}}
----
-apiVersion: v1
-kind: Node
-metadata: {name: node-b, labels: {topology.kubernetes.io/region: r2, topology.kubernetes.io/zone: z2}}
----
-apiVersion: v1
-kind: Node
-metadata: {name: bare}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: on-a, namespace: demo}
-spec: {nodeName: node-a, containers: [{name: c}]}
-status: {podIP: 10.2.0.1}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: labelled, namespace: demo, labels: {istio-locality: r9.z9.s9}}
-spec: {nodeName: node-b, containers: [{name: c}]}
-status: {podIP: 10.2.0.2}
-"#,
-        );
+        let topology = |name: &str, region: &str, zone: &str| {
+            objects::node(name)
+                .label("topology.kubernetes.io/region", region)
+                .label("topology.kubernetes.io/zone", zone)
+        };
+        let idx = index(&manifests(&[
+            objects::service("demo", "web")
+                .cluster_ip("10.96.0.11")
+                .port(80, "http")
+                .build(),
+            objects::endpoint_slice("demo", "web-1", "web")
+                .port(8080, "http")
+                .endpoint("10.2.0.1")
+                .endpoint("10.2.0.2")
+                .node("node-b")
+                .endpoint("10.2.0.3")
+                .node("node-b")
+                .endpoint("10.2.0.4")
+                .node("bare")
+                .build(),
+            topology("node-a", "r1", "z1")
+                .label("topology.istio.io/subzone", "s1")
+                .build(),
+            topology("node-b", "r2", "z2").build(),
+            objects::node("bare").build(),
+            objects::pod("demo", "on-a")
+                .node("node-a")
+                .container("c")
+                .ip("10.2.0.1")
+                .build(),
+            objects::pod("demo", "labelled")
+                .label("istio-locality", "r9.z9.s9")
+                .node("node-b")
+                .container("c")
+                .ip("10.2.0.2")
+                .build(),
+        ]));
         let localities: Vec<&str> = idx.endpoints["web.demo.svc.cluster.local"]
             .iter()
             .map(|e| e.locality.as_str())

@@ -11,6 +11,8 @@ pub mod naming;
 pub mod proxyless;
 pub mod rds;
 pub mod route;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
-use kube_fake::{eventually, failure};
+use kube_fake::{eventually, failure, objects};
 
 const NS: &str = "istio-system";
 const CM_PATH: &str = "/api/v1/namespaces/istio-system/configmaps";
@@ -30,9 +30,9 @@ fn record_of(api: &kube_fake::FakeApi) -> LeaderElectionRecord {
 fn held_by(identity: &str, key: &str) -> serde_json::Value {
     let record = json!({"holderIdentity": identity, "holderKey": key, "leaseDurationSeconds": 30,
         "acquireTime": "2024-01-01T00:00:00Z", "renewTime": "2024-01-01T00:00:00Z", "leaderTransitions": 3});
-    json!({"apiVersion": "v1", "kind": "ConfigMap",
-           "metadata": {"name": locks::NAMESPACE_CONTROLLER.name,
-                        "annotations": {RECORD_ANNOTATION: record.to_string()}}})
+    objects::config_map(NS, locks::NAMESPACE_CONTROLLER.name)
+        .annotation(RECORD_ANNOTATION, &record.to_string())
+        .build()
 }
 
 #[test]

@@ -4,10 +4,10 @@
 use serde_json::{json, Value};
 
 use super::*;
-use kube_fake::{eventually, failure, FakeApi};
+use kube_fake::{eventually, failure, objects, FakeApi};
 
 fn namespace(name: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    objects::namespace(name).build()
 }
 
 fn cm_path(ns: &str) -> String {
@@ -183,9 +183,13 @@ async fn terminating_namespaces_get_no_configmap_and_no_retries() {
     api.put("/api/v1/namespaces", namespace("demo"));
     api.put(
         "/api/v1/namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace",
-               "metadata": {"name": "dying", "deletionTimestamp": "2026-01-01T00:00:00Z"},
-               "status": {"phase": "Terminating"}}),
+        objects::namespace("dying")
+            .set(
+                &["metadata", "deletionTimestamp"],
+                json!("2026-01-01T00:00:00Z"),
+            )
+            .set(&["status", "phase"], json!("Terminating"))
+            .build(),
     );
     let (_root_tx, root_rx) = watch::channel("ROOT".to_owned());
     let shutdown = CancellationToken::new();

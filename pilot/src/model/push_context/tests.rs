@@ -1,21 +1,24 @@
+use kube_fake::objects::{self, manifests};
+
 use super::*;
 use crate::testing::{push_context, sidecar};
 
-const MESH: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: a, namespace: ns1}
-spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 80}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: b, namespace: ns2}
-spec: {clusterIP: 10.0.0.2, ports: [{name: http, port: 80}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: private, namespace: ns2, annotations: {networking.istio.io/exportTo: "."}}
-spec: {clusterIP: 10.0.0.3, ports: [{name: http, port: 80}]}
+/// Services `a.ns1`, `b.ns2` and `private.ns2` (exported to its namespace only), with
+/// destination rules and a virtual service for `a`.
+fn mesh() -> String {
+    let http =
+        |ns: &str, name: &str, ip: &str| objects::service(ns, name).cluster_ip(ip).port(80, "http");
+    let services = [
+        http("ns1", "a", "10.0.0.1").build(),
+        http("ns2", "b", "10.0.0.2").build(),
+        http("ns2", "private", "10.0.0.3")
+            .annotation("networking.istio.io/exportTo", ".")
+            .build(),
+    ];
+    format!("{}{ISTIO_CONFIG}", manifests(&services))
+}
+
+const ISTIO_CONFIG: &str = r#"
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -35,7 +38,7 @@ spec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}
 
 #[test]
 fn export_to_hides_private_services() {
-    let push = push_context(MESH);
+    let push = push_context(&mesh());
     let hosts = |ns: &str| -> Vec<String> {
         push.sidecar_scope(&sidecar("10.9.9.9", ns))
             .services
@@ -53,7 +56,8 @@ fn export_to_hides_private_services() {
 #[test]
 fn sidecar_egress_scopes_services() {
     let push = push_context(&format!(
-        "{MESH}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: ns1}}\nspec: {{egress: [{{hosts: [\"./*\"]}}]}}\n"
+        "{}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: ns1}}\nspec: {{egress: [{{hosts: [\"./*\"]}}]}}\n",
+        mesh()
     ));
     let scope = push.sidecar_scope(&sidecar("10.9.9.9", "ns1"));
     let hosts: Vec<&str> = scope.services.iter().map(|s| s.hostname.as_str()).collect();
@@ -66,7 +70,7 @@ fn sidecar_egress_scopes_services() {
 
 #[test]
 fn destination_rule_prefers_proxy_namespace() {
-    let push = push_context(MESH);
+    let push = push_context(&mesh());
     let host = "a.ns1.svc.cluster.local";
     assert_eq!(push.destination_rule("ns2", host).unwrap().name, "a-local");
     assert_eq!(push.destination_rule("ns1", host).unwrap().name, "a-global");

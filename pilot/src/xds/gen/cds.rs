@@ -271,4 +271,4 @@ fn inbound_clusters(ctx: &GenContext<'_>) -> Vec<Resource> {
 pub mod policy;
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

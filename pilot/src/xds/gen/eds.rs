@@ -135,30 +135,13 @@ fn parse_locality(s: &str) -> Locality {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::testing::{push_context, sidecar};
+    use kube_fake::objects::{self, manifests};
 
-    const MESH: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: demo}
-spec: {clusterIP: 10.96.0.1, ports: [{name: grpc, port: 7070}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: echo-1, namespace: demo, labels: {kubernetes.io/service-name: echo}}
-addressType: IPv4
-ports: [{name: grpc, port: 7070}]
-endpoints:
-- {addresses: [10.0.0.1], zone: a}
-- {addresses: [10.0.0.2], zone: b}
-- {addresses: [10.0.0.3], zone: b, conditions: {ready: false}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: p2, namespace: demo, labels: {version: v2}}
-spec: {containers: [{name: c}]}
-status: {podIP: 10.0.0.2}
+    use super::*;
+    use crate::testing::sidecar;
+    use crate::xds::gen::testing::{echo, with_ctx};
+
+    const SUBSET_V2: &str = r#"
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -167,6 +150,25 @@ spec:
   host: echo
   subsets: [{name: v2, labels: {version: v2}}]
 "#;
+
+    /// Echo with three endpoints in two zones, one not ready, and a v2 pod.
+    fn mesh() -> String {
+        let slice = objects::endpoint_slice("demo", "echo-1", "echo")
+            .port(7070, "grpc")
+            .endpoint("10.0.0.1")
+            .zone("a")
+            .endpoint("10.0.0.2")
+            .zone("b")
+            .endpoint("10.0.0.3")
+            .zone("b")
+            .ready(false);
+        let pod = objects::pod("demo", "p2")
+            .label("version", "v2")
+            .container("c")
+            .ip("10.0.0.2");
+        let objects = [echo(), slice.build(), pod.build()];
+        format!("{}{SUBSET_V2}", manifests(&objects))
+    }
 
     fn addrs(cla: &ClusterLoadAssignment) -> Vec<String> {
         cla.endpoints
@@ -184,19 +186,13 @@ spec:
 
     #[test]
     fn healthy_endpoints_by_locality_and_subset() {
-        let push = push_context(MESH);
-        let proxy = sidecar("10.9.9.9", "demo");
-        let scope = push.sidecar_scope(&proxy);
-        let ctx = GenContext {
-            push: &push,
-            proxy: &proxy,
-            scope: &scope,
-        };
         let all = "outbound|7070||echo.demo.svc.cluster.local";
         let v2 = "outbound|7070|v2|echo.demo.svc.cluster.local";
         let nope = "outbound|7070|v9|echo.demo.svc.cluster.local";
         let sub = Subscription::of([all, v2, nope]);
-        let res = load_assignments(&ctx, &sub);
+        let res = with_ctx(&mesh(), &sidecar("10.9.9.9", "demo"), |ctx| {
+            load_assignments(ctx, &sub)
+        });
         let decode = |name: &str| -> ClusterLoadAssignment {
             let r = res.iter().find(|r| r.name == name).unwrap();
             prost::Message::decode(r.body.value.as_slice()).unwrap()

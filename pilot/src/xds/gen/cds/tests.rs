@@ -6,105 +6,16 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 use prost::Message;
 
 use super::*;
-use crate::model::{Proxy, PushContext};
-use crate::testing::{push_context, sidecar};
-
-/// A small mesh shared by the sidecar generator tests: an HTTP+gRPC service with a
-/// DestinationRule, a TCP service, DNS and passthrough ServiceEntries.
-pub(crate) const MESH: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: default}
-spec:
-  clusterIP: 10.96.0.10
-  ports: [{name: http, port: 9080, targetPort: 9080}, {name: grpc, port: 9090, targetPort: 9091}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: reviews-1, namespace: default, labels: {kubernetes.io/service-name: reviews}}
-addressType: IPv4
-ports: [{name: http, port: 9080}, {name: grpc, port: 9091}]
-endpoints: [{addresses: [10.1.0.1]}, {addresses: [10.1.0.2]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: db, namespace: data}
-spec:
-  clusterIP: 10.96.0.20
-  ports: [{name: tcp, port: 5432}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews, namespace: default}
-spec:
-  host: reviews
-  trafficPolicy:
-    loadBalancer: {simple: ROUND_ROBIN}
-    connectionPool:
-      tcp: {maxConnections: 100, connectTimeout: 3s}
-      http: {http2MaxRequests: 1000, maxRequestsPerConnection: 10, idleTimeout: 30s}
-    outlierDetection: {consecutive5xxErrors: 7, interval: 5s, baseEjectionTime: 30s, maxEjectionPercent: 50}
-    portLevelSettings:
-    - port: {number: 9090}
-      loadBalancer: {simple: RANDOM}
-  subsets:
-  - name: v1
-    labels: {version: v1}
-    trafficPolicy:
-      loadBalancer: {consistentHash: {httpHeaderName: x-user}}
-  - name: v2
-    labels: {version: v2}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: api, namespace: default}
-spec:
-  hosts: [api.example.com]
-  location: MESH_EXTERNAL
-  resolution: DNS
-  ports: [{name: tls, number: 443, protocol: TLS}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: legacy, namespace: default}
-spec:
-  hosts: [legacy.example.com]
-  resolution: DNS_ROUND_ROBIN
-  ports: [{name: http, number: 8000, protocol: HTTP}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: any, namespace: default}
-spec:
-  hosts: [any.example.com]
-  addresses: [192.0.2.1]
-  resolution: NONE
-  ports: [{name: tcp, number: 7000, protocol: TCP}]
-"#;
-
-/// Runs `f` with a generator context for `proxy` over `yaml`.
-pub(crate) fn with_ctx<T>(yaml: &str, proxy: &Proxy, f: impl FnOnce(&GenContext<'_>) -> T) -> T {
-    let push: PushContext = push_context(yaml);
-    let scope = push.sidecar_scope(proxy);
-    f(&GenContext {
-        push: &push,
-        proxy,
-        scope: &scope,
-    })
-}
+use crate::model::Proxy;
+use crate::testing::sidecar;
+use crate::xds::gen::testing::{self, named, with_ctx, MESH};
 
 fn decoded(yaml: &str, proxy: &Proxy) -> Vec<Cluster> {
-    with_ctx(yaml, proxy, clusters)
-        .iter()
-        .map(|r| Cluster::decode(r.body.value.as_slice()).expect("cluster decodes"))
-        .collect()
+    testing::decoded(&with_ctx(yaml, proxy, clusters))
 }
 
 fn find<'a>(clusters: &'a [Cluster], name: &str) -> &'a Cluster {
-    clusters
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no cluster {name}"))
+    named(clusters, name, |c| &c.name)
 }
 
 fn kind(c: &Cluster) -> DiscoveryType {

@@ -6,7 +6,7 @@ use prost::Message;
 
 use super::*;
 use crate::testing::sidecar;
-use crate::xds::gen::cds::tests::{with_ctx, MESH};
+use crate::xds::gen::testing::{self, named, with_ctx, MESH};
 
 const TCP_SPLIT: &str = r#"
 ---
@@ -36,17 +36,11 @@ spec:
 "#;
 
 fn decoded(yaml: &str) -> Vec<Listener> {
-    let proxy = sidecar("10.1.0.1", "default");
-    with_ctx(yaml, &proxy, listeners)
-        .iter()
-        .map(|r| Listener::decode(r.body.value.as_slice()).expect("listener decodes"))
-        .collect()
+    testing::decoded(&with_ctx(yaml, &sidecar("10.1.0.1", "default"), listeners))
 }
 
 fn find<'a>(ls: &'a [Listener], name: &str) -> &'a Listener {
-    ls.iter()
-        .find(|l| l.name == name)
-        .unwrap_or_else(|| panic!("no listener {name}"))
+    named(ls, name, |l| &l.name)
 }
 
 fn typed(f: &envoy_types::pb::envoy::config::listener::v3::Filter) -> &[u8] {

@@ -1,14 +1,13 @@
 use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
 use prost::Message;
 
-use super::*;
-use crate::testing::{grpc_client, push_context};
+use kube_fake::objects::manifests;
 
-const MESH: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: demo}
-spec: {clusterIP: 10.96.0.1, ports: [{name: grpc, port: 7070}]}
+use super::*;
+use crate::testing::grpc_client;
+use crate::xds::gen::testing::{echo, with_ctx};
+
+const SUBSETS: &str = r#"
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -17,6 +16,11 @@ spec:
   host: echo
   subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
 "#;
+
+/// The echo service and its subsets.
+fn mesh() -> String {
+    format!("{}{SUBSETS}", manifests(&[echo()]))
+}
 
 const SPLIT: &str = r#"
 ---
@@ -37,22 +41,12 @@ fn names(n: &[&str]) -> Subscription {
 
 #[test]
 fn api_listener_points_at_route_named_like_the_cluster() {
-    let push = push_context(MESH);
-    let proxy = grpc_client("demo");
-    let scope = push.sidecar_scope(&proxy);
-    let ctx = GenContext {
-        push: &push,
-        proxy: &proxy,
-        scope: &scope,
-    };
-    let res = listeners(
-        &ctx,
-        &names(&[
-            "echo.demo.svc.cluster.local:7070",
-            "echo.demo:7070",
-            "nope.demo:1",
-        ]),
-    );
+    let asked = names(&[
+        "echo.demo.svc.cluster.local:7070",
+        "echo.demo:7070",
+        "nope.demo:1",
+    ]);
+    let res = with_ctx(&mesh(), &grpc_client("demo"), |ctx| listeners(ctx, &asked));
     assert_eq!(res.len(), 2, "unknown hosts get no listener");
     let l = Listener::decode(res[0].body.value.as_slice()).unwrap();
     let hcm = HttpConnectionManager::decode(
@@ -79,18 +73,9 @@ fn api_listener_points_at_route_named_like_the_cluster() {
 
 #[test]
 fn routes_follow_virtual_service_weights() {
-    let push = push_context(&format!("{MESH}{SPLIT}"));
-    let proxy = grpc_client("demo");
-    let scope = push.sidecar_scope(&proxy);
-    let ctx = GenContext {
-        push: &push,
-        proxy: &proxy,
-        scope: &scope,
-    };
-    let res = routes(
-        &ctx,
-        &names(&["outbound|7070||echo.demo.svc.cluster.local"]),
-    );
+    let asked = names(&["outbound|7070||echo.demo.svc.cluster.local"]);
+    let mesh = format!("{}{SPLIT}", mesh());
+    let res = with_ctx(&mesh, &grpc_client("demo"), |ctx| routes(ctx, &asked));
     let rc = RouteConfiguration::decode(res[0].body.value.as_slice()).unwrap();
     let route = &rc.virtual_hosts[0].routes[0];
     let Some(Action::Route(action)) = &route.action else {
@@ -115,18 +100,12 @@ fn routes_follow_virtual_service_weights() {
 
 #[test]
 fn wildcard_clusters_include_subsets() {
-    let push = push_context(MESH);
-    let proxy = grpc_client("demo");
-    let scope = push.sidecar_scope(&proxy);
-    let ctx = GenContext {
-        push: &push,
-        proxy: &proxy,
-        scope: &scope,
-    };
-    let got: Vec<String> = clusters(&ctx, &Subscription::Wildcard)
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let got: Vec<String> = with_ctx(&mesh(), &grpc_client("demo"), |ctx| {
+        clusters(ctx, &Subscription::Wildcard)
+    })
+    .into_iter()
+    .map(|r| r.name)
+    .collect();
     assert_eq!(
         got,
         [
@@ -139,16 +118,10 @@ fn wildcard_clusters_include_subsets() {
 
 #[test]
 fn server_listener_for_inbound_names() {
-    let push = push_context(MESH);
-    let proxy = grpc_client("demo");
-    let scope = push.sidecar_scope(&proxy);
-    let ctx = GenContext {
-        push: &push,
-        proxy: &proxy,
-        scope: &scope,
-    };
     let name = "xds.istio.io/grpc/lds/inbound/0.0.0.0:7070";
-    let res = listeners(&ctx, &names(&[name]));
+    let res = with_ctx(&mesh(), &grpc_client("demo"), |ctx| {
+        listeners(ctx, &names(&[name]))
+    });
     let l = Listener::decode(res[0].body.value.as_slice()).unwrap();
     assert_eq!(l.name, name);
     assert!(l.address.is_some() && l.filter_chains.len() == 1);

@@ -5,8 +5,8 @@ use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
 
 use super::*;
 use crate::testing::sidecar;
-use crate::xds::gen::cds::tests::{with_ctx, MESH};
 use crate::xds::gen::filters::FAULT_FILTER;
+use crate::xds::gen::testing::{self, named, with_ctx, MESH};
 
 const SPLIT_WITH_FAULT: &str = r#"
 ---
@@ -53,10 +53,7 @@ fn config(yaml: &str, ns: &str, port: u16) -> RouteConfiguration {
 }
 
 fn vhost<'a>(rc: &'a RouteConfiguration, name: &str) -> &'a VirtualHost {
-    rc.virtual_hosts
-        .iter()
-        .find(|v| v.name == name)
-        .unwrap_or_else(|| panic!("no vhost {name}"))
+    named(&rc.virtual_hosts, name, |v| &v.name)
 }
 
 fn route_action(r: &Route) -> &RouteAction {
@@ -234,6 +231,6 @@ fn route_names_and_references() {
     let sub = Subscription::Names(std::sync::Arc::new(names));
     let res = with_ctx(MESH, &proxy, |ctx| route_configs(ctx, &sub));
     assert_eq!(res.len(), 3);
-    let rc = RouteConfiguration::decode(res[0].body.value.as_slice()).unwrap();
-    assert_eq!(rc.name, res[0].name);
+    let rc: Vec<RouteConfiguration> = testing::decoded(&res);
+    assert_eq!(rc[0].name, res[0].name);
 }
