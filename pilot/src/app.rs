@@ -127,18 +127,15 @@ impl App {
         };
 
         // Secure gRPC (15012: xDS + CA over TLS): the CA subsystem.
-        let (secure_grpc_addr, ca) = start_secure(
-            &args,
-            &settings,
-            &grpc,
-            &mesh,
-            &ads,
+        let secure = SecureGrpc {
+            args: &args,
+            settings: &settings,
+            grpc: &grpc,
+            mesh: &mesh,
+            ads: &ads,
             kube_client,
-            &mut registry,
-            &shutdown,
-            &mut tasks,
-        )
-        .await?;
+        };
+        let (secure_grpc_addr, ca) = secure.start(&mut registry, &shutdown, &mut tasks).await?;
         if let Some(authority) = ca.authority() {
             let (mut roots, shutdown) = (authority.subscribe(), shutdown.clone());
             tasks.spawn(async move {
@@ -355,82 +352,98 @@ async fn ready_handler(
     }
 }
 
-/// Builds the CA and serves ADS and the CA over TLS on `--secureGRPCAddr`.
-#[allow(clippy::too_many_arguments)]
-async fn start_secure(
-    args: &DiscoveryArgs,
-    settings: &Settings,
-    grpc: &GrpcSettings,
-    mesh: &MeshConfig,
-    ads: &AdsService,
+/// What the CA and the secure gRPC server (15012) are built from.
+struct SecureGrpc<'a> {
+    args: &'a DiscoveryArgs,
+    settings: &'a Settings,
+    grpc: &'a GrpcSettings,
+    mesh: &'a MeshConfig,
+    ads: &'a AdsService,
+    /// With Kubernetes: the self-signed root lives in a Secret, and service-account
+    /// tokens are checked with a TokenReview.
     kube_client: Option<kube::Client>,
-    registry: &mut Registry,
-    shutdown: &CancellationToken,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
-) -> anyhow::Result<(Option<SocketAddr>, Arc<ca::Ca>)> {
-    let mut config = settings.ca.clone();
-    if !mesh.trust_domain.is_empty() {
-        config.trust_domain = mesh.trust_domain.clone();
-    }
-    // Proxies verify istiod by the host they dial, as upstream's getDNSNames.
-    config.discovery_host = ca::config::discovery_host(&mesh.default_config.discovery_address);
-    let (audiences, trust_domain) = (config.token_audiences.clone(), config.trust_domain.clone());
-    let opts = ca::SecureOptions::from_flags(
-        &args.ca_cert_file,
-        &args.tls_cert_file,
-        &args.tls_key_file,
-        &args.tls_min_version,
-    )
-    .map_err(anyhow::Error::msg)?;
-    // With Kubernetes the self-signed root lives in Secret istio-ca-secret, shared by
-    // every replica, as upstream; else in files (or memory).
-    let store = match &kube_client {
-        Some(client) => ca::RootStore::Shared(Arc::new(kube_source::ca_secret::SecretRoot::new(
-            client.clone(),
-            &args.namespace,
-        ))),
-        None => ca::RootStore::Files(config.self_signed_dir.clone()),
-    };
-    let ca = ca::Ca::new(config, opts, store, registry)
-        .await
-        .context("starting the CA")?;
-    let ca = Arc::new(ca);
-    tasks.spawn({
-        let (ca, shutdown) = (ca.clone(), shutdown.clone());
-        async move {
-            ca.run(shutdown).await;
-            Ok(())
+}
+
+impl SecureGrpc<'_> {
+    /// Builds the CA and serves ADS and the CA over TLS on `--secureGRPCAddr`.
+    async fn start(
+        self,
+        registry: &mut Registry,
+        shutdown: &CancellationToken,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+    ) -> anyhow::Result<(Option<SocketAddr>, Arc<ca::Ca>)> {
+        let SecureGrpc {
+            args,
+            settings,
+            grpc,
+            mesh,
+            ads,
+            kube_client,
+        } = self;
+        let mut config = settings.ca.clone();
+        if !mesh.trust_domain.is_empty() {
+            config.trust_domain = mesh.trust_domain.clone();
         }
-    });
-    let Some(listener) = bind(&args.secure_grpc_addr, "secureGRPCAddr").await? else {
-        return Ok((None, ca));
-    };
-    let Some(tls) = ca.tls_config()? else {
-        warn!("no CA and no --tlsCertFile: not serving --secureGRPCAddr");
-        return Ok((None, ca));
-    };
-    let addr = listener.local_addr()?;
-    let routes = ca.add_service(tonic::service::Routes::new(
-        ads.clone().max_decoding_message_size(MAX_RECV_MSG_SIZE),
-    ));
-    let (mut authn, shutdown, grpc) = (ca.authn(), shutdown.clone(), grpc.clone());
-    if let Some(client) = kube_client {
-        // Service-account tokens from this cluster, checked with a TokenReview.
-        let reviewer = kube_source::tokenreview::TokenReviewer::new(client, audiences);
-        authn.push(Arc::new(
-            kube_source::tokenreview::TokenReviewAuthenticator::new(
-                reviewer,
-                &trust_domain,
-                &args.cluster_id,
-            ),
-        ));
-    }
-    tasks.spawn(async move {
-        grpc::serve_secure(listener, tls, grpc, authn, routes, shutdown)
+        // Proxies verify istiod by the host they dial, as upstream's getDNSNames.
+        config.discovery_host = ca::config::discovery_host(&mesh.default_config.discovery_address);
+        let (audiences, trust_domain) =
+            (config.token_audiences.clone(), config.trust_domain.clone());
+        let opts = ca::SecureOptions::from_flags(
+            &args.ca_cert_file,
+            &args.tls_cert_file,
+            &args.tls_key_file,
+            &args.tls_min_version,
+        )
+        .map_err(anyhow::Error::msg)?;
+        // With Kubernetes the self-signed root lives in Secret istio-ca-secret, shared by
+        // every replica, as upstream; else in files (or memory).
+        let store = match &kube_client {
+            Some(client) => ca::RootStore::Shared(Arc::new(
+                kube_source::ca_secret::SecretRoot::new(client.clone(), &args.namespace),
+            )),
+            None => ca::RootStore::Files(config.self_signed_dir.clone()),
+        };
+        let ca = ca::Ca::new(config, opts, store, registry)
             .await
-            .context("secure gRPC server")
-    });
-    Ok((Some(addr), ca))
+            .context("starting the CA")?;
+        let ca = Arc::new(ca);
+        tasks.spawn({
+            let (ca, shutdown) = (ca.clone(), shutdown.clone());
+            async move {
+                ca.run(shutdown).await;
+                Ok(())
+            }
+        });
+        let Some(listener) = bind(&args.secure_grpc_addr, "secureGRPCAddr").await? else {
+            return Ok((None, ca));
+        };
+        let Some(tls) = ca.tls_config()? else {
+            warn!("no CA and no --tlsCertFile: not serving --secureGRPCAddr");
+            return Ok((None, ca));
+        };
+        let addr = listener.local_addr()?;
+        let routes = ca.add_service(tonic::service::Routes::new(
+            ads.clone().max_decoding_message_size(MAX_RECV_MSG_SIZE),
+        ));
+        let (mut authn, shutdown, grpc) = (ca.authn(), shutdown.clone(), grpc.clone());
+        if let Some(client) = kube_client {
+            // Service-account tokens from this cluster, checked with a TokenReview.
+            let reviewer = kube_source::tokenreview::TokenReviewer::new(client, audiences);
+            authn.push(Arc::new(
+                kube_source::tokenreview::TokenReviewAuthenticator::new(
+                    reviewer,
+                    &trust_domain,
+                    &args.cluster_id,
+                ),
+            ));
+        }
+        tasks.spawn(async move {
+            grpc::serve_secure(listener, tls, grpc, authn, routes, shutdown)
+                .await
+                .context("secure gRPC server")
+        });
+        Ok((Some(addr), ca))
+    }
 }
 
 /// Serves the validation webhook on `--httpsAddr` with istiod's serving certificate.

@@ -9,9 +9,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Sleep;
-use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +75,8 @@ pub async fn serve_plaintext(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |conn| {
         conn.map(|tcp| {
             let _ = tcp.set_nodelay(true);
-            AgedConn::new(tcp, deadline)
+            let info = tcp.connect_info();
+            Conn::new(tcp, info, deadline)
         })
     });
     settings
@@ -113,13 +113,7 @@ pub async fn serve_secure(
             remote_addr: Some(a.remote),
             identities: Arc::new(identities),
         };
-        Ok::<_, io::Error>(AgedConn::new(
-            TlsConn {
-                stream: a.stream,
-                info,
-            },
-            deadline,
-        ))
+        Ok::<_, io::Error>(Conn::new(a.stream, info, deadline))
     });
     settings
         .builder()
@@ -129,30 +123,21 @@ pub async fn serve_secure(
         .await
 }
 
-/// A TLS connection with what the handshake learned about its peer.
-pub struct TlsConn {
-    stream: TlsStream<TcpStream>,
-    info: PeerInfo,
-}
-
-impl Connected for TlsConn {
-    type ConnectInfo = PeerInfo;
-    fn connect_info(&self) -> PeerInfo {
-        self.info.clone()
-    }
-}
-
-/// A connection that fails every read and write once its deadline has passed: the end of
-/// the grace period after the server's GOAWAY, for clients whose streams never finish.
-pub struct AgedConn<T> {
-    inner: T,
+/// An accepted connection: its stream, what tonic is told about the peer (the TCP
+/// addresses, or what the TLS handshake learned), and a deadline after which every read
+/// and write fails: the end of the grace period after the server's GOAWAY, for clients
+/// whose streams never finish.
+pub struct Conn<T, I> {
+    io: T,
+    info: I,
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
-impl<T> AgedConn<T> {
-    pub fn new(inner: T, lifetime: Option<Duration>) -> Self {
-        AgedConn {
-            inner,
+impl<T, I> Conn<T, I> {
+    pub fn new(io: T, info: I, lifetime: Option<Duration>) -> Self {
+        Conn {
+            io,
+            info,
             deadline: lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
         }
     }
@@ -173,14 +158,14 @@ fn aged_out() -> io::Error {
     )
 }
 
-impl<T: Connected> Connected for AgedConn<T> {
-    type ConnectInfo = T::ConnectInfo;
-    fn connect_info(&self) -> T::ConnectInfo {
-        self.inner.connect_info()
+impl<T, I: Clone + Send + Sync + 'static> Connected for Conn<T, I> {
+    type ConnectInfo = I;
+    fn connect_info(&self) -> I {
+        self.info.clone()
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for AgedConn<T> {
+impl<T: AsyncRead + Unpin, I: Unpin> AsyncRead for Conn<T, I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -189,11 +174,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for AgedConn<T> {
         if self.expired(cx) {
             return Poll::Ready(Err(aged_out()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for AgedConn<T> {
+impl<T: AsyncWrite + Unpin, I: Unpin> AsyncWrite for Conn<T, I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -202,13 +187,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for AgedConn<T> {
         if self.expired(cx) {
             return Poll::Ready(Err(aged_out()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
@@ -218,46 +203,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for AgedConn<T> {
         if self.expired(cx) {
             return Poll::Ready(Err(aged_out()));
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.io.is_write_vectored()
     }
 }
 

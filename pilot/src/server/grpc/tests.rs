@@ -7,7 +7,7 @@ use super::*;
 #[tokio::test]
 async fn a_connection_without_a_maximum_age_keeps_working() {
     let (client, server) = tokio::io::duplex(64);
-    let mut conn = AgedConn::new(server, None);
+    let mut conn = Conn::new(server, (), None);
     let mut client = client;
     client.write_all(b"ping").await.expect("write");
     let mut buf = [0u8; 4];
@@ -18,7 +18,7 @@ async fn a_connection_without_a_maximum_age_keeps_working() {
 #[tokio::test]
 async fn a_waiting_read_fails_when_the_deadline_passes() {
     let (_client, server) = tokio::io::duplex(64);
-    let mut conn = AgedConn::new(server, Some(Duration::from_millis(50)));
+    let mut conn = Conn::new(server, (), Some(Duration::from_millis(50)));
     let started = Instant::now();
     let mut buf = [0u8; 4];
     let err = conn.read(&mut buf).await.expect_err("aged out");
