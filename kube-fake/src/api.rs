@@ -267,10 +267,7 @@ impl FakeApi {
     }
 
     pub(crate) fn get_at(&self, target: &Target, name: &str) -> Result<Value, ApiError> {
-        self.store()
-            .get(&key(target, name))
-            .map(|o| (**o).clone())
-            .ok_or_else(|| ApiError::not_found(format!("{} {name:?}", target.plural())))
+        stored(&self.store(), target, name).map(|o| (*o).clone())
     }
 
     pub(crate) fn list(
@@ -376,12 +373,8 @@ impl FakeApi {
         write: Write,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        let key = key(target, name);
         let store = self.store();
-        let current = store
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(format!("{} {name:?}", target.plural())))?;
+        let current = stored(&store, target, name)?;
         let wanted_rv = body["metadata"]["resourceVersion"].as_str().unwrap_or("");
         if !wanted_rv.is_empty() && wanted_rv != current["metadata"]["resourceVersion"] {
             return Err(ApiError::new(
@@ -431,18 +424,22 @@ impl FakeApi {
         if dry_run {
             return Ok(object);
         }
-        Ok(self.commit(store, key, store::MODIFIED, object))
+        Ok(self.commit(store, key(target, name), store::MODIFIED, object))
     }
 
     pub(crate) fn remove(&self, target: &Target, name: &str) -> Result<Value, ApiError> {
-        let key = key(target, name);
         let store = self.store();
-        let current = store
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(format!("{} {name:?}", target.plural())))?;
-        Ok(self.commit(store, key, store::DELETED, (*current).clone()))
+        let current = stored(&store, target, name)?;
+        Ok(self.commit(store, key(target, name), store::DELETED, (*current).clone()))
     }
+}
+
+/// The object `name` of `target`'s collection, or a 404.
+fn stored(store: &Store, target: &Target, name: &str) -> Result<Arc<Value>, ApiError> {
+    store
+        .get(&key(target, name))
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("{} {name:?}", target.plural())))
 }
 
 fn now_rfc3339() -> String {

@@ -39,6 +39,14 @@ fn decompress<'a>(name: &str, data: &'a [u8], path: &Path) -> Result<Box<dyn Rea
     }
 }
 
+/// The path of a member of one of the package's tar archives.
+fn member_path<R: Read>(e: &tar::Entry<'_, R>, path: &Path) -> Result<String, Error> {
+    Ok(e.path()
+        .map_err(|e| malformed(path, e))?
+        .to_string_lossy()
+        .into_owned())
+}
+
 /// Extracts a `.deb` file.
 pub fn read(path: &Path) -> Result<DebContents, Error> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path.display(), e))?;
@@ -65,23 +73,14 @@ pub fn read(path: &Path) -> Result<DebContents, Error> {
     let mut ctar = tar::Archive::new(decompress(&cname, &cdata, path)?);
     for e in ctar.entries().map_err(|e| malformed(path, e))? {
         let mut e = e.map_err(|e| malformed(path, e))?;
-        let p = e
-            .path()
-            .map_err(|e| malformed(path, e))?
-            .to_string_lossy()
-            .into_owned();
+        let slot = match member_path(&e, path)?.trim_start_matches("./") {
+            "control" => &mut control,
+            "md5sums" => &mut md5sums,
+            _ => continue,
+        };
         let mut s = String::new();
-        match p.trim_start_matches("./") {
-            "control" => {
-                e.read_to_string(&mut s).map_err(|e| malformed(path, e))?;
-                control = Some(s);
-            }
-            "md5sums" => {
-                e.read_to_string(&mut s).map_err(|e| malformed(path, e))?;
-                md5sums = Some(s);
-            }
-            _ => {}
-        }
+        e.read_to_string(&mut s).map_err(|e| malformed(path, e))?;
+        *slot = Some(s);
     }
     let control = control.ok_or_else(|| malformed(path, "no control file"))?;
 
@@ -90,11 +89,7 @@ pub fn read(path: &Path) -> Result<DebContents, Error> {
     let mut dtar = tar::Archive::new(decompress(&dname, &ddata, path)?);
     for e in dtar.entries().map_err(|e| malformed(path, e))? {
         let mut e = e.map_err(|e| malformed(path, e))?;
-        let p = e
-            .path()
-            .map_err(|e| malformed(path, e))?
-            .to_string_lossy()
-            .into_owned();
+        let p = member_path(&e, path)?;
         let h = e.header();
         let mode = h.mode().map_err(|e| malformed(path, e))?;
         let uid = h.uid().map_err(|e| malformed(path, e))?;

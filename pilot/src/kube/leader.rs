@@ -226,6 +226,13 @@ impl LeaderElection {
         self.leading.subscribe()
     }
 
+    fn record_error(&self, source: serde_json::Error) -> LeaderError {
+        LeaderError::Record {
+            lock: self.lock.name,
+            source,
+        }
+    }
+
     async fn get(&self) -> Result<Option<Current>, LeaderError> {
         let ns = &self.config.namespace;
         let get_err = |source| LeaderError::Get {
@@ -233,10 +240,7 @@ impl LeaderElection {
             namespace: ns.clone(),
             source,
         };
-        let record_err = |source| LeaderError::Record {
-            lock: self.lock.name,
-            source,
-        };
+        let record_err = |source| self.record_error(source);
         match self.lock.kind {
             LockKind::ConfigMap => {
                 let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
@@ -293,10 +297,7 @@ impl LeaderElection {
             namespace: ns.clone(),
             source,
         };
-        let record_err = |source| LeaderError::Record {
-            lock: self.lock.name,
-            source,
-        };
+        let record_err = |source| self.record_error(source);
         let create = current.is_none();
         let mut object = current
             .unwrap_or_else(|| json!({"metadata": {"name": self.lock.name, "namespace": ns}}));

@@ -98,49 +98,68 @@ impl WebhookPatcher {
         ca_bundle: &str,
         fail_closed: bool,
     ) -> Result<usize, PatchError> {
-        const KIND: &str = "ValidatingWebhookConfiguration";
-        let api: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
-        let mut updated = 0;
-        for mut config in self.list(&api, KIND).await? {
-            let mut changed = false;
-            for hook in config.webhooks.iter_mut().flatten() {
-                let want = bundle_bytes(ca_bundle);
-                if hook.client_config.ca_bundle != want {
-                    hook.client_config.ca_bundle = want;
-                    changed = true;
+        let want = bundle_bytes(ca_bundle);
+        self.update_each(
+            "ValidatingWebhookConfiguration",
+            |config: &mut ValidatingWebhookConfiguration| {
+                let mut changed = false;
+                for hook in config.webhooks.iter_mut().flatten() {
+                    if hook.client_config.ca_bundle != want {
+                        hook.client_config.ca_bundle = want.clone();
+                        changed = true;
+                    }
+                    if fail_closed && hook.failure_policy.as_deref() != Some("Fail") {
+                        hook.failure_policy = Some("Fail".to_owned());
+                        changed = true;
+                    }
                 }
-                if fail_closed && hook.failure_policy.as_deref() != Some("Fail") {
-                    hook.failure_policy = Some("Fail".to_owned());
-                    changed = true;
-                }
-            }
-            if changed {
-                self.replace(&api, KIND, &config.metadata.name, &config)
-                    .await?;
-                updated += 1;
-            }
-        }
-        Ok(updated)
+                changed
+            },
+        )
+        .await
     }
 
     /// Sets `caBundle` on the injector webhooks. Returns how many configurations were
     /// updated.
     pub async fn patch_mutating(&self, ca_bundle: &str) -> Result<usize, PatchError> {
-        const KIND: &str = "MutatingWebhookConfiguration";
-        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        let mut updated = 0;
-        for mut config in self.list(&api, KIND).await? {
-            let mut changed = false;
-            for hook in config.webhooks.iter_mut().flatten() {
-                let want = bundle_bytes(ca_bundle);
-                if hook.name.ends_with(INJECTOR_SUFFIX) && hook.client_config.ca_bundle != want {
-                    hook.client_config.ca_bundle = want;
-                    changed = true;
+        let want = bundle_bytes(ca_bundle);
+        self.update_each(
+            "MutatingWebhookConfiguration",
+            |config: &mut MutatingWebhookConfiguration| {
+                let mut changed = false;
+                for hook in config.webhooks.iter_mut().flatten() {
+                    if hook.name.ends_with(INJECTOR_SUFFIX) && hook.client_config.ca_bundle != want
+                    {
+                        hook.client_config.ca_bundle = want.clone();
+                        changed = true;
+                    }
                 }
-            }
-            if changed {
-                self.replace(&api, KIND, &config.metadata.name, &config)
-                    .await?;
+                changed
+            },
+        )
+        .await
+    }
+
+    /// Applies `edit` to each of this revision's configurations of one kind and replaces
+    /// those it changed; returns how many.
+    async fn update_each<K>(
+        &self,
+        kind: &'static str,
+        edit: impl Fn(&mut K) -> bool,
+    ) -> Result<usize, PatchError>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        let mut updated = 0;
+        for mut config in self.list(&api, kind).await? {
+            if edit(&mut config) {
+                let name = config.meta().name.clone();
+                self.replace(&api, kind, &name, &config).await?;
                 updated += 1;
             }
         }

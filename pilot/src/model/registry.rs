@@ -188,21 +188,10 @@ fn kube_services(
             })
             .unwrap_or(ExportTo::All);
 
-        let mut endpoints = Vec::new();
-        if let Some(target) = &external_name {
-            for p in &ports {
-                endpoints.push(Endpoint {
-                    address: target.clone(),
-                    port: p.port,
-                    service_port: p.port,
-                    labels: BTreeMap::new(),
-                    identity: None,
-                    locality: String::new(),
-                    health: Health::Healthy,
-                    weight: 1,
-                });
-            }
-        }
+        let mut endpoints = match &external_name {
+            Some(target) => dns_endpoints(target, &ports),
+            None => Vec::new(),
+        };
         for slice in slices.get(&(ns, c.key.name.as_str())).into_iter().flatten() {
             for ep in &slice.endpoints {
                 let cond = ep.conditions.as_ref();
@@ -369,18 +358,7 @@ fn service_entries(snapshot: &Snapshot, trust_domain: &str, index: &mut ServiceI
                 && matches!(resolution, Resolution::DnsLb | Resolution::DnsRoundRobin)
             {
                 // DNS entries without endpoints resolve the host itself.
-                for p in &ports {
-                    endpoints.push(Endpoint {
-                        address: host.clone(),
-                        port: p.port,
-                        service_port: p.port,
-                        labels: BTreeMap::new(),
-                        identity: None,
-                        locality: String::new(),
-                        health: Health::Healthy,
-                        weight: 1,
-                    });
-                }
+                endpoints = dns_endpoints(host, &ports);
             }
             index
                 .endpoints
@@ -400,6 +378,24 @@ fn service_entries(snapshot: &Snapshot, trust_domain: &str, index: &mut ServiceI
             });
         }
     }
+}
+
+/// One endpoint per port at a DNS name the proxy resolves: an ExternalName service's
+/// target, or the host of a DNS ServiceEntry without endpoints.
+fn dns_endpoints(host: &str, ports: &[Port]) -> Vec<Endpoint> {
+    ports
+        .iter()
+        .map(|p| Endpoint {
+            address: host.to_owned(),
+            port: p.port,
+            service_port: p.port,
+            labels: BTreeMap::new(),
+            identity: None,
+            locality: String::new(),
+            health: Health::Healthy,
+            weight: 1,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use prost::Message;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tonic::codec::{BufferSettings, Streaming};
@@ -20,7 +19,7 @@ use tracing::warn;
 use super::delta::Delta;
 use super::discovery::DiscoveryServer;
 use super::sotw::Sotw;
-use super::stream;
+use super::stream::{self, Protocol};
 use super::wire::{ResponseBody, WireResponse};
 use crate::model::proxy::NodeType;
 use crate::model::Proxy;
@@ -82,31 +81,17 @@ impl AdsService {
         Ok(place)
     }
 
-    async fn stream_aggregated_resources(
+    /// Admits a stream of either protocol and runs it in its own task.
+    async fn open<P: Protocol + 'static>(
         self,
-        request: Request<Streaming<DiscoveryRequest>>,
+        request: Request<Streaming<P::Request>>,
     ) -> Result<Response<Responses>, Status> {
         let place = self.admit().await?;
         let caller = request.extensions().get::<Caller>().cloned();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let server = self.server.clone();
         tokio::spawn(async move {
-            stream::run::<Sotw>(server, caller, request.into_inner(), tx).await;
-            drop(place);
-        });
-        Ok(Response::new(rx))
-    }
-
-    async fn delta_aggregated_resources(
-        self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Responses>, Status> {
-        let place = self.admit().await?;
-        let caller = request.extensions().get::<Caller>().cloned();
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let server = self.server.clone();
-        tokio::spawn(async move {
-            stream::run::<Delta>(server, caller, request.into_inner(), tx).await;
+            stream::run::<P>(server, caller, request.into_inner(), tx).await;
             drop(place);
         });
         Ok(Response::new(rx))
@@ -174,12 +159,16 @@ where
         let this = self.clone();
         let limit = self.max_decoding_message_size;
         match req.uri().path() {
-            SOTW_PATH => Box::pin(async move {
-                Ok(serve_stream(req, limit, |r| this.stream_aggregated_resources(r)).await)
-            }),
-            DELTA_PATH => Box::pin(async move {
-                Ok(serve_stream(req, limit, |r| this.delta_aggregated_resources(r)).await)
-            }),
+            SOTW_PATH => {
+                Box::pin(
+                    async move { Ok(serve_stream(req, limit, |r| this.open::<Sotw>(r)).await) },
+                )
+            }
+            DELTA_PATH => {
+                Box::pin(
+                    async move { Ok(serve_stream(req, limit, |r| this.open::<Delta>(r)).await) },
+                )
+            }
             _ => Box::pin(async move { Ok(Status::unimplemented(req.uri().path()).into_http()) }),
         }
     }

@@ -25,24 +25,25 @@ use super::filters::{
 use super::naming::{cluster_name, parse_cluster_name, Direction};
 use super::route::{default_route, duration, http_routes};
 use super::{GenContext, Resource, Subscription};
-use crate::model::Service;
+use crate::model::{Port, Service};
 
 /// Prefix of the listener a gRPC server asks for (`xds.istio.io/grpc/lds/inbound/<ip>:<port>`).
 pub const SERVER_LISTENER_PREFIX: &str = "xds.istio.io/grpc/lds/inbound/";
+
+/// Every service port in the proxy's scope: what a wildcard request asks for.
+fn ports_in_scope<'a>(ctx: &'a GenContext<'_>) -> impl Iterator<Item = (&'a Service, &'a Port)> {
+    ctx.scope
+        .services
+        .iter()
+        .flat_map(|s| s.ports.iter().map(move |p| (&**s, p)))
+}
 
 /// Listeners: one API listener per requested `host:port`, or per service port in scope for
 /// a wildcard request; server listeners for the inbound names.
 pub fn listeners(ctx: &GenContext<'_>, sub: &Subscription) -> Vec<Resource> {
     let requested: Vec<String> = match sub {
-        Subscription::Wildcard => ctx
-            .scope
-            .services
-            .iter()
-            .flat_map(|s| {
-                s.ports
-                    .iter()
-                    .map(move |p| format!("{}:{}", s.hostname, p.port))
-            })
+        Subscription::Wildcard => ports_in_scope(ctx)
+            .map(|(s, p)| format!("{}:{}", s.hostname, p.port))
             .collect(),
         Subscription::Names(names) => names.iter().cloned().collect(),
     };
@@ -118,15 +119,8 @@ fn server_listener(name: &str, addr: &str) -> Option<Resource> {
 /// claims the host, else a single route to the service's cluster.
 pub fn routes(ctx: &GenContext<'_>, sub: &Subscription) -> Vec<Resource> {
     let names: Vec<String> = match sub {
-        Subscription::Wildcard => ctx
-            .scope
-            .services
-            .iter()
-            .flat_map(|s| {
-                s.ports
-                    .iter()
-                    .map(move |p| cluster_name(Direction::Outbound, p.port, "", &s.hostname))
-            })
+        Subscription::Wildcard => ports_in_scope(ctx)
+            .map(|(s, p)| cluster_name(Direction::Outbound, p.port, "", &s.hostname))
             .collect(),
         Subscription::Names(n) => n.iter().cloned().collect(),
     };
