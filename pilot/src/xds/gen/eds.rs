@@ -135,21 +135,11 @@ fn parse_locality(s: &str) -> Locality {
 
 #[cfg(test)]
 mod tests {
-    use kube_fake::objects::{self, manifests};
+    use kube_fake::objects;
 
     use super::*;
     use crate::testing::sidecar;
-    use crate::xds::gen::testing::{echo, with_ctx};
-
-    const SUBSET_V2: &str = r#"
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: echo, namespace: demo}
-spec:
-  host: echo
-  subsets: [{name: v2, labels: {version: v2}}]
-"#;
+    use crate::xds::gen::testing::{echo_mesh, with_ctx};
 
     /// Echo with three endpoints in two zones, one not ready, and a v2 pod.
     fn mesh() -> String {
@@ -166,8 +156,7 @@ spec:
             .label("version", "v2")
             .container("c")
             .ip("10.0.0.2");
-        let objects = [echo(), slice.build(), pod.build()];
-        format!("{}{SUBSET_V2}", manifests(&objects))
+        echo_mesh(&[slice.build(), pod.build()])
     }
 
     fn addrs(cla: &ClusterLoadAssignment) -> Vec<String> {

@@ -1,7 +1,7 @@
 //! Fixtures shared by the generators' tests: a small mesh, a generator context for a
 //! proxy over a mesh, generated resources decoded and found by name.
 
-use kube_fake::objects;
+use kube_fake::objects::{self, manifests};
 use prost::Message;
 use serde_json::Value;
 
@@ -109,10 +109,26 @@ pub(crate) fn named<'a, T>(items: &'a [T], name: &str, name_of: impl Fn(&T) -> &
         .unwrap_or_else(|| panic!("nothing named {name}"))
 }
 
-/// Service `echo.demo`: gRPC on port 7070, cluster IP 10.96.0.1.
-pub(crate) fn echo() -> Value {
-    objects::service("demo", "echo")
+/// Subsets v1 and v2 of `echo.demo`.
+const ECHO_SUBSETS: &str = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: demo}
+spec:
+  host: echo
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+"#;
+
+/// The mesh of the proxyless and EDS tests: service `echo.demo` (gRPC on port 7070,
+/// cluster IP 10.96.0.1) with subsets v1 and v2, and `objects` (its endpoints, pods).
+pub(crate) fn echo_mesh(objects: &[Value]) -> String {
+    let echo = objects::service("demo", "echo")
         .cluster_ip("10.96.0.1")
         .port(7070, "grpc")
-        .build()
+        .build();
+    let all: Vec<Value> = std::iter::once(echo)
+        .chain(objects.iter().cloned())
+        .collect();
+    format!("{}{ECHO_SUBSETS}", manifests(&all))
 }

@@ -1,25 +1,12 @@
 use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
 use prost::Message;
 
-use kube_fake::objects::manifests;
-
 use super::*;
 use crate::testing::grpc_client;
-use crate::xds::gen::testing::{echo, with_ctx};
+use crate::xds::gen::testing::{echo_mesh, with_ctx};
 
-const SUBSETS: &str = r#"
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: echo, namespace: demo}
-spec:
-  host: echo
-  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
-"#;
-
-/// The echo service and its subsets.
 fn mesh() -> String {
-    format!("{}{SUBSETS}", manifests(&[echo()]))
+    echo_mesh(&[])
 }
 
 const SPLIT: &str = r#"
