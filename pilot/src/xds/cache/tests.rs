@@ -1,7 +1,9 @@
 use std::collections::BTreeSet;
 
+use kube_fake::objects::{manifests, services};
+
 use super::*;
-use crate::testing::{push_context, services_yaml, sidecar};
+use crate::testing::{push_context, sidecar};
 use crate::xds::types;
 
 fn names(n: &[&str]) -> Subscription {
@@ -12,7 +14,7 @@ fn names(n: &[&str]) -> Subscription {
 
 #[test]
 fn held_sets_are_shared_and_released_ones_are_not_kept() {
-    let push = push_context(&services_yaml(3, "http"));
+    let push = push_context(&manifests(&services(3, "http")));
     let proxy = sidecar("10.0.0.1", "default");
     let scope = push.sidecar_scope(&proxy);
     let ctx = GenContext {
