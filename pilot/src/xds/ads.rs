@@ -25,8 +25,12 @@ use crate::model::proxy::NodeType;
 use crate::model::Proxy;
 use crate::security::Caller;
 
-/// The responses of one stream, from its task to its HTTP/2 body.
-type Responses = mpsc::Receiver<Result<WireResponse, Status>>;
+/// The responses of one stream, from its task to its HTTP/2 body, and the stream's place
+/// under `PILOT_MAX_XDS_STREAMS`.
+type Responses = (
+    mpsc::Receiver<Result<WireResponse, Status>>,
+    OwnedSemaphorePermit,
+);
 
 /// Responses queued per stream before the sender waits for the client: one, so a client
 /// that falls behind holds one response beside the one HTTP/2 is writing, and catches up
@@ -90,11 +94,8 @@ impl AdsService {
         let caller = request.extensions().get::<Caller>().cloned();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let server = self.server.clone();
-        tokio::spawn(async move {
-            stream::run::<P>(server, caller, request.into_inner(), tx).await;
-            drop(place);
-        });
-        Ok(Response::new(rx))
+        tokio::spawn(stream::run::<P>(server, caller, request.into_inner(), tx));
+        Ok(Response::new((rx, place)))
     }
 }
 
@@ -128,7 +129,10 @@ where
     .await
     {
         Ok(responses) => {
-            let body = ResponseBody::new(responses.into_inner());
+            let (rx, place) = responses.into_inner();
+            // The place under PILOT_MAX_XDS_STREAMS goes with the HTTP/2 stream, not the
+            // task: a stream whose client stopped reading still counts until it is gone.
+            let body = ResponseBody::new(rx).holding(place);
             let mut http = http::Response::new(tonic::body::Body::new(body));
             http.headers_mut()
                 .insert(http::header::CONTENT_TYPE, GRPC_CONTENT_TYPE);

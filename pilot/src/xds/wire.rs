@@ -21,7 +21,7 @@ use http::HeaderMap;
 use http_body::Frame;
 use prost::bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tonic::Status;
 use tracing::warn;
 
@@ -140,6 +140,8 @@ pub struct ResponseBody {
     head: Option<Bytes>,
     parts: Peekable<std::vec::IntoIter<Bytes>>,
     done: bool,
+    /// Released when HTTP/2 drops the body (see [`ResponseBody::holding`]).
+    _held: Option<OwnedSemaphorePermit>,
 }
 
 impl ResponseBody {
@@ -149,7 +151,14 @@ impl ResponseBody {
             head: None,
             parts: Vec::new().into_iter().peekable(),
             done: false,
+            _held: None,
         }
+    }
+
+    /// Keeps `permit` until the HTTP/2 stream is gone.
+    pub fn holding(mut self, permit: OwnedSemaphorePermit) -> Self {
+        self._held = Some(permit);
+        self
     }
 
     /// The next body chunk: a large shared part as it is, or the small parts ahead
