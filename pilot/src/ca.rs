@@ -8,6 +8,7 @@ pub mod authority;
 pub mod bootstrap;
 pub mod config;
 pub mod csr;
+pub mod file;
 pub mod jwt;
 pub mod keys;
 pub mod metrics;

@@ -3,7 +3,7 @@
 //! `root-cert.pem`, `cert-chain.pem`, `key.pem`), and the re-issue of that root with the
 //! same key when it nears expiry.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use rcgen::{
@@ -197,34 +197,10 @@ pub fn store_self_signed(dir: &Path, bundle: &KeyBundle) -> Result<(), Error> {
         (KEY, "", 0o600),
     ];
     for (name, content, mode) in files {
-        write_atomic(&dir.join(name), content.as_bytes(), mode)?;
+        super::file::write_atomic(&dir.join(name), content.as_bytes(), mode)?;
     }
     info!(dir = %dir.display(), "stored self-signed root");
     Ok(())
-}
-
-/// Writes `content` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp: PathBuf = path.with_extension("tmp");
-    let err = |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(err)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(content).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
 }
 
 /// True when less than `grace_percentile`% of the certificate's lifetime remains.

@@ -163,7 +163,7 @@ pub async fn run_publisher(authority: Arc<Authority>, path: PathBuf, cancel: Can
     let mut rx = authority.subscribe();
     loop {
         let pem = rx.borrow_and_update().pem();
-        match root::write_atomic(&path, pem.as_bytes(), 0o644) {
+        match super::file::write_atomic(&path, pem.as_bytes(), 0o644) {
             Ok(()) => info!(path = %path.display(), "published root certificate"),
             Err(e) => warn!(error = %e, "publishing root certificate failed"),
         }
