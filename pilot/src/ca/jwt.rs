@@ -18,6 +18,8 @@ use super::authn::{AuthError, Authenticator, Credentials};
 use crate::security::Identity;
 
 const KIND: &str = "JWT";
+/// Clock skew allowed on `exp` and, the same, on `nbf`.
+const CLOCK_SKEW_LEEWAY_SECS: u64 = 0;
 /// How often an unknown key id may trigger a JWKS reload.
 const RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -175,7 +177,9 @@ impl JwtAuthenticator {
         validation.set_issuer(&[&self.rule.issuer]);
         validation.set_audience(&self.rule.audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.leeway = 0;
+        // A token used before its `nbf` is refused, with the skew allowance of `exp`.
+        validation.validate_nbf = true;
+        validation.leeway = CLOCK_SKEW_LEEWAY_SECS;
         let mut last = String::new();
         for jwk in candidates {
             let key = match DecodingKey::from_jwk(jwk) {

@@ -73,6 +73,34 @@ async fn refuses_bad_tokens() {
     );
 }
 
+#[tokio::test]
+async fn not_before_is_checked_with_the_expiry_skew_allowance() {
+    let iss = issuer("k1");
+    let a = authenticator(&iss);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let with_nbf = |nbf: i64| {
+        let mut c = claims("istio-ca", 600, "ns");
+        c["nbf"] = json!(nbf);
+        token(&iss, "k1", c)
+    };
+    // Not yet valid: by a minute, and by more than the allowance of `exp` (none) only.
+    for nbf in [
+        now + 60,
+        now + 5 + i64::try_from(CLOCK_SKEW_LEEWAY_SECS).expect("small"),
+    ] {
+        let err = a.authenticate(&bearer(with_nbf(nbf))).await.unwrap_err();
+        assert!(
+            err.to_string().contains("not yet valid"),
+            "nbf {nbf}: {err}"
+        );
+    }
+    let id = a.authenticate(&bearer(with_nbf(now - 60))).await;
+    assert_eq!(
+        id.map(|i| i.to_string()),
+        Ok("spiffe://cluster.local/ns/ns/sa/sleep".to_owned())
+    );
+}
+
 #[test]
 fn rule_configuration_errors() {
     assert!(matches!(
