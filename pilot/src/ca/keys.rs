@@ -5,10 +5,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use rcgen::KeyPair;
-use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
-use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 
 use super::Error;
+
+mod rsa_encoding;
 
 /// The kind of key a CA or serving certificate is generated with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,17 +93,12 @@ pub fn generate_rsa(
             "RSA key size {bits} is below the minimum of 2048"
         )));
     }
-    let key =
-        rsa::RsaPrivateKey::new(rng, bits).map_err(|e| Error::KeyGeneration(e.to_string()))?;
-    let pkcs8 = key
-        .to_pkcs8_der()
-        .map_err(|e| Error::KeyGeneration(e.to_string()))?;
-    let pair = rsa_pair(pkcs8.as_bytes(), "generated key")?;
-    let pem = key
-        .to_pkcs1_pem(LineEnding::LF)
-        .map_err(|e| Error::KeyGeneration(e.to_string()))?
-        .to_string();
-    Ok(PrivateKey { pair, pem })
+    let key = rsa_encoding::generate(bits, rng).map_err(Error::KeyGeneration)?;
+    let pair = rsa_pair(&key.pkcs8_der, "generated key")?;
+    Ok(PrivateKey {
+        pair,
+        pem: key.pkcs1_pem,
+    })
 }
 
 fn rsa_pair(pkcs8: &[u8], what: &str) -> Result<KeyPair, Error> {
@@ -131,9 +126,8 @@ pub fn parse_pem(pem: &str, what: &str) -> Result<PrivateKey, Error> {
         .ok_or_else(|| bad("no PEM private key block".to_owned()))?;
     let pair = match block {
         "RSA PRIVATE KEY" => {
-            let key = rsa::RsaPrivateKey::from_pkcs1_pem(pem).map_err(|e| bad(e.to_string()))?;
-            let der = key.to_pkcs8_der().map_err(|e| bad(e.to_string()))?;
-            rsa_pair(der.as_bytes(), what)?
+            let der = rsa_encoding::pkcs1_pem_to_pkcs8_der(pem).map_err(bad)?;
+            rsa_pair(&der, what)?
         }
         "EC PRIVATE KEY" => {
             let sec1 = pem_contents(pem).map_err(bad)?;
@@ -146,7 +140,7 @@ pub fn parse_pem(pem: &str, what: &str) -> Result<PrivateKey, Error> {
                 Ok(pair) => pair,
                 // ring picks no algorithm for RSA keys on its own.
                 Err(_) => {
-                    rsa::RsaPrivateKey::from_pkcs8_der(&der).map_err(|e| bad(e.to_string()))?;
+                    rsa_encoding::check_pkcs8_der(&der).map_err(bad)?;
                     rsa_pair(&der, what)?
                 }
             }
@@ -211,45 +205,4 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::SeedableRng;
-
-    #[test]
-    fn rsa_round_trips_through_pkcs1() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let key = generate_rsa(2048, &mut rng).unwrap();
-        assert!(key.pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
-        let back = parse_pem(&key.pem, "test").unwrap();
-        assert_eq!(back.pair.public_key_raw(), key.pair.public_key_raw());
-    }
-
-    #[test]
-    fn ec_round_trips() {
-        for kind in [KeyType::EcdsaP256, KeyType::EcdsaP384] {
-            let key = generate(kind).unwrap();
-            let back = parse_pem(&key.pem, "test").unwrap();
-            assert_eq!(back.pair.public_key_raw(), key.pair.public_key_raw());
-        }
-    }
-
-    #[test]
-    fn rejects_small_rsa_and_garbage() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        assert!(generate_rsa(1024, &mut rng).is_err());
-        assert!(parse_pem("not a key", "test").is_err());
-        assert!(parse_pem(
-            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-            "test"
-        )
-        .is_err());
-    }
-
-    #[test]
-    fn parses_key_type_names() {
-        assert_eq!("rsa".parse::<KeyType>().unwrap(), KeyType::Rsa(2048));
-        assert_eq!("ECDSA_P256".parse::<KeyType>().unwrap(), KeyType::EcdsaP256);
-        assert_eq!("p384".parse::<KeyType>().unwrap(), KeyType::EcdsaP384);
-        assert!("dsa".parse::<KeyType>().is_err());
-    }
-}
+mod tests;
