@@ -5,6 +5,7 @@ pub mod istio;
 pub mod kind;
 pub mod object;
 pub mod store;
+pub mod yaml;
 
 pub use kind::Kind;
 pub use object::{Config, ConfigKey, Spec};

@@ -4,6 +4,8 @@
 //! the store compares contents. A file that fails to parse is reported (log, metric,
 //! `/debug/configz`) and its last good objects keep serving.
 
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -169,73 +171,74 @@ pub struct DirWatch {
     events: mpsc::UnboundedReceiver<notify::Result<()>>,
 }
 
+/// How many folders deep `--configDir` is searched; deeper folders are skipped.
+pub const MAX_DEPTH: usize = 16;
+
 /// The config files under `dir`, sorted: `.yaml`, `.yml` and `.json`, in subfolders too;
 /// hidden entries (editor swap files, a ConfigMap volume's `..data` links) are skipped.
+/// Links are followed, but a folder is read once however many links lead to it, so a
+/// link loop ends the descent, as does [`MAX_DEPTH`]; names that are neither files nor
+/// folders (a FIFO would block the read) are skipped.
 pub fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    collect_files(dir, &mut files)?;
+    let mut seen = HashSet::new();
+    collect_files(dir, 0, &mut seen, &mut files)?;
     files.sort();
     Ok(files)
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+fn collect_files(
+    dir: &Path,
+    depth: usize,
+    seen: &mut HashSet<(u64, u64)>,
+    out: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    let meta = std::fs::metadata(dir)?;
+    if !seen.insert((meta.dev(), meta.ino())) {
+        warn!(dir = %dir.display(), "config folder already read (a link loop or a second link to it); skipping");
+        return Ok(());
+    }
+    // In name order, so that of two links to one folder the same one is read every time.
+    let mut entries = std::fs::read_dir(dir)?.collect::<std::io::Result<Vec<_>>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
         let path = entry.path();
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
+        if name.to_string_lossy().starts_with('.') {
             continue; // editor swap files, Kubernetes ConfigMap `..data` links
         }
-        if path.is_dir() {
-            collect_files(&path, out)?;
-        } else if matches!(
+        let is_config = matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")
-        ) {
-            out.push(path);
+        );
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                if depth + 1 > MAX_DEPTH {
+                    warn!(dir = %path.display(), max_depth = MAX_DEPTH, "config folder nested too deep; skipping");
+                } else {
+                    collect_files(&path, depth + 1, seen, out)?;
+                }
+            }
+            Ok(m) if m.is_file() => {
+                if is_config {
+                    out.push(path);
+                }
+            }
+            Ok(_) => {
+                if is_config {
+                    warn!(file = %path.display(), "not a regular file; skipping");
+                }
+            }
+            // A dangling link: reading it reports the error against the file.
+            Err(_) => {
+                if is_config {
+                    out.push(path);
+                }
+            }
         }
     }
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::kind::Kind;
-
-    #[test]
-    fn bad_file_keeps_last_good_config() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("svc.yaml");
-        std::fs::write(
-            &file,
-            "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: ns}\nspec: {ports: [{port: 80}]}\n",
-        )
-        .unwrap();
-        let store = ConfigStore::new();
-        let src = DirSource::new(dir.path(), store.clone(), Metrics::default());
-        src.sync().unwrap();
-        assert_eq!(store.snapshot().of_kind(Kind::Service).count(), 1);
-
-        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: [\n").unwrap();
-        src.sync().unwrap();
-        let snap = store.snapshot();
-        assert_eq!(
-            snap.of_kind(Kind::Service).count(),
-            1,
-            "last good config kept"
-        );
-        assert!(
-            snap.errors[0].error.contains("invalid YAML"),
-            "{:?}",
-            snap.errors
-        );
-        assert_eq!(src.metrics.file_errors.get(), 1);
-
-        std::fs::remove_file(&file).unwrap();
-        src.sync().unwrap();
-        let snap = store.snapshot();
-        assert!(snap.configs.is_empty() && snap.errors.is_empty());
-    }
-}
+mod tests;

@@ -105,7 +105,7 @@ pub enum ParseError {
     Yaml {
         doc: usize,
         #[source]
-        source: serde_yaml::Error,
+        source: super::yaml::YamlError,
     },
     #[error("document {doc}: missing {field}")]
     Missing { doc: usize, field: &'static str },
@@ -148,9 +148,8 @@ pub struct Parsed {
 /// half-edited file never replaces a good one.
 pub fn parse_manifests(text: &str) -> Result<Parsed, ParseError> {
     let mut parsed = Parsed::default();
-    for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = serde_json::Value::deserialize(de)
-            .map_err(|source| ParseError::Yaml { doc, source })?;
+    for (doc, value) in super::yaml::documents(text).enumerate() {
+        let value = value.map_err(|source| ParseError::Yaml { doc, source })?;
         collect(doc, value, &mut parsed)?;
     }
     Ok(parsed)

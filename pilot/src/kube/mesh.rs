@@ -25,7 +25,7 @@ pub fn configmap_name(revision: &str) -> String {
 pub fn mesh_from_configmap(
     cm: &ConfigMap,
     namespace: &str,
-) -> Result<MeshConfig, serde_yaml::Error> {
+) -> Result<MeshConfig, crate::config::yaml::YamlError> {
     let text = cm
         .data
         .as_ref()
@@ -210,6 +210,18 @@ mod tests {
         let mut bad = mesh_configmap("x");
         bad.data = Some([("mesh".to_owned(), "trustDomain: [\n".to_owned())].into());
         mesh.apply(Event::Apply(bad));
+        assert_eq!(rx.borrow().trust_domain, "example.org");
+        // So does an alias bomb, refused quickly with a clear error.
+        let mut bomb = mesh_configmap("x");
+        let text = format!(
+            "trustDomain: bomb.org\nx: &x [{}]\ny: [{}]\n",
+            vec!["1"; 2000].join(","),
+            vec!["*x"; 2000].join(",")
+        );
+        let err = MeshConfig::from_yaml(&text, "istio-system").expect_err("refused");
+        assert!(err.to_string().contains("aliases repeat too much"), "{err}");
+        bomb.data = Some([("mesh".to_owned(), text)].into());
+        mesh.apply(Event::Apply(bomb));
         assert_eq!(rx.borrow().trust_domain, "example.org");
 
         // Deleted while the watch was down: the relist does not show it.

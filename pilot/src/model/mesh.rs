@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::yaml::{self, YamlError};
+
 /// The subset of Istio's MeshConfig istiod acts on. Unknown fields are accepted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -74,7 +76,7 @@ pub enum MeshConfigError {
     Parse {
         path: String,
         #[source]
-        source: serde_yaml::Error,
+        source: YamlError,
     },
 }
 
@@ -105,17 +107,17 @@ impl MeshConfig {
     }
 
     /// Parses mesh config YAML (empty text gives the defaults).
-    pub fn from_yaml(text: &str, istiod_namespace: &str) -> Result<MeshConfig, serde_yaml::Error> {
-        if text.trim().is_empty() {
+    pub fn from_yaml(text: &str, istiod_namespace: &str) -> Result<MeshConfig, YamlError> {
+        let value = yaml::single(text)?;
+        if value.is_null() {
             return Ok(MeshConfig {
                 root_namespace: istiod_namespace.to_owned(),
                 ..MeshConfig::default()
             });
         }
-        let value: serde_yaml::Value = serde_yaml::from_str(text)?;
         // Upstream's root namespace defaults to istiod's own namespace.
         let explicit_root = value.get("rootNamespace").is_some();
-        let mut mesh: MeshConfig = serde_yaml::from_value(value)?;
+        let mut mesh: MeshConfig = yaml::from_value(value)?;
         if !explicit_root {
             mesh.root_namespace = istiod_namespace.to_owned();
         }

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::{is_validated_group, split_api_version, validate, Report};
@@ -89,8 +88,8 @@ pub fn validate_paths(paths: &[PathBuf]) -> Summary {
 
 /// Validates a multi-document YAML or JSON text; `List` documents are flattened.
 pub fn validate_text(file: &str, text: &str, summary: &mut Summary) {
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        match Value::deserialize(de) {
+    for (i, doc) in crate::config::yaml::documents(text).enumerate() {
+        match doc {
             Ok(Value::Null) => {}
             Ok(doc) => validate_document(file, &doc, summary),
             Err(e) => {

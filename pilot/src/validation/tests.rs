@@ -392,3 +392,20 @@ spec: {host: a, trafficPolicy: {loadBalancer: {simple: FASTEST}}}
     let error = &snap.errors[0].error;
     assert!(error.contains("bad") && error.contains("configuration is invalid: spec.trafficPolicy.loadBalancer.simple: unsupported value \"FASTEST\""), "{error}");
 }
+
+#[test]
+fn validate_refuses_an_alias_bomb_with_a_clear_finding() {
+    let mut summary = files::Summary::default();
+    files::validate_text(
+        "bomb.yaml",
+        crate::config::yaml::tests::BILLION_LAUGHS,
+        &mut summary,
+    );
+    assert!(!summary.is_valid());
+    let finding = summary.findings[0].to_string();
+    assert!(
+        finding.contains("bomb.yaml: document 0: invalid YAML")
+            && finding.contains("repetition limit exceeded"),
+        "{finding}"
+    );
+}
