@@ -132,6 +132,91 @@ pub struct DiscoveryArgs {
     pub tls_cipher_suites: Vec<String>,
 }
 
+/// Words that make a flag name a security setting: TLS, certificates and keys, the CA,
+/// authentication. An unknown `discovery` flag made of one of them stops istiod instead of
+/// being ignored: running without a TLS or authentication setting the operator asked for
+/// is worse than not starting.
+const SECURITY_WORDS: &[&str] = &[
+    "tls",
+    "ssl",
+    "mtls",
+    "cipher",
+    "ciphers",
+    "cert",
+    "certs",
+    "certificate",
+    "certificates",
+    "x509",
+    "pem",
+    "key",
+    "keys",
+    "ca",
+    "cacert",
+    "cacerts",
+    "trust",
+    "spiffe",
+    "auth",
+    "authn",
+    "authz",
+    "authentication",
+    "authorization",
+    "jwt",
+    "jwks",
+    "oidc",
+    "token",
+    "tokens",
+    "audience",
+    "audiences",
+    "issuer",
+    "secure",
+    "secret",
+    "credential",
+    "credentials",
+];
+
+/// The error for an unknown `discovery` flag that names a security setting (see
+/// [`SECURITY_WORDS`]); `None` for any other flag, which is ignored with a warning as
+/// upstream does.
+pub fn unknown_security_flag(flag: &str) -> Option<String> {
+    let name = flag.trim_start_matches('-');
+    let name = name.split('=').next().unwrap_or(name);
+    let words = flag_words(name);
+    let word = words
+        .iter()
+        .find(|w| SECURITY_WORDS.contains(&w.as_str()))?;
+    Some(format!(
+        "unknown flag {flag}: {word:?} makes it a TLS, certificate, CA or authentication \
+         setting, which this istiod does not implement; refusing to start rather than run \
+         without it (remove the flag, or use the setting this istiod has for it)"
+    ))
+}
+
+/// The words of a flag name, lowercased: split at `-`, `_` and `.`, and at camel-case
+/// boundaries (`secureGRPCAddr` is secure, grpc, addr).
+fn flag_words(name: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    for part in name.split(['-', '_', '.']) {
+        let chars: Vec<char> = part.chars().collect();
+        let mut word = String::new();
+        for (i, &c) in chars.iter().enumerate() {
+            let prev = i.checked_sub(1).and_then(|j| chars.get(j));
+            let next = chars.get(i + 1);
+            let boundary = c.is_uppercase()
+                && !word.is_empty()
+                && (prev.is_some_and(|p| p.is_lowercase() || p.is_ascii_digit())
+                    || next.is_some_and(|n| n.is_lowercase()));
+            if boundary {
+                words.push(std::mem::take(&mut word).to_lowercase());
+            }
+            word.push(c);
+        }
+        if !word.is_empty() {
+            words.push(word.to_lowercase());
+        }
+    }
+    words
+}
+
 /// Parses a listen address as Go does: `:15010` means every interface; empty disables.
 pub fn listen_addr(flag: &str, value: &str) -> Result<Option<SocketAddr>, String> {
     if value.is_empty() {
@@ -166,5 +251,50 @@ mod tests {
         assert_eq!(listen_addr("grpcAddr", "").unwrap(), None);
         let err = listen_addr("grpcAddr", "nope").unwrap_err();
         assert!(err.contains("--grpcAddr"), "{err}");
+    }
+
+    #[test]
+    fn flag_names_split_into_words() {
+        assert_eq!(flag_words("secureGRPCAddr"), ["secure", "grpc", "addr"]);
+        assert_eq!(flag_words("tls-min-version"), ["tls", "min", "version"]);
+        assert_eq!(flag_words("caCertFile"), ["ca", "cert", "file"]);
+        assert_eq!(flag_words("log_output_level"), ["log", "output", "level"]);
+        assert_eq!(
+            flag_words("keepaliveMaxServerConnectionAge"),
+            ["keepalive", "max", "server", "connection", "age"]
+        );
+        assert_eq!(flag_words("x509Roots"), ["x509", "roots"]);
+    }
+
+    #[test]
+    fn unknown_security_flags_are_refused_and_others_ignored() {
+        for flag in [
+            "--tlsMaxVersion=1.3",
+            "--caKeyFile",
+            "--jwtPolicy=first-party-jwt",
+            "--tls-client-auth",
+            "--trustDomain",
+            "--secureGRPCAddress",
+            "--workloadCertTTL",
+            "--token-audiences=a",
+        ] {
+            let err = unknown_security_flag(flag);
+            assert!(
+                err.as_deref()
+                    .is_some_and(|e| e.contains(flag) && e.contains("refusing to start")),
+                "{flag}: {err:?}"
+            );
+        }
+        for flag in [
+            "--futureFlag=1",
+            "--resync",
+            "--plugins=x",
+            "--cacheSize",
+            "--keepaliveFoo",
+            "--monitoringPath",
+            "--castle",
+        ] {
+            assert_eq!(unknown_security_flag(flag), None, "{flag}");
+        }
     }
 }

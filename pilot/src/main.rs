@@ -80,7 +80,9 @@ async fn main() -> anyhow::Result<()> {
 const SUBCOMMANDS: [&str; 3] = ["discovery", "version", "validate"];
 
 /// Parses the command line; like upstream istiod, unknown `--flags` are ignored (with a
-/// warning) so that args written for a newer or older istiod still start this one.
+/// warning) so that args written for a newer or older istiod still start this one, except
+/// `discovery` flags naming a TLS, certificate, CA or authentication setting, which stop it
+/// (`args::unknown_security_flag`).
 fn parse_tolerating_unknown_flags(mut args: Vec<String>) -> Cli {
     let mut ignored = Vec::new();
     loop {
@@ -98,6 +100,18 @@ fn parse_tolerating_unknown_flags(mut args: Vec<String>) -> Cli {
                     e.exit()
                 };
                 let name = flag.split('=').next().unwrap_or(flag).to_owned();
+                // Security flags of `discovery` are never ignored.
+                let discovery = args
+                    .iter()
+                    .skip(1)
+                    .find(|a| SUBCOMMANDS.contains(&a.as_str()))
+                    .is_some_and(|a| a == "discovery");
+                if discovery {
+                    if let Some(error) = pilot::args::unknown_security_flag(flag) {
+                        eprintln!("error: {error}");
+                        std::process::exit(2);
+                    }
+                }
                 let Some(pos) = args
                     .iter()
                     .position(|a| a == &name || a.starts_with(&format!("{name}=")))
