@@ -253,7 +253,7 @@ async fn start_sources(
     root_rx: watch::Receiver<String>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
-) -> anyhow::Result<(watch::Receiver<MeshConfig>, Option<kube::Client>)> {
+) -> anyhow::Result<(watch::Receiver<MeshConfig>, Option<kube_source::Clients>)> {
     let mut kubernetes = false;
     for r in args
         .registries
@@ -297,8 +297,9 @@ async fn start_sources(
         } else {
             &args.kubeconfig
         };
-        let client = kube_source::client(kubeconfig, limit).await?;
-        kube_client = Some(client.clone());
+        let clients = kube_source::clients(kubeconfig, limit).await?;
+        let client = clients.main.clone();
+        kube_client = Some(clients);
         let election = kube_source::leader::ElectionConfig::new(
             settings.leader_election,
             &args.namespace,
@@ -361,7 +362,7 @@ struct SecureGrpc<'a> {
     ads: &'a AdsService,
     /// With Kubernetes: the self-signed root lives in a Secret, and service-account
     /// tokens are checked with a TokenReview.
-    kube_client: Option<kube::Client>,
+    kube_client: Option<kube_source::Clients>,
 }
 
 impl SecureGrpc<'_> {
@@ -398,8 +399,8 @@ impl SecureGrpc<'_> {
         // With Kubernetes the self-signed root lives in Secret istio-ca-secret, shared by
         // every replica, as upstream; else in files (or memory).
         let store = match &kube_client {
-            Some(client) => ca::RootStore::Shared(Arc::new(
-                kube_source::ca_secret::SecretRoot::new(client.clone(), &args.namespace),
+            Some(clients) => ca::RootStore::Shared(Arc::new(
+                kube_source::ca_secret::SecretRoot::new(clients.main.clone(), &args.namespace),
             )),
             None => ca::RootStore::Files(config.self_signed_dir.clone()),
         };
@@ -426,9 +427,11 @@ impl SecureGrpc<'_> {
             ads.clone().max_decoding_message_size(MAX_RECV_MSG_SIZE),
         ));
         let (mut authn, shutdown, grpc) = (ca.authn(), shutdown.clone(), grpc.clone());
-        if let Some(client) = kube_client {
-            // Service-account tokens from this cluster, checked with a TokenReview.
-            let reviewer = kube_source::tokenreview::TokenReviewer::new(client, audiences);
+        if let Some(clients) = kube_client {
+            // Service-account tokens from this cluster, checked with a TokenReview on the
+            // client (and request budget) kept for that.
+            let reviewer =
+                kube_source::tokenreview::TokenReviewer::new(clients.token_review, audiences);
             authn.push(Arc::new(
                 kube_source::tokenreview::TokenReviewAuthenticator::new(
                     reviewer,

@@ -11,6 +11,6 @@ pub mod tokenreview;
 pub mod watch;
 pub mod webhook_patch;
 
-pub use client::{client, ClientError};
+pub use client::{clients, ClientError, Clients};
 pub use rate_limit::RateLimit;
 pub use watch::{KubeSource, SyncTracker};

@@ -47,6 +47,10 @@ impl Credentials {
     }
 }
 
+/// All a caller is told when it is not authenticated: why is logged, never sent, so that
+/// neither the API server's words nor which check failed reach a possibly hostile client.
+pub const FAILED: &str = "authentication failed";
+
 /// Why an authenticator did not accept a request.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
@@ -115,7 +119,7 @@ impl Chain {
     }
 
     /// The first identity any authenticator establishes; otherwise a message listing why
-    /// each one refused.
+    /// each one refused, for istiod's log (callers get [`FAILED`]).
     pub async fn authenticate(&self, creds: &Credentials) -> Result<Identity, String> {
         let mut reasons = Vec::new();
         for a in &self.0 {

@@ -17,10 +17,10 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureS
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tonic::body::Body;
-use tracing::debug;
+use tracing::warn;
 use x509_parser::prelude::FromDer;
 
-use super::authn::{Chain, Credentials};
+use super::authn::{Chain, Credentials, FAILED};
 use super::serving::ServingCert;
 use super::Error;
 use crate::security::{Caller, Identity};
@@ -255,11 +255,12 @@ where
                 }
                 Err(reason) => {
                     if !req.uri().path().starts_with(CA_PATH_PREFIX) {
-                        debug!(path = req.uri().path(), %reason, "unauthenticated request");
-                        return Ok(tonic::Status::unauthenticated(format!(
-                            "authentication failure: {reason}"
-                        ))
-                        .into_http());
+                        let peer = req
+                            .extensions()
+                            .get::<PeerInfo>()
+                            .and_then(|p| p.remote_addr);
+                        warn!(path = req.uri().path(), peer = ?peer, %reason, "refusing an unauthenticated request");
+                        return Ok(tonic::Status::unauthenticated(FAILED).into_http());
                     }
                     req.extensions_mut().insert(AuthFailure(reason));
                 }

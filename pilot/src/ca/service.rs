@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use super::authn::FAILED;
 use super::authority::Authority;
 use super::metrics::Metrics;
 use super::pb::istio_certificate_service_server::{
@@ -52,9 +53,9 @@ impl IstioCertificateService for CaService {
                 .get::<AuthFailure>()
                 .map(|f| f.0.clone())
                 .unwrap_or_else(|| "no credentials".to_owned());
-            warn!(%reason, "CSR from an unauthenticated caller");
+            warn!(%reason, "refusing a CSR from an unauthenticated caller");
             return Err(Status::unauthenticated(format!(
-                "request authenticate failure: {reason}"
+                "request authenticate failure: {FAILED}"
             )));
         };
         let req = request.into_inner();

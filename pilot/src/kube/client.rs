@@ -1,6 +1,7 @@
-//! Building the API client as upstream istiod does: `--kubeconfig`, then `KUBECONFIG`,
+//! Building the API clients as upstream istiod does: `--kubeconfig`, then `KUBECONFIG`,
 //! then the in-cluster service account; requests rate-limited per `--kubernetesApiQPS` and
-//! `--kubernetesApiBurst`.
+//! `--kubernetesApiBurst`, except TokenReviews, which callers of the secure port can cause
+//! at will: they go through a client of their own with its own budget.
 
 use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -22,23 +23,44 @@ pub enum ClientError {
     Client(#[source] kube::Error),
 }
 
-/// Builds a client from `kubeconfig` (the flag, else `KUBECONFIG`), or the in-cluster
-/// config, sending at most `limit` requests.
-pub async fn client(kubeconfig: &str, limit: RateLimit) -> Result<kube::Client, ClientError> {
+/// istiod's API clients, from one configuration.
+#[derive(Clone)]
+pub struct Clients {
+    /// Watches, leader election, the CA Secret and every other writer.
+    pub main: kube::Client,
+    /// TokenReviews only, with [`tokenreview::RATE_LIMIT`](super::tokenreview::RATE_LIMIT).
+    pub token_review: kube::Client,
+}
+
+/// Builds the clients from `kubeconfig` (the flag, else `KUBECONFIG`), or the in-cluster
+/// config; the main one sends at most `limit` requests.
+pub async fn clients(kubeconfig: &str, limit: RateLimit) -> Result<Clients, ClientError> {
+    let config = config(kubeconfig).await?;
+    Ok(Clients {
+        main: build(config.clone(), limit)?,
+        token_review: build(config, super::tokenreview::RATE_LIMIT)?,
+    })
+}
+
+async fn config(kubeconfig: &str) -> Result<kube::Config, ClientError> {
     let path = kubeconfig.to_owned();
     // The chart sets KUBECONFIG to an optional remote-cluster file that usually does not
     // exist; as upstream, fall back to the in-cluster config then.
-    let config = if !path.is_empty() && std::path::Path::new(&path).exists() {
+    if !path.is_empty() && std::path::Path::new(&path).exists() {
         let kc = Kubeconfig::read_from(&path).map_err(|source| ClientError::Kubeconfig {
             path: path.clone(),
             source,
         })?;
         kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
-            .map_err(|source| ClientError::Kubeconfig { path, source })?
+            .map_err(|source| ClientError::Kubeconfig { path, source })
     } else {
-        kube::Config::incluster().map_err(ClientError::InCluster)?
-    };
+        kube::Config::incluster().map_err(ClientError::InCluster)
+    }
+}
+
+/// A client on `config` whose requests share one bucket of `limit`.
+fn build(config: kube::Config, limit: RateLimit) -> Result<kube::Client, ClientError> {
     let builder = ClientBuilder::try_from(config).map_err(ClientError::Client)?;
     Ok(builder.with_layer(&RateLimitLayer::new(limit)).build())
 }

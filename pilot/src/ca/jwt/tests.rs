@@ -75,13 +75,13 @@ async fn refuses_bad_tokens() {
 
 #[tokio::test]
 async fn not_before_is_checked_with_the_expiry_skew_allowance() {
-    let iss = issuer("k1");
+    let iss = Issuer::new("k1");
     let a = authenticator(&iss);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let with_nbf = |nbf: i64| {
         let mut c = claims("istio-ca", 600, "ns");
         c["nbf"] = json!(nbf);
-        token(&iss, "k1", c)
+        iss.sign(&c)
     };
     // Not yet valid: by a minute, and by more than the allowance of `exp` (none) only.
     for nbf in [
