@@ -5,6 +5,8 @@
 //! connections.
 
 pub mod app;
+#[cfg(test)]
+mod arbitrary;
 pub mod args;
 pub mod ca;
 pub mod config;

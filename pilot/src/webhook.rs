@@ -171,7 +171,8 @@ async fn validate_handler(
     }
 }
 
-type HttpError = (StatusCode, String);
+/// An HTTP status and message for a body that is not an AdmissionReview.
+pub type HttpError = (StatusCode, String);
 
 async fn review(metrics: &Metrics, headers: &HeaderMap, body: Body) -> Result<Value, HttpError> {
     let content_type = headers
@@ -198,10 +199,15 @@ async fn review(metrics: &Metrics, headers: &HeaderMap, body: Body) -> Result<Va
             )
         }
     })?;
-    if bytes.is_empty() {
+    admit_body(metrics, &bytes)
+}
+
+/// Answers a request body: decodes the AdmissionReview and validates its object.
+pub fn admit_body(metrics: &Metrics, body: &[u8]) -> Result<Value, HttpError> {
+    if body.is_empty() {
         return Err((StatusCode::BAD_REQUEST, "no body found".to_owned()));
     }
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,
             format!("could not decode body: not JSON: {e}"),

@@ -202,46 +202,4 @@ fn struct_field(md: Option<&Struct>, key: &str) -> BTreeMap<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::node;
-
-    #[test]
-    fn parses_sidecar_node() {
-        let p = Proxy::from_node(Some(&node(
-            "sidecar~10.1.2.3~echo-1.demo~demo.svc.cluster.local",
-            &[("GENERATOR", "grpc"), ("ISTIO_VERSION", "1.32.0")],
-        )))
-        .unwrap();
-        assert_eq!(p.kind, NodeType::Sidecar);
-        assert_eq!(p.ip_addresses, vec!["10.1.2.3"]);
-        assert_eq!(p.config_namespace, "demo");
-        assert!(p.is_proxyless_grpc());
-    }
-
-    #[test]
-    fn rejects_bad_node_ids() {
-        for (id, want) in [
-            ("sidecar~10.1.2.3~x", "want 4 parts"),
-            ("gateway~10.1.2.3~x~y", "unknown proxy type"),
-            ("sidecar~~x~y", "empty IP"),
-        ] {
-            let err = Proxy::from_node(Some(&node(id, &[])))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(want), "{id}: {err}");
-        }
-        assert_eq!(Proxy::from_node(None), Err(ProxyError::MissingNode));
-    }
-
-    #[test]
-    fn metadata_namespace_and_ips_win() {
-        let p = Proxy::from_node(Some(&node(
-            "sidecar~10.0.0.1~a.b~b.svc.cluster.local",
-            &[("NAMESPACE", "other"), ("INSTANCE_IPS", "10.0.0.2,fd00::2")],
-        )))
-        .unwrap();
-        assert_eq!(p.config_namespace, "other");
-        assert_eq!(p.ip_addresses, vec!["10.0.0.2", "fd00::2"]);
-    }
-}
+mod tests;

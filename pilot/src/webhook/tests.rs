@@ -420,3 +420,83 @@ fn every_validated_kind_has_its_plural_and_served_versions() {
         "EnvoyFilter is served as v1alpha3 only"
     );
 }
+
+/// Property tests of the webhook's front end: any body is answered with a review or a
+/// 400, a well-formed review always with a review, a cut one never.
+mod properties {
+    use proptest::prelude::*;
+    use proptest::sample::{select, Index};
+
+    use super::*;
+    use crate::arbitrary::{self, json_value, manifest, truncated, word};
+
+    fn envelope(api_version: &str, operation: &str, uid: Value, object: Value) -> Value {
+        json!({
+            "apiVersion": api_version,
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": uid,
+                "operation": operation,
+                "resource": {"group": "networking.istio.io", "version": "v1", "resource": "gateways"},
+                "object": object,
+            },
+        })
+    }
+
+    fn operation() -> impl Strategy<Value = &'static str> {
+        select(&["CREATE", "UPDATE", "DELETE", "CONNECT", ""][..])
+    }
+
+    proptest! {
+        #![proptest_config(arbitrary::config())]
+
+        #[test]
+        fn random_bodies_get_a_review_or_a_400(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Err((status, message)) = admit_body(&Metrics::default(), &body) {
+                prop_assert_eq!(status, StatusCode::BAD_REQUEST);
+                prop_assert!(!message.is_empty());
+            }
+        }
+
+        #[test]
+        fn random_json_gets_a_review_or_a_400(value in json_value()) {
+            let body = serde_json::to_vec(&value).expect("encode");
+            if let Err((status, _)) = admit_body(&Metrics::default(), &body) {
+                prop_assert_eq!(status, StatusCode::BAD_REQUEST);
+            }
+        }
+
+        #[test]
+        fn a_review_of_any_object_is_answered(
+            version in select(API_VERSIONS),
+            op in operation(),
+            // JSON floats do not round-trip exactly; a uid is a string anyway.
+            uid in prop_oneof![word().prop_map(Value::String), any::<i64>().prop_map(|n| json!(n))],
+            object in prop_oneof![manifest(), json_value()],
+        ) {
+            let body = serde_json::to_vec(&envelope(version, op, uid.clone(), object)).expect("encode");
+            let answer = admit_body(&Metrics::default(), &body);
+            let answer = answer.map_err(|(s, m)| TestCaseError::fail(format!("{s}: {m}")))?;
+            prop_assert_eq!(&answer["apiVersion"], &json!(version));
+            prop_assert_eq!(&answer["response"]["uid"], &uid);
+            let allowed = answer["response"]["allowed"].as_bool();
+            prop_assert!(allowed.is_some());
+            if !matches!(op, "CREATE" | "UPDATE") {
+                prop_assert_eq!(allowed, Some(true), "only creates and updates are validated");
+            }
+        }
+
+        #[test]
+        fn a_cut_review_is_a_400(op in operation(), object in manifest(), at in any::<Index>()) {
+            let full = serde_json::to_vec(&envelope("admission.k8s.io/v1", op, json!("u"), object))
+                .expect("encode");
+            let cut = truncated(full.clone(), at);
+            let answer = admit_body(&Metrics::default(), &cut);
+            if cut.len() < full.len() {
+                prop_assert_eq!(answer.map_err(|(s, _)| s), Err(StatusCode::BAD_REQUEST));
+            } else {
+                prop_assert!(answer.is_ok());
+            }
+        }
+    }
+}

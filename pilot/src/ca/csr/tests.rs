@@ -95,3 +95,64 @@ fn counts_modulus_bits() {
     assert_eq!(modulus_bits(&[0x01, 0xff]), 9);
     assert_eq!(modulus_bits(&[0, 0]), 0);
 }
+
+/// Property tests of CSR parsing: random text, random DER in a PEM block, and cut or
+/// corrupted valid requests are refused with a `CsrError`, never a panic; whole ones pass.
+mod properties {
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::*;
+    use crate::arbitrary::{self, corrupted, truncated};
+
+    fn pem_of_der(der: &[u8]) -> String {
+        super::super::super::root::pem_of(der).replace("CERTIFICATE", "CERTIFICATE REQUEST")
+    }
+
+    /// One valid request per run: key generation is the slow part.
+    fn valid() -> &'static (String, Vec<u8>) {
+        static VALID: std::sync::OnceLock<(String, Vec<u8>)> = std::sync::OnceLock::new();
+        VALID.get_or_init(|| {
+            let pem = p256_csr();
+            let der = csr_der(&pem).expect("der");
+            (pem, der)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(arbitrary::config())]
+
+        #[test]
+        fn random_text_is_refused(text in "\\PC{0,400}") {
+            prop_assert!(parse(&text).is_err());
+        }
+
+        #[test]
+        fn random_der_is_refused(der in prop::collection::vec(any::<u8>(), 0..600)) {
+            prop_assert!(parse(&pem_of_der(&der)).is_err());
+        }
+
+        #[test]
+        fn a_cut_request_is_refused(at in any::<Index>()) {
+            let (pem, der) = valid();
+            let cut = truncated(der.clone(), at);
+            let result = parse(&pem_of_der(&cut));
+            prop_assert_eq!(result.is_ok(), cut.len() == der.len());
+            // Cut PEM text: refused, unless the cut only dropped trailing whitespace.
+            let text = String::from_utf8(truncated(pem.clone().into_bytes(), at)).expect("ascii");
+            if parse(&text).is_ok() {
+                prop_assert_eq!(text.trim_end(), pem.trim_end());
+            }
+        }
+
+        #[test]
+        fn a_corrupted_request_is_refused_or_unchanged(at in any::<Index>(), byte in any::<u8>()) {
+            let (_, der) = valid();
+            let changed = corrupted(der.clone(), at, byte);
+            if let Ok(csr) = parse(&pem_of_der(&changed)) {
+                // Only a change that leaves the signed request equivalent can pass.
+                prop_assert_eq!(csr.key, CsrKey::EcdsaP256);
+            }
+        }
+    }
+}
