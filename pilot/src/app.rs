@@ -25,7 +25,7 @@ use crate::model::MeshConfig;
 use crate::server::debug::{self, DebugState};
 use crate::server::grpc::{self, GrpcSettings};
 use crate::server::http::{self, Limits};
-use crate::server::{https, monitoring};
+use crate::server::{https, monitoring, runtime_metrics};
 use crate::settings::Settings;
 use crate::webhook;
 use crate::xds::discovery::build_push;
@@ -61,6 +61,7 @@ impl App {
         let mut registry = Registry::default();
         let xds_metrics = metrics::Metrics::new(&mut registry);
         let file_metrics = file::Metrics::new(&mut registry);
+        runtime_metrics::register(&mut registry, tokio::runtime::Handle::current());
         let ready = Arc::new(AtomicBool::new(false));
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
