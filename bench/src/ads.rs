@@ -5,7 +5,7 @@
 //! The incremental variant is in [`delta`]; both report through [`Event`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::{value::Kind as ValueKind, Struct, Value};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -399,16 +400,52 @@ fn sidecar_node(id: usize) -> Node {
     )
 }
 
+/// The node of a sidecar of pod `pod` in `namespace` at `ip`, with the pod's `labels`, as
+/// the injected proxy sends it (`LABELS`, `INSTANCE_IPS`, `NAMESPACE`, `ISTIO_VERSION`).
+pub fn workload_node(pod: &str, namespace: &str, ip: &str, labels: &[(&str, &str)]) -> Node {
+    let string = |s: &str| Value {
+        kind: Some(ValueKind::StringValue(s.to_owned())),
+    };
+    let labels = Struct {
+        fields: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), string(v)))
+            .collect(),
+    };
+    let metadata = [
+        ("NAMESPACE", string(namespace)),
+        ("INSTANCE_IPS", string(ip)),
+        ("ISTIO_VERSION", string("1.26.0")),
+        (
+            "LABELS",
+            Value {
+                kind: Some(ValueKind::StructValue(labels)),
+            },
+        ),
+    ];
+    Node {
+        id: format!("sidecar~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local"),
+        metadata: Some(Struct {
+            fields: metadata
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        }),
+        ..Default::default()
+    }
+}
+
 /// Runs one state-of-the-world sidecar until its stream fails or `events` is closed.
 async fn run_client(
     id: usize,
+    node: Node,
     channel: Channel,
     watched: Option<Arc<str>>,
     events: mpsc::UnboundedSender<Event>,
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel(16);
     let first = DiscoveryRequest {
-        node: Some(sidecar_node(id)),
+        node: Some(node),
         type_url: types::CLUSTER.to_owned(),
         ..Default::default()
     };
@@ -439,24 +476,92 @@ async fn run_client(
 pub async fn connect(grpc_port: u16, n: usize) -> Result<Vec<Channel>> {
     let mut channels = Vec::new();
     for _ in 0..n {
-        let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{grpc_port}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .initial_stream_window_size(Some(4 << 20))
-            .initial_connection_window_size(Some(64 << 20));
-        let mut attempt = 0;
-        let ch = loop {
-            match endpoint.connect().await {
-                Ok(ch) => break ch,
-                Err(_) if attempt < 20 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e).context("connecting to the xDS port"),
-            }
-        };
-        channels.push(ch);
+        channels.push(connect_one(grpc_port).await?);
     }
     Ok(channels)
+}
+
+/// Opens one HTTP/2 connection to the plaintext xDS port, retrying for about 2 s.
+async fn connect_one(grpc_port: u16) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{grpc_port}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(64 << 20));
+    let mut attempt = 0;
+    loop {
+        match endpoint.connect().await {
+            Ok(ch) => return Ok(ch),
+            Err(_) if attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e).context("connecting to the xDS port"),
+        }
+    }
+}
+
+/// The runtime of the sidecars' HTTP/2 connections, apart from the runtime where the
+/// sidecars decode what they receive. An Envoy reads frames and answers PINGs however busy
+/// its workers are; here thousands of sidecars share two cores, and connections polled
+/// behind all their decoding would answer the server's keepalive PINGs late, and be closed
+/// for it.
+fn transport() -> Result<&'static tokio::runtime::Handle> {
+    static TRANSPORT: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();
+    TRANSPORT
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("transport")
+                .enable_all()
+                .build()
+        })
+        .as_ref()
+        .map(|rt| rt.handle())
+        .map_err(|e| anyhow!("starting the transport runtime: {e}"))
+}
+
+/// Runs one sidecar (`node`, reported as client `id`) on a connection of its own until
+/// its stream fails (reported as [`Event::Failed`]), `events` is closed or the task is
+/// aborted, which closes the stream and the connection. The connection runs on a runtime
+/// of its own ([`transport`]).
+pub fn spawn_sidecar(
+    id: usize,
+    node: Node,
+    grpc_port: u16,
+    watched: Option<Arc<str>>,
+    protocol: Protocol,
+    events: mpsc::UnboundedSender<Event>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let run = async {
+            // Connected there, the connection's tasks are spawned there.
+            let ch = transport()?
+                .spawn(connect_one(grpc_port))
+                .await
+                .context("connecting")??;
+            run_protocol(id, node, ch, watched, protocol, events.clone()).await
+        };
+        if let Err(e) = run.await {
+            let _ = events.send(Event::Failed(id, e));
+        }
+    })
+}
+
+/// Runs client `id` with `protocol` on `channel`.
+async fn run_protocol(
+    id: usize,
+    node: Node,
+    channel: Channel,
+    watched: Option<Arc<str>>,
+    protocol: Protocol,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<()> {
+    match protocol {
+        Protocol::StateOfTheWorld => run_client(id, node, channel, watched, events).await,
+        Protocol::Delta { round_type } => {
+            delta::run_client(id, node, channel, watched, round_type, events).await
+        }
+    }
 }
 
 /// The running clients and their events; dropping it stops them.
@@ -486,13 +591,8 @@ pub fn spawn_clients(
             let ch = channels[id % channels.len()].clone();
             let (ev, watched) = (ev_tx.clone(), watched.clone());
             tokio::spawn(async move {
-                let run = match protocol {
-                    Protocol::StateOfTheWorld => run_client(id, ch, watched, ev.clone()).await,
-                    Protocol::Delta { round_type } => {
-                        delta::run_client(id, ch, watched, round_type, ev.clone()).await
-                    }
-                };
-                if let Err(e) = run {
+                let node = sidecar_node(id);
+                if let Err(e) = run_protocol(id, node, ch, watched, protocol, ev.clone()).await {
                     let _ = ev.send(Event::Failed(id, e));
                 }
             })

@@ -74,6 +74,68 @@ pub async fn ready(http: SocketAddr) -> bool {
     buf[..n].starts_with(b"HTTP/1.1 200")
 }
 
+/// The body of `GET path` on 127.0.0.1:`port` (HTTP/1.1, one request per connection).
+pub async fn http_get(port: u16, path: &str) -> Result<String> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("GET {path}: no HTTP response"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+    }
+    if head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"))
+    {
+        return Ok(dechunk(body));
+    }
+    Ok(body.to_owned())
+}
+
+/// The payload of a chunked HTTP/1.1 body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The sum of every sample of metric `name` in Prometheus text, if there is one.
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        // `name value` or `name{labels} value`, not a longer name that starts alike; a
+        // timestamp may follow the value.
+        let after = match rest.chars().next() {
+            Some(' ') => rest,
+            Some('{') => rest.rsplit_once('}').map_or("", |(_, v)| v),
+            _ => continue,
+        };
+        if let Some(Ok(v)) = after.split_whitespace().next().map(str::parse::<f64>) {
+            *total.get_or_insert(0.0) += v;
+        }
+    }
+    total
+}
+
 /// (VmRSS, VmHWM) of a process in kB.
 pub fn memory_kb(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -241,3 +303,6 @@ impl PeakRss {
         self.peak.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -29,7 +29,7 @@ use pilot::xds::gen::rds;
 use pilot::xds::gen::Resource;
 use pilot::xds::types;
 
-use super::{ads_client, drive, sidecar_node, Converged, Event, Received, Sidecar, Watch, TYPES};
+use super::{ads_client, drive, Converged, Event, Received, Sidecar, Watch, TYPES};
 
 /// `Cluster.type` of a cluster whose endpoints come from EDS.
 const DISCOVERY_TYPE_EDS: i32 = 3;
@@ -262,6 +262,7 @@ impl Client {
 /// the type whose new version completes a push round.
 pub(super) async fn run_client(
     id: usize,
+    node: Node,
     channel: Channel,
     watched: Option<Arc<str>>,
     round_type: &'static str,
@@ -271,7 +272,7 @@ pub(super) async fn run_client(
     let mut client = Client {
         id,
         tx,
-        node: sidecar_node(id),
+        node,
         state: HashMap::new(),
         eds_names: HashMap::new(),
         listener_routes: HashMap::new(),

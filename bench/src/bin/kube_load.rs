@@ -39,6 +39,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 
 use bench::ads::{self, Event, Milestone, Protocol};
+use bench::kube::istiod;
 use bench::kube::objects;
 use bench::kube::real_api::RealApi;
 use bench::kube::resources::istiod_resources;
@@ -162,44 +163,8 @@ async fn main() -> Result<()> {
 
     let ports = Ports::free()?;
     let kubeconfig = kubeconfig.display().to_string();
-    let mut server_args = ports.discovery_args(&["--kubeconfig", &kubeconfig]);
-    // No admission limit for new streams. Upstream's limiter gives a stream one second,
-    // which a CPU-starved process can miss (`ResourceExhausted`); 0 turns it off there.
-    let max_streams_per_second = if args.upstream { "0" } else { "10000" };
-    let mut env = vec![
-        ("POD_NAMESPACE", objects::ISTIO_NAMESPACE),
-        ("POD_NAME", "istiod-kube-load"),
-        ("PILOT_MAX_REQUESTS_PER_SECOND", max_streams_per_second),
-    ];
-    if args.upstream {
-        // What the Go istiod needs besides: no mesh or networks file (the `istio`
-        // ConfigMap holds the mesh config), no federation, ControlZ on a free port.
-        server_args.extend(
-            [
-                "--meshConfig",
-                "/nonexistent",
-                "--networksConfig",
-                "/nonexistent",
-                "--federationAddr=",
-                "--ctrlz_address",
-                "127.0.0.1",
-                "--ctrlz_port",
-                "0",
-            ]
-            .map(str::to_owned),
-        );
-        env.push(("PILOT_ENABLE_FEDERATION", "false"));
-    } else {
-        server_args.extend(
-            [
-                "--registries",
-                "Kubernetes",
-                "--log_output_level",
-                "default:info",
-            ]
-            .map(str::to_owned),
-        );
-    }
+    let (server_args, env) =
+        istiod::discovery_command(&ports, &kubeconfig, "istiod-kube-load", args.upstream);
     if let Cluster::Real(api) = &mut cluster {
         api.start_counting()?;
     }

@@ -30,6 +30,7 @@ use clap::Parser;
 use kube_fake::objects::{manifests, services};
 
 use bench::ads::{self, wait_round, Protocol};
+use bench::config_dir::{virtual_service, write_atomic};
 use bench::process::{cpu_secs, mb, memory_kb, ms, wait_ready, PeakRss, Ports, Server};
 use pilot::xds::types;
 
@@ -60,29 +61,6 @@ struct Args {
     /// Use incremental xDS (`DeltaAggregatedResources`) instead of state of the world.
     #[arg(long)]
     delta: bool,
-}
-
-fn virtual_service(round: usize) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: svc-0, namespace: default}}
-spec:
-  hosts: [svc-0.default.svc.cluster.local]
-  http:
-  - timeout: {round}s
-    route:
-    - destination: {{host: svc-0.default.svc.cluster.local}}
-"#
-    )
-}
-
-/// Replaces `dir/name` atomically (write beside the folder, then rename into it).
-fn write_atomic(root: &Path, dir: &Path, name: &str, text: &str) -> Result<()> {
-    let tmp = root.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(name)).with_context(|| format!("renaming into {name}"))?;
-    Ok(())
 }
 
 #[tokio::main]

@@ -127,3 +127,20 @@ pub fn service(i: usize, namespaces: usize) -> Vec<Value> {
             .build(),
     ]
 }
+
+/// VirtualService `svc-0` (in service 0's namespace) with an HTTP timeout of `round`
+/// seconds, at `v1beta1`, which current istiod and the 2022 one both read: each new `round`
+/// changes the routes of every sidecar.
+pub fn virtual_service(namespaces: usize, round: usize) -> Value {
+    let ns = service_namespace(0, namespaces);
+    let host = format!("svc-0.{ns}.svc.cluster.local");
+    json!({
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": {"name": "svc-0", "namespace": ns},
+        "spec": {
+            "hosts": [host],
+            "http": [{"timeout": format!("{round}s"), "route": [{"destination": {"host": host}}]}],
+        },
+    })
+}

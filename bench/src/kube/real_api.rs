@@ -188,8 +188,19 @@ impl RealApi {
         Ok(())
     }
 
+    /// Deletes service `i` (Service, EndpointSlice, Pod) where it exists.
+    pub async fn delete_service(&self, i: usize, namespaces: usize) -> Result<()> {
+        futures::future::try_join_all(
+            objects::service(i, namespaces)
+                .iter()
+                .map(|o| self.delete(o)),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Server-side applies one object (and its status, for a Pod).
-    async fn apply(&self, mut object: Value) -> Result<()> {
+    pub async fn apply(&self, mut object: Value) -> Result<()> {
         let (api, name) = self.api_for(&object)?;
         if object["kind"] == "Service" {
             if let Some(spec) = object["spec"].as_object_mut() {
@@ -223,7 +234,7 @@ impl RealApi {
     }
 
     /// Deletes one object if it exists.
-    async fn delete(&self, object: &Value) -> Result<()> {
+    pub async fn delete(&self, object: &Value) -> Result<()> {
         let (api, name) = self.api_for(object)?;
         delete_named(&api, &name).await
     }
