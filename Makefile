@@ -5,10 +5,12 @@ CARGO   ?= cargo
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMPS  := target/.stamps
+# Where cargo puts what it builds.
+TARGET  := $(or $(CARGO_TARGET_DIR),target)
 
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build release image chart test lint unit e2e bench bench-build bench-kube run deps venv clean
+.PHONY: all build release image chart test lint unit e2e bench bench-build bench-kube bench-churn bench-stalled run deps venv clean
 
 all: build
 
@@ -59,12 +61,14 @@ e2e: venv
 bench:
 	$(CARGO) bench -p pilot --bench generation
 	$(MAKE) bench-build
-	target/release/push_load --binary target/release/pilot-discovery
+	$(TARGET)/release/push_load --binary $(TARGET)/release/pilot-discovery
 	$(CARGO) bench -p pilot --bench ca_signing
 	for root in rsa ec; do for csr in ec rsa; do \
-	  target/release/ca_load --binary target/release/pilot-discovery \
+	  $(TARGET)/release/ca_load --binary $(TARGET)/release/pilot-discovery \
 	    --clients 50 --seconds 10 --csr $$csr --root-key $$root; done; done
 	$(MAKE) bench-kube
+	$(MAKE) bench-stalled
+	$(MAKE) bench-churn
 
 ## bench-build: the release pilot-discovery and the load drivers (the `bench` crate). Two builds:
 ##   `bench` enables pilot's `testing` feature, which must not reach the measured binary.
@@ -74,30 +78,67 @@ bench-build:
 
 # Upstream's Go istiod, a reference binary beside the project (never part of it).
 ISTIOD_GO_XZ := $(lastword $(sort $(wildcard ../shared/bin/istiod-go-*.xz)))
-ISTIOD_GO    := target/$(basename $(notdir $(ISTIOD_GO_XZ)))
+ISTIOD_GO    := $(TARGET)/$(basename $(notdir $(ISTIOD_GO_XZ)))
+# Shell: decompresses it into $(TARGET) unless already there.
+UNPACK_ISTIOD_GO = [ $(ISTIOD_GO) -nt $(ISTIOD_GO_XZ) ] || { xz -dc $(ISTIOD_GO_XZ) > $(ISTIOD_GO).tmp && \
+	  chmod +x $(ISTIOD_GO).tmp && mv $(ISTIOD_GO).tmp $(ISTIOD_GO); }
 
 ## bench-kube: the Kubernetes source, 1000 services, 500 ADS clients: against the fake API server,
 ##   then a real one (tests/kube_up.py, where a kube-apiserver binary is available), there also
 ##   upstream's Go istiod where ../shared/bin has it
 bench-kube: bench-build
 	@echo "== bench-kube: fake API server"
-	target/release/kube_load --binary target/release/pilot-discovery
+	$(TARGET)/release/kube_load --binary $(TARGET)/release/pilot-discovery
 	@if ! python3 tests/kube_up.py check; then \
 	  echo "== bench-kube: real API server SKIPPED: no kube-apiserver binary (reason above)"; exit 0; fi; \
 	set -e; dir=$$(mktemp -d /tmp/bench-kube.XXXXXX); \
 	trap 'python3 tests/kube_up.py down '"$$dir"'; rm -rf '"$$dir" EXIT; \
 	kubeconfig=$$(python3 tests/kube_up.py up $$dir); \
 	echo "== bench-kube: real API server ($$kubeconfig)"; \
-	target/release/kube_load --binary target/release/pilot-discovery \
+	$(TARGET)/release/kube_load --binary $(TARGET)/release/pilot-discovery \
 	  --kubeconfig $$kubeconfig --audit-log $$dir/audit.log; \
 	if [ -z "$(ISTIOD_GO_XZ)" ]; then \
 	  echo "== bench-kube: upstream Go istiod SKIPPED: no ../shared/bin/istiod-go-*.xz"; exit 0; fi; \
-	[ $(ISTIOD_GO) -nt $(ISTIOD_GO_XZ) ] || { xz -dc $(ISTIOD_GO_XZ) > $(ISTIOD_GO).tmp && \
-	  chmod +x $(ISTIOD_GO).tmp && mv $(ISTIOD_GO).tmp $(ISTIOD_GO); }; \
+	$(UNPACK_ISTIOD_GO); \
 	echo "== bench-kube: upstream Go istiod ($(ISTIOD_GO)), same real API server"; \
-	target/release/kube_load --binary $(ISTIOD_GO) --upstream \
+	$(TARGET)/release/kube_load --binary $(ISTIOD_GO) --upstream \
 	  --kubeconfig $$kubeconfig --audit-log $$dir/audit.log || \
 	  echo "== bench-kube: upstream Go istiod run FAILED (reason above); ours is unaffected"
+
+## bench-churn: 2000 sidecars, each on its own connection, dropped and replaced at random for
+##   CHURN_SECONDS (600) while the config changes every 5 s: RSS, tasks alive, and whether the last
+##   push reaches all; ours, then upstream's Go istiod, on one real API server (tests/kube_up.py);
+##   without an API server binary, ours alone with --configDir
+CHURN_SECONDS ?= 600
+bench-churn: bench-build
+	@if ! python3 tests/kube_up.py check; then \
+	  echo "== bench-churn: ours with --configDir; upstream SKIPPED (it needs an API server for 1000 services)"; \
+	  exec $(TARGET)/release/churn_load --binary $(TARGET)/release/pilot-discovery --duration $(CHURN_SECONDS); fi; \
+	set -e; dir=$$(mktemp -d /tmp/bench-churn.XXXXXX); \
+	trap 'python3 tests/kube_up.py down '"$$dir"'; rm -rf '"$$dir" EXIT; \
+	kubeconfig=$$(python3 tests/kube_up.py up $$dir); \
+	echo "== bench-churn: ours, real API server ($$kubeconfig)"; \
+	$(TARGET)/release/churn_load --binary $(TARGET)/release/pilot-discovery \
+	  --kubeconfig $$kubeconfig --duration $(CHURN_SECONDS); \
+	if [ -z "$(ISTIOD_GO_XZ)" ]; then \
+	  echo "== bench-churn: upstream Go istiod SKIPPED: no ../shared/bin/istiod-go-*.xz"; exit 0; fi; \
+	$(UNPACK_ISTIOD_GO); \
+	echo "== bench-churn: upstream Go istiod ($(ISTIOD_GO)), same real API server"; \
+	$(TARGET)/release/churn_load --binary $(ISTIOD_GO) --upstream \
+	  --kubeconfig $$kubeconfig --duration $(CHURN_SECONDS) || \
+	  echo "== bench-churn: upstream Go istiod run FAILED (reason above); ours is unaffected"
+
+## bench-stalled: 30 xDS clients that never read and 2 push slots: does a healthy client still get
+##   each config change? Ours and upstream's Go istiod (tests/stalled_xds.py, docs/performance.md)
+bench-stalled: bench-build venv
+	@for pings in "" --answer-pings; do \
+	  echo "== bench-stalled: ours $$pings"; \
+	  $(PY) tests/stalled_xds.py --binary $(TARGET)/release/pilot-discovery $$pings || exit 1; \
+	  if [ -n "$(ISTIOD_GO_XZ)" ]; then $(UNPACK_ISTIOD_GO); \
+	    echo "== bench-stalled: upstream Go istiod $$pings"; \
+	    $(PY) tests/stalled_xds.py --binary $(ISTIOD_GO) --upstream $$pings || \
+	      echo "== bench-stalled: upstream missed changes (above)"; fi; \
+	done
 
 ## deps: Debian packages the tests use
 deps: $(STAMPS)/deps
