@@ -1,4 +1,8 @@
-//! Workload identities shared by the CA and the xDS server.
+//! Workload identities shared by the CA and the xDS server, and the security policies
+//! (PeerAuthentication, TLS settings) that xDS generation turns into Envoy config.
+
+pub mod peer_authn;
+pub mod tls;
 
 use std::fmt;
 

@@ -363,8 +363,19 @@ pub struct OutlierDetection {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ClientTlsSettings {
+    /// `DISABLE`, `SIMPLE`, `MUTUAL` or `ISTIO_MUTUAL`.
     pub mode: Option<String>,
+    pub ca_certificates: Option<String>,
+    pub ca_crl: Option<String>,
+    pub client_certificate: Option<String>,
+    /// A Secret holding the client certificate and CA (`kubernetes://` forms too).
+    pub credential_name: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
+    pub private_key: Option<String>,
     pub sni: Option<String>,
+    /// `None` (not set) differs from empty: ISTIO_MUTUAL fills in the service's identities
+    /// only when the field is absent, as upstream does.
+    pub subject_alt_names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -408,7 +419,7 @@ pub struct GatewayServer {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PeerAuthentication {
-    pub selector: Option<WorkloadSelector>,
+    pub selector: Option<LabelSelector>,
     pub mtls: Option<MutualTls>,
     pub port_level_mtls: BTreeMap<u32, MutualTls>,
 }

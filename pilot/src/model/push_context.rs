@@ -11,6 +11,7 @@ use super::service::{labels_match, Endpoint, ExportTo, Service};
 use crate::config::istio::{DestinationRule, Sidecar, VirtualService};
 use crate::config::store::SourceError;
 use crate::config::{Kind, Snapshot, Spec};
+use crate::security::peer_authn::PeerAuthnPolicies;
 
 /// A named Istio object of type `T` with its namespace and visibility.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +40,8 @@ pub struct PushContext {
     pub virtual_services: Vec<Arc<Named<VirtualService>>>,
     destination_rules: HashMap<String, Vec<Arc<Named<DestinationRule>>>>,
     sidecars: Vec<Arc<Named<Sidecar>>>,
+    /// PeerAuthentications: which inbound ports require mTLS.
+    pub peer_authn: PeerAuthnPolicies,
     /// Errors of config sources, for `/debug/configz`.
     pub errors: Vec<SourceError>,
 }
@@ -125,9 +128,11 @@ impl PushContext {
             .flatten()
             .map(|e| e.address.clone())
             .collect();
+        let peer_authn = PeerAuthnPolicies::build(snapshot, &mesh.root_namespace);
         PushContext {
             version,
             endpoint_ips,
+            peer_authn,
             mesh,
             domain: domain.to_owned(),
             services,

@@ -12,6 +12,11 @@ use envoy_types::pb::envoy::config::listener::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::{ForwardClientCertDetails, SetCurrentClientCertDetails},
+    HttpFilter,
+};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     tcp_proxy::{weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster},
     TcpProxy,
@@ -19,7 +24,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 use envoy_types::pb::envoy::r#type::v3::Int32Range;
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
-use super::cds::{inbound_ports, InboundPort};
+use super::cds::inbound_ports;
 use super::eds::socket_address;
 use super::filters::{
     any, inline_connection_manager, network_filter, rds_connection_manager, sidecar_http_filters,
@@ -36,12 +41,16 @@ use crate::model::push_context::host_matches;
 use crate::model::service::{labels_match, Registry, Resolution, Service};
 use crate::model::Proxy;
 use crate::model::PushContext;
+use crate::security::peer_authn::MtlsMode;
+use crate::security::tls::{inbound_mtls, tls_socket, ListenerProtocol};
+use ListenerProtocol::{Http as HTTP, Tcp as TCP};
 
 pub const VIRTUAL_OUTBOUND_CATCHALL_TCP: &str = "virtualOutbound-catchall-tcp";
 pub const VIRTUAL_OUTBOUND_BLACKHOLE: &str = "virtualOutbound-blackhole";
 pub const VIRTUAL_INBOUND_BLACKHOLE: &str = "virtualInbound-blackhole";
 pub const VIRTUAL_INBOUND_CATCHALL_HTTP: &str = "virtualInbound-catchall-http";
 const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
+const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 /// ALPN values the HTTP inspector reports for plaintext HTTP.
 const PLAINTEXT_HTTP_ALPNS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 
@@ -276,43 +285,162 @@ fn virtual_outbound(ctx: &GenContext<'_>) -> Listener {
     }
 }
 
-/// The capture listener for inbound traffic: a blackhole for the listen port, a chain per
-/// port the proxy serves, and passthrough chains (HTTP and TCP) for everything else.
+/// How one inbound filter chain matches and whether it terminates mesh mTLS; the tables
+/// below mirror upstream's filter chain match options per mTLS mode and protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChainOption {
+    protocol: ListenerProtocol,
+    transport: &'static str,
+    alpn: &'static [&'static str],
+    mtls: bool,
+}
+
+const TLS: &str = "tls";
+const RAW_BUFFER: &str = "raw_buffer";
+/// ALPN values an Istio client sends with mTLS, for any protocol.
+const ALL_ISTIO_MTLS_ALPNS: [&str; 5] = [
+    "istio",
+    "istio-peer-exchange",
+    "istio-http/1.0",
+    "istio-http/1.1",
+    "istio-h2",
+];
+const MTLS_HTTP_ALPNS: [&str; 3] = ["istio-http/1.0", "istio-http/1.1", "istio-h2"];
+const MTLS_TCP_WITH_MXC_ALPNS: [&str; 2] = ["istio-peer-exchange", "istio"];
+
+const fn opt(
+    protocol: ListenerProtocol,
+    transport: &'static str,
+    alpn: &'static [&'static str],
+    mtls: bool,
+) -> ChainOption {
+    ChainOption {
+        protocol,
+        transport,
+        alpn,
+        mtls,
+    }
+}
+
+/// The chains of a port with a known protocol (`Some`) or of the passthrough chains (`None`:
+/// the protocol is detected), by the port's mTLS mode.
+fn chain_options(mode: MtlsMode, protocol: Option<ListenerProtocol>) -> &'static [ChainOption] {
+    const STRICT_HTTP: &[ChainOption] = &[opt(HTTP, TLS, &[], true)];
+    const PERMISSIVE_HTTP: &[ChainOption] = &[
+        opt(HTTP, TLS, &ALL_ISTIO_MTLS_ALPNS, true),
+        opt(HTTP, RAW_BUFFER, &[], false),
+    ];
+    const PLAIN_HTTP: &[ChainOption] = &[opt(HTTP, RAW_BUFFER, &[], false)];
+    const STRICT_TCP: &[ChainOption] = &[opt(TCP, TLS, &[], true)];
+    const PERMISSIVE_TCP: &[ChainOption] = &[
+        opt(TCP, TLS, &ALL_ISTIO_MTLS_ALPNS, true),
+        // TLS that is not mesh mTLS: the application's own, passed through.
+        opt(TCP, TLS, &[], false),
+        opt(TCP, RAW_BUFFER, &[], false),
+    ];
+    const PLAIN_TCP: &[ChainOption] = &[opt(TCP, RAW_BUFFER, &[], false)];
+    const STRICT_AUTO: &[ChainOption] = &[
+        opt(HTTP, TLS, &MTLS_HTTP_ALPNS, true),
+        opt(TCP, TLS, &[], true),
+    ];
+    const PERMISSIVE_AUTO: &[ChainOption] = &[
+        opt(HTTP, TLS, &MTLS_HTTP_ALPNS, true),
+        opt(HTTP, RAW_BUFFER, &PLAINTEXT_HTTP_ALPNS, false),
+        opt(TCP, TLS, &MTLS_TCP_WITH_MXC_ALPNS, true),
+        opt(TCP, RAW_BUFFER, &[], false),
+        opt(TCP, TLS, &[], false),
+    ];
+    const PLAIN_AUTO: &[ChainOption] = &[
+        opt(HTTP, RAW_BUFFER, &PLAINTEXT_HTTP_ALPNS, false),
+        opt(TCP, RAW_BUFFER, &[], false),
+    ];
+    match (protocol, mode) {
+        (Some(HTTP), MtlsMode::Strict) => STRICT_HTTP,
+        (Some(HTTP), MtlsMode::Permissive) => PERMISSIVE_HTTP,
+        (Some(HTTP), MtlsMode::Disable) => PLAIN_HTTP,
+        (Some(TCP), MtlsMode::Strict) => STRICT_TCP,
+        (Some(TCP), MtlsMode::Permissive) => PERMISSIVE_TCP,
+        (Some(TCP), MtlsMode::Disable) => PLAIN_TCP,
+        (None, MtlsMode::Strict) => STRICT_AUTO,
+        (None, MtlsMode::Permissive) => PERMISSIVE_AUTO,
+        (None, MtlsMode::Disable) => PLAIN_AUTO,
+    }
+}
+
+/// What an inbound chain forwards to.
+struct InboundTarget<'a> {
+    /// Chain name (`0.0.0.0_<port>`, or the passthrough names).
+    name: &'a str,
+    /// Destination port to match; 0 for any.
+    port: u16,
+    cluster: &'a str,
+    /// Route config name of HTTP chains (the cluster, or `inbound|<port>||`).
+    stat_prefix: String,
+    route_port: u16,
+}
+
+/// The capture listener for inbound traffic: a blackhole for the listen port, passthrough
+/// chains for undeclared ports, and per served port the chains its mTLS mode calls for.
 fn virtual_inbound(ctx: &GenContext<'_>) -> Listener {
     let port = ctx.push.mesh.default_config.proxy_inbound_listen_port;
     let served = inbound_ports(ctx.push, &ctx.proxy.ip_addresses);
+    let mtls = ctx
+        .push
+        .peer_authn
+        .inbound_mtls(&ctx.proxy.config_namespace, &ctx.proxy.labels);
+    let trust_domains = vec![ctx.push.mesh.trust_domain.clone()];
     let mut chains = vec![FilterChain {
         name: VIRTUAL_INBOUND_BLACKHOLE.to_owned(),
         filter_chain_match: port_match(port),
         ..tcp_chain(&to_cluster(BLACKHOLE_CLUSTER))
     }];
-    chains.extend(served.iter().map(inbound_chain));
-    chains.push(FilterChain {
-        name: VIRTUAL_INBOUND_CATCHALL_HTTP.to_owned(),
-        filter_chain_match: Some(FilterChainMatch {
-            application_protocols: PLAINTEXT_HTTP_ALPNS.map(str::to_owned).to_vec(),
-            ..Default::default()
-        }),
-        filters: vec![network_filter(
-            HCM_FILTER,
-            &inline_connection_manager(
-                INBOUND_PASSTHROUGH_CLUSTER,
-                inbound_route_config(INBOUND_PASSTHROUGH_CLUSTER, 0),
-                sidecar_http_filters(),
-            ),
-        )],
-        ..Default::default()
-    });
-    chains.push(FilterChain {
-        name: VIRTUAL_INBOUND.to_owned(),
-        ..tcp_chain(&to_cluster(INBOUND_PASSTHROUGH_CLUSTER))
-    });
+    // Passthrough: the workload's mode on any port, then each port-level mode for ports no
+    // service declares (a declared port gets its own chains below).
+    let mut passthrough = vec![(0u16, mtls.mode)];
+    passthrough.extend(
+        mtls.ports
+            .iter()
+            .filter_map(|(p, m)| Some((u16::try_from(*p).ok()?, *m)))
+            .filter(|(p, _)| *p != 0 && !served.iter().any(|s| s.target_port == *p)),
+    );
+    for (p, mode) in passthrough {
+        for o in chain_options(mode, None) {
+            let name = match o.protocol {
+                HTTP => VIRTUAL_INBOUND_CATCHALL_HTTP,
+                TCP => VIRTUAL_INBOUND,
+            };
+            let target = InboundTarget {
+                name,
+                port: p,
+                cluster: INBOUND_PASSTHROUGH_CLUSTER,
+                stat_prefix: INBOUND_PASSTHROUGH_CLUSTER.to_owned(),
+                route_port: 0,
+            };
+            chains.push(inbound_chain(ctx, &target, o, &trust_domains));
+        }
+    }
+    for s in &served {
+        let cluster = inbound_cluster_name(s.target_port);
+        let name = format!("0.0.0.0_{}", s.target_port);
+        let protocol = if s.protocol.is_http() { HTTP } else { TCP };
+        let target = InboundTarget {
+            name: &name,
+            port: s.target_port,
+            cluster: &cluster,
+            stat_prefix: format!("inbound_{name}"),
+            route_port: s.target_port,
+        };
+        for o in chain_options(mtls.for_port(s.target_port), Some(protocol)) {
+            chains.push(inbound_chain(ctx, &target, o, &trust_domains));
+        }
+    }
+    let listener_filters = inspectors(&chains);
     Listener {
         name: VIRTUAL_INBOUND.to_owned(),
         address: Some(socket_address("0.0.0.0", port)),
         use_original_dst: Some(BoolValue { value: true }),
         traffic_direction: TrafficDirection::Inbound as i32,
-        listener_filters: vec![http_inspector(&served)],
+        listener_filters,
         // Do not stall server-first protocols waiting for bytes to sniff.
         continue_on_listener_filters_timeout: true,
         filter_chains: chains,
@@ -320,51 +448,134 @@ fn virtual_inbound(ctx: &GenContext<'_>) -> Listener {
     }
 }
 
-/// The HTTP inspector feeds the catch-all HTTP chain; ports the proxy declares skip it,
-/// since their protocol is known and server-first protocols would wait on it.
-fn http_inspector(served: &[InboundPort<'_>]) -> ListenerFilter {
-    let rules: Vec<ListenerFilterChainMatchPredicate> = served
-        .iter()
-        .map(|p| ListenerFilterChainMatchPredicate {
-            rule: Some(Rule::DestinationPortRange(Int32Range {
-                start: i32::from(p.target_port),
-                end: i32::from(p.target_port) + 1,
-            })),
-        })
-        .collect();
-    ListenerFilter {
-        name: HTTP_INSPECTOR.to_owned(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-            &HttpInspector::default(),
-        ))),
-        filter_disabled: (!rules.is_empty()).then_some(ListenerFilterChainMatchPredicate {
-            rule: Some(Rule::OrMatch(MatchSet { rules })),
+/// One inbound chain: an HTTP connection manager routing to `target.cluster` or a TCP proxy
+/// to it, behind mesh mTLS when the option terminates it.
+fn inbound_chain(
+    ctx: &GenContext<'_>,
+    target: &InboundTarget<'_>,
+    o: &ChainOption,
+    trust_domains: &[String],
+) -> FilterChain {
+    let filter = match o.protocol {
+        HTTP => {
+            let mut hcm = inline_connection_manager(
+                &target.stat_prefix,
+                inbound_route_config(target.cluster, target.route_port),
+                inbound_http_filters(ctx),
+            );
+            // The application sees who called: the peer's certificate details, appended.
+            hcm.forward_client_cert_details = ForwardClientCertDetails::AppendForward as i32;
+            hcm.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
+                subject: Some(BoolValue { value: true }),
+                uri: true,
+                dns: true,
+                ..Default::default()
+            });
+            network_filter(HCM_FILTER, &hcm)
+        }
+        TCP => network_filter(TCP_PROXY_FILTER, &to_cluster(target.cluster)),
+    };
+    FilterChain {
+        name: target.name.to_owned(),
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: (target.port != 0).then_some(UInt32Value {
+                value: u32::from(target.port),
+            }),
+            transport_protocol: o.transport.to_owned(),
+            application_protocols: o.alpn.iter().map(|a| (*a).to_owned()).collect(),
+            ..Default::default()
         }),
+        filters: vec![filter],
+        transport_socket: o
+            .mtls
+            .then(|| tls_socket(&inbound_mtls(o.protocol, trust_domains))),
+        ..Default::default()
     }
 }
 
-/// The chain of one served port: HTTP ports get a connection manager routing everything
-/// to `inbound|<port>||`, other ports a TCP proxy to it.
-fn inbound_chain(p: &InboundPort<'_>) -> FilterChain {
-    let cluster = inbound_cluster_name(p.target_port);
-    let name = format!("0.0.0.0_{}", p.target_port);
-    let filter = if p.protocol.is_http() {
-        network_filter(
-            HCM_FILTER,
-            &inline_connection_manager(
-                &format!("inbound_{name}"),
-                inbound_route_config(&cluster, p.target_port),
-                sidecar_http_filters(),
-            ),
-        )
-    } else {
-        network_filter(TCP_PROXY_FILTER, &to_cluster(&cluster))
-    };
-    FilterChain {
-        name,
-        filter_chain_match: port_match(p.target_port),
-        filters: vec![filter],
-        ..Default::default()
+/// The HTTP filters of inbound connection managers.
+fn inbound_http_filters(_ctx: &GenContext<'_>) -> Vec<HttpFilter> {
+    sidecar_http_filters()
+}
+
+/// The TLS and HTTP inspectors, enabled only on the ports whose chains need them, as
+/// upstream derives them from the chains: TLS for chains matching `tls`, HTTP for chains
+/// matching plaintext HTTP ALPNs. Port 0 stands for the passthrough chains (any port).
+fn inspectors(chains: &[FilterChain]) -> Vec<ListenerFilter> {
+    let mut by_port: BTreeMap<u32, (bool, bool)> = BTreeMap::new();
+    for c in chains {
+        let m = c.filter_chain_match.clone().unwrap_or_default();
+        let port = m.destination_port.map_or(0, |p| p.value);
+        let needs_tls = m.transport_protocol == TLS;
+        let needs_http = m
+            .application_protocols
+            .iter()
+            .any(|a| a == "http/1.1" || a == "h2c");
+        let e = by_port.entry(port).or_default();
+        e.0 |= needs_tls;
+        e.1 |= needs_http;
+    }
+    let mut out = Vec::new();
+    if by_port.values().any(|(tls, _)| *tls) {
+        let default_on = by_port.get(&0).is_some_and(|(tls, _)| *tls);
+        // With TLS sniffed everywhere, disable it where no chain needs it; otherwise enable
+        // it only where some chain does.
+        let ports: Vec<u32> = by_port
+            .iter()
+            .filter(|(p, (tls, _))| **p != 0 && *tls != default_on)
+            .map(|(p, _)| *p)
+            .collect();
+        let disabled = match (default_on, ports.is_empty()) {
+            (_, true) => None,
+            (true, false) => Some(port_predicate(&ports)),
+            (false, false) => Some(ListenerFilterChainMatchPredicate {
+                rule: Some(Rule::NotMatch(Box::new(port_predicate(&ports)))),
+            }),
+        };
+        out.push(ListenerFilter {
+            name: TLS_INSPECTOR.to_owned(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+                &TlsInspector::default(),
+            ))),
+            filter_disabled: disabled,
+        });
+    }
+    if by_port.values().any(|(_, http)| *http) {
+        let ports: Vec<u32> = by_port
+            .iter()
+            .filter(|(_, (_, http))| !*http)
+            .map(|(p, _)| *p)
+            .collect();
+        out.push(ListenerFilter {
+            name: HTTP_INSPECTOR.to_owned(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+                &HttpInspector::default(),
+            ))),
+            filter_disabled: (!ports.is_empty()).then(|| port_predicate(&ports)),
+        });
+    }
+    out
+}
+
+/// Matches connections to any of `ports`.
+fn port_predicate(ports: &[u32]) -> ListenerFilterChainMatchPredicate {
+    let mut rules: Vec<ListenerFilterChainMatchPredicate> = ports
+        .iter()
+        .map(|p| {
+            let p = i32::try_from(*p).unwrap_or(i32::MAX - 1);
+            ListenerFilterChainMatchPredicate {
+                rule: Some(Rule::DestinationPortRange(Int32Range {
+                    start: p,
+                    end: p + 1,
+                })),
+            }
+        })
+        .collect();
+    if rules.len() == 1 {
+        return rules.remove(0);
+    }
+    ListenerFilterChainMatchPredicate {
+        rule: Some(Rule::OrMatch(MatchSet { rules })),
     }
 }
 

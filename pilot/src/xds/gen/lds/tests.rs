@@ -142,20 +142,33 @@ fn virtual_outbound_passes_through_or_blackholes() {
 }
 
 #[test]
-fn virtual_inbound_has_a_chain_per_served_port() {
+fn virtual_inbound_has_chains_per_served_port() {
     let ls = decoded(MESH);
     let l = find(&ls, VIRTUAL_INBOUND);
+    // No PeerAuthentication: PERMISSIVE, so mTLS and plaintext chains for each.
     assert_eq!(
         chain_names(l),
         [
             VIRTUAL_INBOUND_BLACKHOLE,
+            VIRTUAL_INBOUND_CATCHALL_HTTP,
+            VIRTUAL_INBOUND_CATCHALL_HTTP,
+            VIRTUAL_INBOUND,
+            VIRTUAL_INBOUND,
+            VIRTUAL_INBOUND,
+            "0.0.0.0_9080",
             "0.0.0.0_9080",
             "0.0.0.0_9091",
-            VIRTUAL_INBOUND_CATCHALL_HTTP,
-            VIRTUAL_INBOUND
+            "0.0.0.0_9091",
         ]
     );
-    let http = &l.filter_chains[1];
+    let http = l
+        .filter_chains
+        .iter()
+        .find(|c| {
+            c.name == "0.0.0.0_9080"
+                && c.filter_chain_match.as_ref().unwrap().transport_protocol == "raw_buffer"
+        })
+        .expect("a plaintext chain for 9080");
     assert_eq!(
         http.filter_chain_match
             .as_ref()
@@ -173,12 +186,15 @@ fn virtual_inbound_has_a_chain_per_served_port() {
     let route = format!("{:?}", rc.virtual_hosts[0].routes[0].action);
     assert!(route.contains("inbound|9080||"), "{route}");
     assert!(!route.contains("retry_on"), "no retries inbound: {route}");
+    let passthrough_tcp = l
+        .filter_chains
+        .iter()
+        .find(|c| c.name == VIRTUAL_INBOUND)
+        .unwrap();
     assert_eq!(
-        tcp_target(l.filter_chains.last().unwrap()),
+        tcp_target(passthrough_tcp),
         ClusterSpecifier::Cluster(INBOUND_PASSTHROUGH_CLUSTER.into())
     );
-    // The HTTP inspector skips ports whose protocol is declared.
-    assert!(l.listener_filters[0].filter_disabled.is_some());
 }
 
 #[test]
@@ -233,3 +249,5 @@ fn tcp_routes_split_by_weight() {
         assert_eq!(tcp_target(&l.filter_chains[0]), want, "{case}");
     }
 }
+
+mod mtls;

@@ -1,0 +1,188 @@
+#![allow(deprecated)] // match_subject_alt_names, as upstream sends it
+
+use super::*;
+
+fn sds_name(c: &SdsSecretConfig) -> (&str, Option<i64>) {
+    let timeout = c
+        .sds_config
+        .as_ref()
+        .and_then(|s| s.initial_fetch_timeout.as_ref())
+        .map(|d| d.seconds);
+    (c.name.as_str(), timeout)
+}
+
+fn combined(common: &CommonTlsContext) -> &CombinedCertificateValidationContext {
+    match common.validation_context_type.as_ref() {
+        Some(ValidationContextType::CombinedValidationContext(c)) => c,
+        other => panic!("want a combined validation context, got {other:?}"),
+    }
+}
+
+fn matcher(m: &StringMatcher) -> &MatchPattern {
+    m.match_pattern.as_ref().expect("a pattern")
+}
+
+#[test]
+fn agent_secrets_come_from_sds_grpc_without_fetch_timeout() {
+    let d = sds_secret(SDS_DEFAULT);
+    let Some(ConfigSourceSpecifier::ApiConfigSource(api)) = d
+        .sds_config
+        .as_ref()
+        .and_then(|c| c.config_source_specifier.as_ref())
+    else {
+        panic!("api config source")
+    };
+    assert_eq!(api.api_type, ApiType::Grpc as i32);
+    let Some(grpc_service::TargetSpecifier::EnvoyGrpc(g)) = &api.grpc_services[0].target_specifier
+    else {
+        panic!("envoy grpc")
+    };
+    assert_eq!(g.cluster_name, SDS_CLUSTER);
+    assert_eq!(sds_name(&d), ("default", Some(0)));
+    assert_eq!(sds_name(&sds_secret(SDS_ROOT)), ("ROOTCA", Some(0)));
+    assert_eq!(
+        sds_name(&sds_secret("kubernetes://cert")),
+        ("kubernetes://cert", None)
+    );
+}
+
+#[test]
+fn inbound_mtls_requires_client_certificates_from_the_trust_domain() {
+    let ctx = inbound_mtls(ListenerProtocol::Http, &["cluster.local".into()]);
+    assert_eq!(
+        ctx.require_client_certificate,
+        Some(BoolValue { value: true })
+    );
+    let common = ctx.common_tls_context.as_ref().expect("common");
+    assert_eq!(common.alpn_protocols, ["h2", "http/1.1"]);
+    assert_eq!(
+        sds_name(&common.tls_certificate_sds_secret_configs[0]).0,
+        "default"
+    );
+    let v = combined(common);
+    assert_eq!(
+        v.validation_context_sds_secret_config
+            .as_ref()
+            .map(|s| s.name.as_str()),
+        Some("ROOTCA")
+    );
+    let sans = &v
+        .default_validation_context
+        .as_ref()
+        .expect("default")
+        .match_subject_alt_names;
+    assert_eq!(
+        matcher(&sans[0]),
+        &MatchPattern::Prefix("spiffe://cluster.local/".into())
+    );
+    let params = common.tls_params.as_ref().expect("params");
+    assert_eq!(
+        params.tls_minimum_protocol_version,
+        TlsProtocol::TlSv12 as i32
+    );
+    assert_eq!(params.cipher_suites.len(), SUPPORTED_CIPHERS.len());
+    let tcp = inbound_mtls(ListenerProtocol::Tcp, &[]);
+    assert_eq!(
+        tcp.common_tls_context.expect("common").alpn_protocols,
+        ["istio-peer-exchange", "h2", "http/1.1"]
+    );
+}
+
+#[test]
+fn istio_mutual_checks_the_server_identity() {
+    let sans = vec!["spiffe://cluster.local/ns/default/sa/reviews".to_owned()];
+    let ctx = istio_mutual(
+        &sans,
+        "outbound_.9080_._.reviews.default.svc.cluster.local",
+        false,
+    );
+    assert_eq!(
+        ctx.sni,
+        "outbound_.9080_._.reviews.default.svc.cluster.local"
+    );
+    let common = ctx.common_tls_context.as_ref().expect("common");
+    assert_eq!(common.alpn_protocols, ["istio-peer-exchange", "istio"]);
+    let v = combined(common);
+    let got = &v
+        .default_validation_context
+        .as_ref()
+        .expect("default")
+        .match_subject_alt_names;
+    assert_eq!(matcher(&got[0]), &MatchPattern::Exact(sans[0].clone()));
+    let h2 = istio_mutual(&sans, "x", true);
+    assert_eq!(
+        h2.common_tls_context.expect("common").alpn_protocols,
+        ["istio-peer-exchange", "istio", "h2"]
+    );
+}
+
+#[test]
+fn user_tls_from_files_and_from_credentials() {
+    let files = ClientTlsSettings {
+        mode: Some("MUTUAL".into()),
+        client_certificate: Some("/etc/certs/cert.pem".into()),
+        private_key: Some("/etc/certs/key.pem".into()),
+        ca_certificates: Some("/etc/certs/ca.pem".into()),
+        sni: Some("api.example.com".into()),
+        subject_alt_names: Some(vec!["api.example.com".into()]),
+        ..Default::default()
+    };
+    let ctx = user_tls(&files, "outbound|443||api.example.com", true, false).expect("valid");
+    assert_eq!(ctx.sni, "api.example.com");
+    let common = ctx.common_tls_context.as_ref().expect("common");
+    assert_eq!(
+        common.tls_certificate_sds_secret_configs[0].name,
+        "file-cert:/etc/certs/cert.pem~/etc/certs/key.pem"
+    );
+    let v = combined(common);
+    assert_eq!(
+        v.validation_context_sds_secret_config
+            .as_ref()
+            .map(|s| s.name.as_str()),
+        Some("file-root:/etc/certs/ca.pem")
+    );
+
+    let missing_key = ClientTlsSettings {
+        private_key: None,
+        ..files.clone()
+    };
+    assert!(matches!(
+        user_tls(&missing_key, "c", true, false),
+        Err(TlsError::MutualWithoutCertificate { .. })
+    ));
+
+    let cred = ClientTlsSettings {
+        mode: Some("MUTUAL".into()),
+        credential_name: Some("client-cert".into()),
+        ..Default::default()
+    };
+    let ctx = user_tls(&cred, "c", true, true).expect("valid");
+    let common = ctx.common_tls_context.as_ref().expect("common");
+    assert_eq!(
+        common.tls_certificate_sds_secret_configs[0].name,
+        "kubernetes://client-cert"
+    );
+    assert_eq!(
+        combined(common)
+            .validation_context_sds_secret_config
+            .as_ref()
+            .map(|s| s.name.as_str()),
+        Some("kubernetes://client-cert-cacert")
+    );
+    assert_eq!(common.alpn_protocols, ["h2"]);
+
+    let simple = ClientTlsSettings {
+        mode: Some("SIMPLE".into()),
+        insecure_skip_verify: Some(true),
+        ..Default::default()
+    };
+    let ctx = user_tls(&simple, "c", false, false).expect("valid");
+    let common = ctx.common_tls_context.as_ref().expect("common");
+    assert!(common.tls_certificate_sds_secret_configs.is_empty());
+    assert_eq!(
+        common.validation_context_type,
+        Some(ValidationContextType::ValidationContext(
+            CertificateValidationContext::default()
+        ))
+    );
+}
