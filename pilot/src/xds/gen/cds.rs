@@ -125,6 +125,26 @@ fn outbound_clusters(ctx: &GenContext<'_>, svc: &Service) -> Vec<Resource> {
                 port.protocol.is_http2(),
                 PolicyDirection::Outbound,
             );
+            let passthrough_lb = policy
+                .load_balancer
+                .as_ref()
+                .and_then(|lb| lb.simple.as_deref())
+                == Some("PASSTHROUGH");
+            tls::apply(
+                &mut cluster,
+                &tls::UpstreamTls {
+                    push: ctx.push,
+                    svc,
+                    port: port.port,
+                    subset: subset_name,
+                    http2: port.protocol.is_http2(),
+                    tls: policy.tls.as_ref(),
+                    passthrough_lb,
+                    rule_has_selector: dr
+                        .and_then(|d| d.spec.workload_selector.as_ref())
+                        .is_some_and(|s| !s.labels.is_empty()),
+                },
+            );
             out.push(Resource::new(name, &cluster));
         }
     }
@@ -269,6 +289,7 @@ fn inbound_clusters(ctx: &GenContext<'_>) -> Vec<Resource> {
 }
 
 pub mod policy;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;

@@ -3,14 +3,16 @@
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    address, socket_address::PortSpecifier, Address, HealthStatus, Locality, SocketAddress,
+    address, socket_address::PortSpecifier, Address, HealthStatus, Locality, Metadata,
+    SocketAddress,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint,
     LocalityLbEndpoints,
 };
-use envoy_types::pb::google::protobuf::UInt32Value;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, UInt32Value, Value};
 
+use super::cds::tls::{tls_mode, TLS_MODE_DISABLED, TLS_MODE_KEY, TRANSPORT_SOCKET_MATCH_KEY};
 use super::naming::{parse_cluster_name, Direction};
 use super::{GenContext, Resource, Subscription};
 use crate::model::service::{labels_match, Endpoint, Health};
@@ -96,7 +98,27 @@ pub fn cluster_load_assignment<'a>(
 }
 
 fn lb_endpoint(e: &Endpoint) -> LbEndpoint {
+    // Auto mTLS: the cluster's `tlsMode-istio` transport socket applies to endpoints that
+    // say they run a sidecar.
+    let mode = tls_mode(&e.labels);
+    let metadata = (mode != TLS_MODE_DISABLED).then(|| Metadata {
+        filter_metadata: [(
+            TRANSPORT_SOCKET_MATCH_KEY.to_owned(),
+            Struct {
+                fields: [(
+                    TLS_MODE_KEY.to_owned(),
+                    Value {
+                        kind: Some(Kind::StringValue(mode.to_owned())),
+                    },
+                )]
+                .into(),
+            },
+        )]
+        .into(),
+        ..Default::default()
+    });
     LbEndpoint {
+        metadata,
         host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
             address: Some(socket_address(&e.address, e.port)),
             ..Default::default()
@@ -109,7 +131,6 @@ fn lb_endpoint(e: &Endpoint) -> LbEndpoint {
         load_balancing_weight: Some(UInt32Value {
             value: e.weight.max(1),
         }),
-        ..Default::default()
     }
 }
 
@@ -198,5 +219,42 @@ mod tests {
             addrs(&decode(nope)).is_empty(),
             "unknown subset has no endpoints"
         );
+    }
+
+    #[test]
+    fn sidecar_endpoints_carry_their_tls_mode_for_auto_mtls() {
+        let slice = objects::endpoint_slice("demo", "echo-1", "echo")
+            .port(7070, "grpc")
+            .endpoint("10.0.0.1")
+            .endpoint("10.0.0.2");
+        let injected = objects::pod("demo", "echo-1")
+            .label("security.istio.io/tlsMode", "istio")
+            .container("c")
+            .ip("10.0.0.1")
+            .running();
+        let yaml = echo_mesh(&[slice.build(), injected.build()]);
+        let name = "outbound|7070||echo.demo.svc.cluster.local";
+        let res = with_ctx(&yaml, &sidecar("10.9.9.9", "demo"), |ctx| {
+            load_assignments(ctx, &Subscription::of([name]))
+        });
+        let cla: ClusterLoadAssignment =
+            prost::Message::decode(res[0].body.value.as_slice()).unwrap();
+        let modes: Vec<Option<String>> = cla
+            .endpoints
+            .iter()
+            .flat_map(|l| &l.lb_endpoints)
+            .map(|e| {
+                let m = e
+                    .metadata
+                    .as_ref()?
+                    .filter_metadata
+                    .get(TRANSPORT_SOCKET_MATCH_KEY)?;
+                match m.fields.get(TLS_MODE_KEY)?.kind.as_ref()? {
+                    Kind::StringValue(v) => Some(v.clone()),
+                    _ => None,
+                }
+            })
+            .collect();
+        assert_eq!(modes, [Some("istio".to_owned()), None]);
     }
 }

@@ -27,8 +27,8 @@ use envoy_types::pb::envoy::r#type::v3::Percent as EnvoyPercent;
 use envoy_types::pb::google::protobuf::{UInt32Value, UInt64Value};
 
 use crate::config::istio::{
-    parse_duration, ConnectionPoolSettings, ConsistentHash, LoadBalancerSettings, OutlierDetection,
-    TrafficPolicy,
+    parse_duration, ClientTlsSettings, ConnectionPoolSettings, ConsistentHash,
+    LoadBalancerSettings, OutlierDetection, TrafficPolicy,
 };
 use crate::xds::gen::filters::any;
 use crate::xds::gen::route::duration;
@@ -45,6 +45,7 @@ pub struct EffectivePolicy {
     pub load_balancer: Option<LoadBalancerSettings>,
     pub connection_pool: Option<ConnectionPoolSettings>,
     pub outlier_detection: Option<OutlierDetection>,
+    pub tls: Option<ClientTlsSettings>,
 }
 
 impl EffectivePolicy {
@@ -53,6 +54,7 @@ impl EffectivePolicy {
             load_balancer: p.load_balancer.clone(),
             connection_pool: p.connection_pool.clone(),
             outlier_detection: p.outlier_detection.clone(),
+            tls: p.tls.clone(),
         }
     }
 
@@ -67,6 +69,7 @@ impl EffectivePolicy {
             self.load_balancer = s.load_balancer.clone();
             self.connection_pool = s.connection_pool.clone();
             self.outlier_detection = s.outlier_detection.clone();
+            self.tls = s.tls.clone();
         }
         self
     }
@@ -92,6 +95,9 @@ pub fn merge_traffic_policy(
     }
     if s.outlier_detection.is_some() {
         merged.outlier_detection = s.outlier_detection.clone();
+    }
+    if s.tls.is_some() {
+        merged.tls = s.tls.clone();
     }
     merged.with_port(s, port)
 }

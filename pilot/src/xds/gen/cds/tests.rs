@@ -304,3 +304,5 @@ fn subset_policy_merges_over_top_level() {
         assert_eq!(p.outlier_detection.is_some(), want_outlier, "port {port}");
     }
 }
+
+mod tls;

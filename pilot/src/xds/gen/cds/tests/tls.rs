@@ -1,0 +1,205 @@
+//! Client-side TLS of outbound clusters: DestinationRule `tls` modes and auto mTLS.
+#![allow(deprecated)] // match_subject_alt_names, as upstream sends it
+
+use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context::ValidationContextType, UpstreamTlsContext,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+use kube_fake::objects;
+use prost::Message;
+
+use super::*;
+use crate::model::{MeshConfig, PushContext};
+use crate::testing::sidecar;
+use crate::xds::gen::testing::named;
+use crate::xds::gen::GenContext;
+
+const ECHO: &str = "outbound|7070||echo.demo.svc.cluster.local";
+const ECHO_SA: &str = "spiffe://cluster.local/ns/demo/sa/echo";
+
+/// Echo with a sidecar-injected pod (10.0.0.1) and a plain one (10.0.0.2), plus `extra`.
+fn mesh(extra: &str) -> String {
+    let slice = objects::endpoint_slice("demo", "echo-1", "echo")
+        .port(7070, "grpc")
+        .endpoint("10.0.0.1")
+        .endpoint("10.0.0.2");
+    let injected = objects::pod("demo", "echo-1")
+        .label("security.istio.io/tlsMode", "istio")
+        .service_account("echo")
+        .container("c")
+        .ip("10.0.0.1")
+        .running();
+    let plain = objects::pod("demo", "echo-2")
+        .service_account("echo")
+        .container("c")
+        .ip("10.0.0.2")
+        .running();
+    let echo = objects::service("demo", "echo")
+        .cluster_ip("10.96.0.1")
+        .port(7070, "grpc")
+        .build();
+    let all = [echo, slice.build(), injected.build(), plain.build()];
+    format!("{}{extra}", objects::manifests(&all))
+}
+
+fn clusters_with(yaml: &str, mesh_config: MeshConfig) -> Vec<Cluster> {
+    let store = crate::config::ConfigStore::new();
+    let parsed = crate::config::object::parse_manifests(yaml).expect("fixture parses");
+    store.replace_source("fixture", parsed.configs);
+    let push = PushContext::build(
+        &store.snapshot(),
+        mesh_config,
+        "cluster.local",
+        "t/1".into(),
+    );
+    let proxy = sidecar("10.9.0.1", "demo");
+    let scope = push.sidecar_scope(&proxy);
+    let ctx = GenContext {
+        push: &push,
+        proxy: &proxy,
+        scope: &scope,
+    };
+    crate::xds::gen::testing::decoded(&clusters(&ctx))
+}
+
+fn echo(extra: &str) -> Cluster {
+    let all = clusters_with(&mesh(extra), MeshConfig::default());
+    named(&all, ECHO, |c| &c.name).clone()
+}
+
+fn upstream(ts: &TransportSocket) -> UpstreamTlsContext {
+    assert_eq!(ts.name, "envoy.transport_sockets.tls");
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+        panic!("typed config");
+    };
+    UpstreamTlsContext::decode(any.value.as_slice()).expect("decodes")
+}
+
+fn sans(ctx: &UpstreamTlsContext) -> Vec<String> {
+    let common = ctx.common_tls_context.as_ref().expect("common");
+    let Some(ValidationContextType::CombinedValidationContext(c)) = &common.validation_context_type
+    else {
+        panic!("combined validation");
+    };
+    c.default_validation_context
+        .as_ref()
+        .expect("default")
+        .match_subject_alt_names
+        .iter()
+        .map(|m| match &m.match_pattern {
+            Some(MatchPattern::Exact(v)) => v.clone(),
+            other => panic!("exact SAN matchers, got {other:?}"),
+        })
+        .collect()
+}
+
+fn dr(tls: &str) -> String {
+    format!(
+        "\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {{name: echo-tls, namespace: demo}}\n\
+         spec: {{host: echo.demo.svc.cluster.local, trafficPolicy: {{tls: {tls}}}}}\n"
+    )
+}
+
+#[test]
+fn auto_mtls_matches_endpoints_by_tls_mode() {
+    let c = echo("");
+    assert!(c.transport_socket.is_none());
+    let names: Vec<&str> = c
+        .transport_socket_matches
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, ["tlsMode-istio", "tlsMode-disabled"]);
+    let istio = &c.transport_socket_matches[0];
+    let fields = &istio.r#match.as_ref().expect("match").fields;
+    assert_eq!(
+        fields.get("tlsMode").and_then(|v| v.kind.clone()),
+        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+            "istio".into()
+        ))
+    );
+    let ctx = upstream(istio.transport_socket.as_ref().expect("socket"));
+    assert_eq!(ctx.sni, "outbound_.7070_._.echo.demo.svc.cluster.local");
+    assert_eq!(sans(&ctx), [ECHO_SA]);
+    // gRPC is HTTP/2: in-mesh ALPN with h2.
+    assert_eq!(
+        ctx.common_tls_context.expect("common").alpn_protocols,
+        ["istio-peer-exchange", "istio", "h2"]
+    );
+    let plain = &c.transport_socket_matches[1];
+    assert!(plain.r#match.as_ref().expect("match").fields.is_empty());
+    assert_eq!(
+        plain.transport_socket.as_ref().map(|t| t.name.as_str()),
+        Some("envoy.transport_sockets.raw_buffer")
+    );
+}
+
+#[test]
+fn auto_mtls_is_off_when_the_mesh_or_the_namespace_says_so() {
+    let off = MeshConfig {
+        enable_auto_mtls: false,
+        ..MeshConfig::default()
+    };
+    let all = clusters_with(&mesh(""), off);
+    let c = named(&all, ECHO, |c| &c.name);
+    assert!(c.transport_socket.is_none() && c.transport_socket_matches.is_empty());
+
+    let disabled = "\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+                    metadata: {name: default, namespace: demo}\nspec: {mtls: {mode: DISABLE}}\n";
+    let c = echo(disabled);
+    assert!(c.transport_socket.is_none() && c.transport_socket_matches.is_empty());
+}
+
+#[test]
+fn istio_mutual_rules_always_use_mtls() {
+    let c = echo(&dr("{mode: ISTIO_MUTUAL}"));
+    assert!(c.transport_socket_matches.is_empty());
+    let ctx = upstream(c.transport_socket.as_ref().expect("socket"));
+    assert_eq!(sans(&ctx), [ECHO_SA]);
+    assert_eq!(ctx.sni, "outbound_.7070_._.echo.demo.svc.cluster.local");
+
+    let c = echo(&dr(
+        "{mode: ISTIO_MUTUAL, sni: echo.internal, subjectAltNames: [spiffe://other/ns/x/sa/y]}",
+    ));
+    let ctx = upstream(c.transport_socket.as_ref().expect("socket"));
+    assert_eq!(ctx.sni, "echo.internal");
+    assert_eq!(sans(&ctx), ["spiffe://other/ns/x/sa/y"]);
+}
+
+#[test]
+fn simple_and_disable_rules() {
+    let c = echo(&dr(
+        "{mode: SIMPLE, sni: echo.example.com, caCertificates: /etc/ca.pem}",
+    ));
+    let ctx = upstream(c.transport_socket.as_ref().expect("socket"));
+    assert_eq!(ctx.sni, "echo.example.com");
+    assert!(ctx
+        .common_tls_context
+        .as_ref()
+        .expect("common")
+        .tls_certificate_sds_secret_configs
+        .is_empty());
+
+    let c = echo(&dr("{mode: DISABLE}"));
+    assert!(c.transport_socket.is_none() && c.transport_socket_matches.is_empty());
+
+    // MUTUAL without a client certificate is refused (plaintext), never half configured.
+    let c = echo(&dr("{mode: MUTUAL}"));
+    assert!(c.transport_socket.is_none());
+
+    // A Secret named by a rule for every workload is not for sidecars, as upstream decides.
+    let c = echo(&dr("{mode: MUTUAL, credentialName: client-cert}"));
+    assert!(c.transport_socket.is_none());
+}
+
+#[test]
+fn external_services_get_no_auto_mtls() {
+    let all = clusters_with(
+        &format!("{}\n---\n{}", mesh(""), crate::xds::gen::testing::MESH),
+        MeshConfig::default(),
+    );
+    let api = named(&all, "outbound|443||api.example.com", |c| &c.name);
+    assert!(api.transport_socket.is_none() && api.transport_socket_matches.is_empty());
+}
