@@ -1,5 +1,6 @@
 //! The model generators read: services, endpoints, proxies and the push context snapshot.
 
+pub mod authorization;
 pub mod mesh;
 pub mod proxy;
 pub mod push_context;

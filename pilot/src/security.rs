@@ -4,6 +4,8 @@
 pub mod peer_authn;
 pub mod tls;
 
+pub mod authz;
+
 use std::fmt;
 
 /// A SPIFFE workload identity: `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.

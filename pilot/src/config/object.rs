@@ -61,6 +61,7 @@ pub enum Spec {
     Sidecar(Box<istio::Sidecar>),
     Gateway(Box<istio::Gateway>),
     PeerAuthentication(Box<istio::PeerAuthentication>),
+    AuthorizationPolicy(Box<istio::AuthorizationPolicy>),
     Node(Box<k8s_openapi::api::core::v1::Node>),
     /// A kind istiod stores (for validation, debugging, later features) but does not yet
     /// turn into xDS: kept as its manifest in [`Config::raw`].
@@ -279,6 +280,7 @@ fn istio_spec(kind: Kind, value: &serde_json::Value) -> Result<Spec, serde_json:
         Kind::Sidecar => Spec::Sidecar(typed(value)?),
         Kind::Gateway => Spec::Gateway(typed(value)?),
         Kind::PeerAuthentication => Spec::PeerAuthentication(typed(value)?),
+        Kind::AuthorizationPolicy => Spec::AuthorizationPolicy(typed(value)?),
         _ => Spec::Other,
     })
 }

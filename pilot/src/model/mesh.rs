@@ -16,6 +16,60 @@ pub struct MeshConfig {
     pub outbound_traffic_policy: OutboundTrafficPolicy,
     pub enable_auto_mtls: bool,
     pub default_config: ProxyConfig,
+    /// Other trust domains whose identities count as this one's (authorization policies).
+    pub trust_domain_aliases: Vec<String>,
+    /// Named providers that CUSTOM authorization policies (and other features) refer to.
+    pub extension_providers: Vec<ExtensionProvider>,
+}
+
+/// One `extensionProviders` entry. Only the external authorization kinds are read; an entry
+/// of another kind has neither field set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExtensionProvider {
+    pub name: String,
+    pub envoy_ext_authz_http: Option<ExtAuthzHttpProvider>,
+    pub envoy_ext_authz_grpc: Option<ExtAuthzGrpcProvider>,
+}
+
+/// `envoyExtAuthzHttp`: an ext_authz server spoken to over HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExtAuthzHttpProvider {
+    pub service: String,
+    pub port: u32,
+    pub timeout: Option<String>,
+    pub path_prefix: String,
+    pub fail_open: bool,
+    pub status_on_error: String,
+    pub include_request_headers_in_check: Vec<String>,
+    /// Deprecated spelling of `include_request_headers_in_check`, read when that is empty.
+    pub include_headers_in_check: Vec<String>,
+    pub include_additional_headers_in_check: std::collections::BTreeMap<String, String>,
+    pub include_request_body_in_check: Option<ExtAuthzRequestBody>,
+    pub headers_to_upstream_on_allow: Vec<String>,
+    pub headers_to_downstream_on_deny: Vec<String>,
+    pub headers_to_downstream_on_allow: Vec<String>,
+}
+
+/// `envoyExtAuthzGrpc`: an ext_authz server spoken to over gRPC.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExtAuthzGrpcProvider {
+    pub service: String,
+    pub port: u32,
+    pub timeout: Option<String>,
+    pub fail_open: bool,
+    pub status_on_error: String,
+    pub include_request_body_in_check: Option<ExtAuthzRequestBody>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExtAuthzRequestBody {
+    pub max_request_bytes: u32,
+    pub allow_partial_message: bool,
+    pub pack_as_bytes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +95,8 @@ impl Default for MeshConfig {
             outbound_traffic_policy: OutboundTrafficPolicy::default(),
             enable_auto_mtls: true,
             default_config: ProxyConfig::default(),
+            trust_domain_aliases: Vec::new(),
+            extension_providers: Vec::new(),
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use super::authorization::AuthorizationPolicies;
 use super::mesh::MeshConfig;
 use super::proxy::Proxy;
 use super::registry::{self, PodInfo};
@@ -44,6 +45,8 @@ pub struct PushContext {
     pub peer_authn: PeerAuthnPolicies,
     /// Errors of config sources, for `/debug/configz`.
     pub errors: Vec<SourceError>,
+    /// AuthorizationPolicies by namespace (the root namespace's apply mesh-wide).
+    pub authz_policies: AuthorizationPolicies,
 }
 
 impl PushContext {
@@ -129,6 +132,7 @@ impl PushContext {
             .map(|e| e.address.clone())
             .collect();
         let peer_authn = PeerAuthnPolicies::build(snapshot, &mesh.root_namespace);
+        let authz_policies = AuthorizationPolicies::build(snapshot, &mesh.root_namespace);
         PushContext {
             version,
             endpoint_ips,
@@ -143,6 +147,7 @@ impl PushContext {
             destination_rules,
             sidecars,
             errors: snapshot.errors.clone(),
+            authz_policies,
         }
     }
 
