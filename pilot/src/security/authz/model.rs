@@ -748,3 +748,6 @@ fn nested_brackets(s: &str) -> Result<Vec<String>, RuleError> {
     }
     Ok(claims)
 }
+
+#[cfg(test)]
+mod tests;
