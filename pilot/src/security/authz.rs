@@ -467,3 +467,6 @@ fn report(errors: &[String]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;
