@@ -8,7 +8,8 @@ use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{
     listener_filter,
     listener_filter_chain_match_predicate::{MatchSet, Rule},
-    FilterChain, FilterChainMatch, Listener, ListenerFilter, ListenerFilterChainMatchPredicate,
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+    ListenerFilterChainMatchPredicate,
 };
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
@@ -41,6 +42,7 @@ use crate::model::push_context::host_matches;
 use crate::model::service::{labels_match, Registry, Resolution, Service};
 use crate::model::Proxy;
 use crate::model::PushContext;
+use crate::security::authz;
 use crate::security::peer_authn::MtlsMode;
 use crate::security::tls::{inbound_mtls, tls_socket, ListenerProtocol};
 use ListenerProtocol::{Http as HTTP, Tcp as TCP};
@@ -456,7 +458,7 @@ fn inbound_chain(
     o: &ChainOption,
     trust_domains: &[String],
 ) -> FilterChain {
-    let filter = match o.protocol {
+    let filters = match o.protocol {
         HTTP => {
             let mut hcm = inline_connection_manager(
                 &target.stat_prefix,
@@ -471,9 +473,9 @@ fn inbound_chain(
                 dns: true,
                 ..Default::default()
             });
-            network_filter(HCM_FILTER, &hcm)
+            vec![network_filter(HCM_FILTER, &hcm)]
         }
-        TCP => network_filter(TCP_PROXY_FILTER, &to_cluster(target.cluster)),
+        TCP => inbound_tcp_filters(ctx, &to_cluster(target.cluster)),
     };
     FilterChain {
         name: target.name.to_owned(),
@@ -485,7 +487,7 @@ fn inbound_chain(
             application_protocols: o.alpn.iter().map(|a| (*a).to_owned()).collect(),
             ..Default::default()
         }),
-        filters: vec![filter],
+        filters,
         transport_socket: o
             .mtls
             .then(|| tls_socket(&inbound_mtls(o.protocol, trust_domains))),
@@ -493,9 +495,21 @@ fn inbound_chain(
     }
 }
 
-/// The HTTP filters of inbound connection managers.
-fn inbound_http_filters(_ctx: &GenContext<'_>) -> Vec<HttpFilter> {
-    sidecar_http_filters()
+/// The HTTP filters of an inbound connection manager, in upstream's order: CUSTOM
+/// authorization (RBAC + ext_authz), authentication (upstream's place for it is here),
+/// the AUDIT/DENY/ALLOW RBAC filters, then what routes configure and the router.
+fn inbound_http_filters(ctx: &GenContext<'_>) -> Vec<HttpFilter> {
+    let mut filters = authz::custom_http_filters(ctx.push, ctx.proxy);
+    filters.extend(authz::local_http_filters(ctx.push, ctx.proxy));
+    filters.extend(sidecar_http_filters());
+    filters
+}
+
+/// The network filters of an inbound TCP chain: authorization, then the TCP proxy.
+fn inbound_tcp_filters(ctx: &GenContext<'_>, proxy: &TcpProxy) -> Vec<Filter> {
+    let mut filters = authz::network_filters(ctx.push, ctx.proxy);
+    filters.push(network_filter(TCP_PROXY_FILTER, proxy));
+    filters
 }
 
 /// The TLS and HTTP inspectors, enabled only on the ports whose chains need them, as

@@ -251,3 +251,56 @@ fn tcp_routes_split_by_weight() {
 }
 
 mod mtls;
+
+const DENY_DELETE: &str = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-delete, namespace: default}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {methods: [DELETE]}}]}]
+"#;
+
+#[test]
+fn inbound_chains_carry_authorization_filters() {
+    use crate::security::authz::ext_authz::{HTTP_RBAC_FILTER, NETWORK_RBAC_FILTER};
+    use crate::xds::gen::filters::{CORS_FILTER, FAULT_FILTER, ROUTER_FILTER};
+    use envoy_types::pb::envoy::config::rbac::v3::rbac::Action;
+    use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
+
+    let ls = decoded(&format!("{MESH}{DENY_DELETE}"));
+    let inbound = find(&ls, VIRTUAL_INBOUND);
+    let chain = |name: &str| named(&inbound.filter_chains, name, |c| &c.name);
+    let http_filter_names = |c: &FilterChain| -> Vec<String> {
+        let hcm = HttpConnectionManager::decode(typed(&c.filters[0])).unwrap();
+        hcm.http_filters.into_iter().map(|f| f.name).collect()
+    };
+    // RBAC first, the router last, on served HTTP ports and the HTTP catch-all.
+    for name in ["0.0.0.0_9080", VIRTUAL_INBOUND_CATCHALL_HTTP] {
+        assert_eq!(
+            http_filter_names(chain(name)),
+            [HTTP_RBAC_FILTER, FAULT_FILTER, CORS_FILTER, ROUTER_FILTER],
+            "{name}"
+        );
+    }
+    // TCP chains check before they proxy; the rule's method cannot be checked there, so
+    // the DENY applies to every connection, as upstream's does.
+    let tcp = chain(VIRTUAL_INBOUND);
+    let names: Vec<&str> = tcp.filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, [NETWORK_RBAC_FILTER, TCP_PROXY_FILTER]);
+    let rbac = NetworkRbac::decode(typed(&tcp.filters[0])).unwrap();
+    let rules = rbac.rules.unwrap();
+    assert_eq!(Action::try_from(rules.action), Ok(Action::Deny));
+    assert!(rules
+        .policies
+        .contains_key("ns[default]-policy[deny-delete]-rule[0]"));
+    // Outbound listeners are not touched.
+    let outbound = find(&ls, "0.0.0.0_9080");
+    assert_eq!(
+        http_filter_names(&outbound.filter_chains[0]),
+        [FAULT_FILTER, CORS_FILTER, ROUTER_FILTER]
+    );
+    // The blackhole chain has no authorization to do.
+    assert_eq!(chain(VIRTUAL_INBOUND_BLACKHOLE).filters.len(), 1);
+}
