@@ -15,7 +15,7 @@ pub mod trust_domain;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::listener::v3::Filter;
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter};
 use envoy_types::pb::envoy::config::rbac::v3::{
     permission, principal, rbac::Action, Permission, Policy, Principal, Rbac,
 };
@@ -133,7 +133,7 @@ impl<'a> Builder<'a> {
         if providers.len() > 1 && !MULTIPLE_CUSTOM_PROVIDERS {
             errors.push(multiple_providers_error(&providers));
             for (rules, _) in built.providers.values() {
-                out.push(http_filter(HTTP_RBAC_FILTER, &bad_custom_http(rules)));
+                out.push(http_rbac_filter(&bad_custom_http(rules)));
             }
             report(&errors);
             return out;
@@ -145,7 +145,7 @@ impl<'a> Builder<'a> {
                     errors.push(format!(
                         "failed to process CUSTOM action for provider {provider}, will generate deny configs: {e}"
                     ));
-                    out.push(http_filter(HTTP_RBAC_FILTER, &bad_custom_http(rules)));
+                    out.push(http_rbac_filter(&bad_custom_http(rules)));
                 }
                 Ok(ext) => {
                     let rbac = HttpRbac {
@@ -159,7 +159,7 @@ impl<'a> Builder<'a> {
                         HTTP_RBAC_FILTER,
                         &format!("{MATCH_PREFIX}-{provider}"),
                     ));
-                    out.push(http_filter(HTTP_RBAC_FILTER, &rbac));
+                    out.push(http_rbac_filter(&rbac));
                     out.push(http_filter(HTTP_EXT_AUTHZ_FILTER, &http));
                 }
             }
@@ -179,7 +179,7 @@ impl<'a> Builder<'a> {
         if providers.len() > 1 && !MULTIPLE_CUSTOM_PROVIDERS {
             errors.push(multiple_providers_error(&providers));
             for (rules, _) in built.providers.values() {
-                out.push(network_filter(NETWORK_RBAC_FILTER, &bad_custom_tcp(rules)));
+                out.push(network_rbac_filter(&bad_custom_tcp(rules)));
             }
             report(&errors);
             return out;
@@ -191,7 +191,7 @@ impl<'a> Builder<'a> {
                     errors.push(format!(
                         "failed to process CUSTOM action for provider {provider}, will generate deny configs: {e}"
                     ));
-                    out.push(network_filter(NETWORK_RBAC_FILTER, &bad_custom_tcp(rules)));
+                    out.push(network_rbac_filter(&bad_custom_tcp(rules)));
                 }
                 Ok(ext) => {
                     let Some(tcp) = &ext.tcp else {
@@ -213,7 +213,7 @@ impl<'a> Builder<'a> {
                         NETWORK_RBAC_FILTER,
                         &format!("{MATCH_PREFIX}-{provider}"),
                     ));
-                    out.push(network_filter(NETWORK_RBAC_FILTER, &rbac));
+                    out.push(network_rbac_filter(&rbac));
                     out.push(network_filter(NETWORK_EXT_AUTHZ_FILTER, &tcp));
                 }
             }
@@ -374,28 +374,120 @@ fn shadow_stat_prefix(shadow: Option<&Rbac>) -> String {
 }
 
 fn http_rbac(b: &Built) -> HttpFilter {
-    http_filter(
-        HTTP_RBAC_FILTER,
-        &HttpRbac {
-            rules: b.rules.clone(),
-            shadow_rules: b.shadow.clone(),
-            shadow_rules_stat_prefix: shadow_stat_prefix(b.shadow.as_ref()),
-            ..Default::default()
-        },
-    )
+    http_rbac_filter(&HttpRbac {
+        rules: b.rules.clone(),
+        shadow_rules: b.shadow.clone(),
+        shadow_rules_stat_prefix: shadow_stat_prefix(b.shadow.as_ref()),
+        ..Default::default()
+    })
 }
 
 fn network_rbac(b: &Built) -> Filter {
-    network_filter(
-        NETWORK_RBAC_FILTER,
-        &NetworkRbac {
-            rules: b.rules.clone(),
-            stat_prefix: TCP_STAT_PREFIX.into(),
-            shadow_rules: b.shadow.clone(),
-            shadow_rules_stat_prefix: shadow_stat_prefix(b.shadow.as_ref()),
-            ..Default::default()
-        },
-    )
+    network_rbac_filter(&NetworkRbac {
+        rules: b.rules.clone(),
+        stat_prefix: TCP_STAT_PREFIX.into(),
+        shadow_rules: b.shadow.clone(),
+        shadow_rules_stat_prefix: shadow_stat_prefix(b.shadow.as_ref()),
+        ..Default::default()
+    })
+}
+
+fn http_rbac_filter(r: &HttpRbac) -> HttpFilter {
+    let rest = HttpRbac {
+        rules: None,
+        shadow_rules: None,
+        ..r.clone()
+    };
+    HttpFilter {
+        name: HTTP_RBAC_FILTER.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(rbac_any::<HttpRbac>(
+            &rest,
+            r.rules.as_ref(),
+            r.shadow_rules.as_ref(),
+        ))),
+        ..Default::default()
+    }
+}
+
+fn network_rbac_filter(r: &NetworkRbac) -> Filter {
+    let rest = NetworkRbac {
+        rules: None,
+        shadow_rules: None,
+        ..r.clone()
+    };
+    Filter {
+        name: NETWORK_RBAC_FILTER.to_owned(),
+        config_type: Some(filter::ConfigType::TypedConfig(rbac_any::<NetworkRbac>(
+            &rest,
+            r.rules.as_ref(),
+            r.shadow_rules.as_ref(),
+        ))),
+    }
+}
+
+/// An RBAC filter config packed with its policies in name order. prost writes a map in
+/// its hash order, which differs between two builds of the same config; listeners must
+/// encode the same way every push, or every push would look like a change. Both filter
+/// kinds keep `rules` at field 1 and `shadow_rules` at field 2.
+fn rbac_any<M: prost::Message + prost::Name>(
+    rest: &M,
+    rules: Option<&Rbac>,
+    shadow: Option<&Rbac>,
+) -> envoy_types::pb::google::protobuf::Any {
+    let mut value = rest.encode_to_vec();
+    for (tag, r) in [(1, rules), (2, shadow)] {
+        if let Some(r) = r {
+            let mut body = Vec::new();
+            encode_rbac_sorted(r, &mut body);
+            prost::encoding::encode_key(
+                tag,
+                prost::encoding::WireType::LengthDelimited,
+                &mut value,
+            );
+            prost::encoding::encode_varint(body.len() as u64, &mut value);
+            value.extend_from_slice(&body);
+        }
+    }
+    envoy_types::pb::google::protobuf::Any {
+        type_url: M::type_url(),
+        value,
+    }
+}
+
+/// `envoy.config.rbac.v3.RBAC` as prost encodes it, map entries sorted by key.
+fn encode_rbac_sorted(r: &Rbac, buf: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint, int32, message, string, WireType};
+    if r.action != 0 {
+        int32::encode(1, &r.action, buf);
+    }
+    let mut names: Vec<&String> = r.policies.keys().collect();
+    names.sort();
+    for name in names {
+        let policy = &r.policies[name];
+        // A map entry is a message: key at field 1, value at field 2, defaults left out.
+        let key_len = if name.is_empty() {
+            0
+        } else {
+            string::encoded_len(1, name)
+        };
+        let default_policy = *policy == Policy::default();
+        let val_len = if default_policy {
+            0
+        } else {
+            message::encoded_len(2, policy)
+        };
+        encode_key(2, WireType::LengthDelimited, buf);
+        encode_varint((key_len + val_len) as u64, buf);
+        if !name.is_empty() {
+            string::encode(1, name, buf);
+        }
+        if !default_policy {
+            message::encode(2, policy, buf);
+        }
+    }
+    if let Some(a) = &r.audit_logging_options {
+        message::encode(3, a, buf);
+    }
 }
 
 /// DENY every request a CUSTOM rule would have sent to its (broken) provider.

@@ -588,3 +588,19 @@ fn policy_names_follow_upstream() {
         "istio-ext-authz-ns[ns]-policy[p]-rule[0]"
     );
 }
+
+#[test]
+fn rbac_configs_encode_the_same_every_time() {
+    let push = push(ALL_ACTIONS);
+    let first = local_http_filters(&push, &httpbin());
+    for _ in 0..20 {
+        assert_eq!(local_http_filters(&push, &httpbin()), first);
+        assert_eq!(
+            network_filters(&push, &httpbin()),
+            network_filters(&push, &httpbin())
+        );
+    }
+    // And decode to what was built.
+    let allow = rbac_of(&first[2]);
+    assert_eq!(allow.rules.unwrap().policies.len(), 2);
+}
