@@ -62,6 +62,7 @@ bench:
 	$(CARGO) bench -p pilot --bench generation
 	$(MAKE) bench-build
 	$(TARGET)/release/push_load --binary $(TARGET)/release/pilot-discovery
+	$(TARGET)/release/push_load --binary $(TARGET)/release/pilot-discovery --authz-policies 100
 	$(CARGO) bench -p pilot --bench ca_signing
 	for root in rsa ec; do for csr in ec rsa; do \
 	  $(TARGET)/release/ca_load --binary $(TARGET)/release/pilot-discovery \

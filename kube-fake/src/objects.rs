@@ -278,6 +278,34 @@ pub fn services(n: usize, protocol: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Mesh-wide STRICT mTLS (a PeerAuthentication in `istio-system`) and `n` ALLOW
+/// AuthorizationPolicies for the whole `default` namespace, each admitting one client
+/// identity to `GET /api/<i>/*`: the security config of the benchmarks' secured mesh.
+pub fn mesh_security(n: usize) -> Vec<Value> {
+    let strict = json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": "istio-system"},
+        "spec": {"mtls": {"mode": "STRICT"}},
+    });
+    std::iter::once(strict)
+        .chain((0..n).map(|i| {
+            json!({
+                "apiVersion": "security.istio.io/v1",
+                "kind": "AuthorizationPolicy",
+                "metadata": {"name": format!("allow-{i}"), "namespace": "default"},
+                "spec": {
+                    "action": "ALLOW",
+                    "rules": [{
+                        "from": [{"source": {"principals": [format!("cluster.local/ns/default/sa/client-{i}")]}}],
+                        "to": [{"operation": {"methods": ["GET"], "paths": [format!("/api/{i}/*")]}}],
+                    }],
+                },
+            })
+        }))
+        .collect()
+}
+
 /// Objects as one multi-document YAML text, as `kubectl apply -f` and a config folder
 /// read them.
 pub fn manifests(objects: &[Value]) -> String {

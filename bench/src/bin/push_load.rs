@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use kube_fake::objects::{manifests, services};
+use kube_fake::objects::{manifests, mesh_security, services};
 
 use bench::ads::{self, wait_round, Protocol};
 use bench::config_dir::{virtual_service, write_atomic};
@@ -61,6 +61,10 @@ struct Args {
     /// Use incremental xDS (`DeltaAggregatedResources`) instead of state of the world.
     #[arg(long)]
     delta: bool,
+    /// Add mesh-wide STRICT mTLS and this many namespace-wide AuthorizationPolicies
+    /// (`kube_fake::objects::mesh_security`).
+    #[arg(long, default_value_t = 0)]
+    authz_policies: usize,
 }
 
 #[tokio::main]
@@ -78,6 +82,13 @@ async fn main() -> Result<()> {
         manifests(&services(args.services, &args.shape)),
     )
     .context("writing services.yaml")?;
+    if args.authz_policies > 0 {
+        std::fs::write(
+            dir.join("security.yaml"),
+            manifests(&mesh_security(args.authz_policies)),
+        )
+        .context("writing security.yaml")?;
+    }
 
     let ports = Ports::free()?;
     let config_dir = dir.display().to_string();
