@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub mod security;
 
 pub use security::AuthorizationPolicy;
+pub mod authn;
+
+pub use authn::RequestAuthentication;
 
 pub type Labels = BTreeMap<String, String>;
 

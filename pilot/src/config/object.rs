@@ -62,6 +62,7 @@ pub enum Spec {
     Gateway(Box<istio::Gateway>),
     PeerAuthentication(Box<istio::PeerAuthentication>),
     AuthorizationPolicy(Box<istio::AuthorizationPolicy>),
+    RequestAuthentication(Box<istio::RequestAuthentication>),
     Node(Box<k8s_openapi::api::core::v1::Node>),
     /// A kind istiod stores (for validation, debugging, later features) but does not yet
     /// turn into xDS: kept as its manifest in [`Config::raw`].
@@ -281,6 +282,7 @@ fn istio_spec(kind: Kind, value: &serde_json::Value) -> Result<Spec, serde_json:
         Kind::Gateway => Spec::Gateway(typed(value)?),
         Kind::PeerAuthentication => Spec::PeerAuthentication(typed(value)?),
         Kind::AuthorizationPolicy => Spec::AuthorizationPolicy(typed(value)?),
+        Kind::RequestAuthentication => Spec::RequestAuthentication(typed(value)?),
         _ => Spec::Other,
     })
 }
