@@ -22,6 +22,7 @@ use crate::config::file::{self, DirSource};
 use crate::config::{ConfigStore, Kind};
 use crate::kube as kube_source;
 use crate::model::MeshConfig;
+use crate::security::jwks::JwksResolver;
 use crate::server::debug::{self, DebugState};
 use crate::server::grpc::{self, GrpcSettings};
 use crate::server::http::{self, Limits};
@@ -83,10 +84,19 @@ impl App {
         let mesh = mesh_rx.borrow().clone();
         // Subscribed after the initial load: the first push context already has it.
         let changes = store.subscribe();
+        // RequestAuthentication keys: fetched before the first push, refreshed after.
+        let jwks = JwksResolver::new(settings.jwks.clone()).context("JWKS resolver")?;
+        tasks.spawn({
+            let (jwks, shutdown) = (jwks.clone(), shutdown.clone());
+            async move {
+                jwks.run(shutdown).await;
+                Ok(())
+            }
+        });
         let discovery = DiscoveryServer::new(
             features.clone(),
             xds_metrics,
-            build_push(&store, &mesh, &args.domain),
+            build_push(&store, &mesh, &args.domain, &jwks).await,
         );
         tasks.spawn({
             let (d, store, domain, shutdown) = (
@@ -96,7 +106,7 @@ impl App {
                 shutdown.clone(),
             );
             async move {
-                d.run_pushes(store, changes, mesh_rx, domain, shutdown)
+                d.run_pushes(store, changes, mesh_rx, domain, jwks, shutdown)
                     .await;
                 Ok(())
             }

@@ -1,7 +1,9 @@
 //! Workload identities shared by the CA and the xDS server, and the security policies
-//! (PeerAuthentication, TLS settings) that xDS generation turns into Envoy config.
+//! (PeerAuthentication, RequestAuthentication, TLS settings) that xDS generation turns into Envoy config.
 
+pub mod jwks;
 pub mod peer_authn;
+pub mod request_authn;
 pub mod tls;
 
 pub mod authz;

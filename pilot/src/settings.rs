@@ -217,6 +217,11 @@ pub const VARIABLES: &[Variable] = &[
     var(ISTIOD_CUSTOM_HOST, "", Rule::List, "Extra names of istiod's serving certificate."),
     var(TOKEN_AUDIENCES, "istio-ca", Rule::List, "Audiences a service-account token must carry to be accepted."),
     var(JWT_RULE, "", Rule::Text, "A JSON JWT rule (issuer, audiences, JWKS) for callers authenticated by a third-party token."),
+    // RequestAuthentication keys.
+    var(PILOT_JWT_ENABLE_REMOTE_JWKS, "false", Rule::Text, "Who fetches a `jwksUri`: `istiod`/`false` (istiod inlines the keys), `hybrid`/`true` (Envoy for services of the mesh, else istiod), `envoy`."),
+    var(PILOT_JWT_PUB_KEY_REFRESH_INTERVAL, "20m", Rule::Duration, "How often istiod fetches each `jwksUri` again; a change of keys triggers a push."),
+    var(JWKS_RESOLVER_INSECURE_SKIP_VERIFY, "false", Rule::Bool, "Do not verify the certificate of `https` JWKS servers."),
+    var(BLOCKED_CIDRS_IN_JWKS_URIS, "", Rule::List, "Address ranges istiod never fetches keys from, on top of link-local and cloud metadata addresses."),
 ];
 
 pub const POD_NAME: &str = "POD_NAME";
@@ -255,6 +260,10 @@ pub const PILOT_ROOT_CERT_FILE: &str = "PILOT_ROOT_CERT_FILE";
 pub const ISTIOD_CUSTOM_HOST: &str = "ISTIOD_CUSTOM_HOST";
 pub const TOKEN_AUDIENCES: &str = "TOKEN_AUDIENCES";
 pub const JWT_RULE: &str = "JWT_RULE";
+pub const PILOT_JWT_ENABLE_REMOTE_JWKS: &str = "PILOT_JWT_ENABLE_REMOTE_JWKS";
+pub const PILOT_JWT_PUB_KEY_REFRESH_INTERVAL: &str = "PILOT_JWT_PUB_KEY_REFRESH_INTERVAL";
+pub const JWKS_RESOLVER_INSECURE_SKIP_VERIFY: &str = "JWKS_RESOLVER_INSECURE_SKIP_VERIFY";
+pub const BLOCKED_CIDRS_IN_JWKS_URIS: &str = "BLOCKED_CIDRS_IN_JWKS_URIS";
 
 /// The reference table of `docs/settings.md`, generated from [`VARIABLES`].
 pub fn reference_table() -> String {
@@ -365,6 +374,8 @@ pub struct Settings {
     pub features: Features,
     /// The CA's variables, and the istiod namespace (`POD_NAMESPACE`).
     pub ca: CaConfig,
+    /// The JWKS resolver's variables.
+    pub jwks: crate::security::jwks::JwksSettings,
 }
 
 impl Settings {
@@ -375,6 +386,7 @@ impl Settings {
             leader_election: env.bool(ENABLE_LEADER_ELECTION, true)?,
             features: Features::from_env(env)?,
             ca: CaConfig::from_env(env)?,
+            jwks: crate::security::jwks::JwksSettings::from_env(env)?,
         })
     }
 }

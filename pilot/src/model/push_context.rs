@@ -9,9 +9,10 @@ use super::mesh::MeshConfig;
 use super::proxy::Proxy;
 use super::registry::{self, PodInfo};
 use super::service::{labels_match, Endpoint, ExportTo, Service};
-use crate::config::istio::{DestinationRule, Sidecar, VirtualService};
+use crate::config::istio::{DestinationRule, RequestAuthentication, Sidecar, VirtualService};
 use crate::config::store::SourceError;
 use crate::config::{Kind, Snapshot, Spec};
+use crate::security::jwks::JwksKeys;
 use crate::security::peer_authn::PeerAuthnPolicies;
 
 /// A named Istio object of type `T` with its namespace and visibility.
@@ -43,6 +44,11 @@ pub struct PushContext {
     sidecars: Vec<Arc<Named<Sidecar>>>,
     /// PeerAuthentications: which inbound ports require mTLS.
     pub peer_authn: PeerAuthnPolicies,
+    /// RequestAuthentications by namespace, sorted by name.
+    request_authentications: HashMap<String, Vec<Arc<Named<RequestAuthentication>>>>,
+    /// The JWKS istiod fetched, as of this push (set by the push builder, which owns the
+    /// resolver: generators read keys here and never fetch).
+    pub jwks: Arc<JwksKeys>,
     /// Errors of config sources, for `/debug/configz`.
     pub errors: Vec<SourceError>,
     /// AuthorizationPolicies by namespace (the root namespace's apply mesh-wide).
@@ -146,6 +152,8 @@ impl PushContext {
             virtual_services,
             destination_rules,
             sidecars,
+            request_authentications: index_request_authentications(snapshot),
+            jwks: Arc::default(),
             errors: snapshot.errors.clone(),
             authz_policies,
         }
@@ -240,6 +248,44 @@ impl PushContext {
                         .is_none_or(|sel| sel.labels.is_empty())
                 })
             })
+    }
+
+    /// The RequestAuthentications of a sidecar in `namespace` with `labels`: its
+    /// namespace's, then the root namespace's, whose selector (if any) matches. Policies
+    /// with a target reference are for gateways and waypoints, never sidecars.
+    pub fn request_authentications_for(
+        &self,
+        namespace: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<&Named<RequestAuthentication>> {
+        let root = self.mesh.root_namespace.as_str();
+        let namespaces = if namespace == root {
+            vec![namespace]
+        } else {
+            vec![namespace, root]
+        };
+        namespaces
+            .into_iter()
+            .filter_map(|ns| self.request_authentications.get(ns))
+            .flatten()
+            .filter(|ra| {
+                !ra.spec.has_target()
+                    && ra
+                        .spec
+                        .selector
+                        .as_ref()
+                        .is_none_or(|s| labels_match(&s.match_labels, labels))
+            })
+            .map(|ra| ra.as_ref())
+            .collect()
+    }
+
+    /// Every RequestAuthentication, namespace by namespace (the JWKS resolver's input).
+    pub fn request_authentications(&self) -> impl Iterator<Item = &Named<RequestAuthentication>> {
+        self.request_authentications
+            .values()
+            .flatten()
+            .map(|ra| ra.as_ref())
     }
 
     /// What `proxy` sees of the mesh.
@@ -347,6 +393,29 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
         Some(suffix) => host.ends_with(suffix),
         None => pattern == host,
     }
+}
+
+/// RequestAuthentications by namespace, each list sorted by name.
+fn index_request_authentications(
+    snapshot: &Snapshot,
+) -> HashMap<String, Vec<Arc<Named<RequestAuthentication>>>> {
+    let mut out: HashMap<String, Vec<Arc<Named<RequestAuthentication>>>> = HashMap::new();
+    for c in snapshot.of_kind(Kind::RequestAuthentication) {
+        if let Spec::RequestAuthentication(ra) = &c.spec {
+            out.entry(c.key.namespace.clone())
+                .or_default()
+                .push(Arc::new(Named {
+                    name: c.key.name.clone(),
+                    namespace: c.key.namespace.clone(),
+                    export_to: ExportTo::All,
+                    spec: ra.as_ref().clone(),
+                }));
+        }
+    }
+    for list in out.values_mut() {
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    out
 }
 
 /// Builds the push context of a snapshot with defaults (tests and benchmarks).

@@ -18,6 +18,8 @@ use super::subscriptions::NameSets;
 use super::watch::Watch;
 use crate::config::{ChangeSet, ConfigStore, Kind};
 use crate::model::{MeshConfig, Proxy, PushContext};
+use crate::security::jwks::JwksResolver;
+use crate::security::request_authn;
 use crate::settings::Features;
 
 /// A push: the snapshot to serve and whether proxies need everything or only endpoints.
@@ -196,8 +198,10 @@ impl DiscoveryServer {
         mut changes: tokio::sync::mpsc::UnboundedReceiver<ChangeSet>,
         mut mesh: watch::Receiver<MeshConfig>,
         domain: String,
+        jwks: Arc<JwksResolver>,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
+        let mut jwks_changes = jwks.subscribe();
         let debounce = Debounce {
             after: self.features.debounce_after,
             max: self.features.debounce_max,
@@ -217,8 +221,17 @@ impl DiscoveryServer {
                     // Mesh config changes everything: a full push, as upstream.
                     self.metrics.push_triggers.get_or_create(&Metrics::label("global")).inc();
                     let current = mesh.borrow_and_update().clone();
-                    let push = build_push(&store, &current, &domain);
+                    let push = build_push(&store, &current, &domain, &jwks).await;
                     info!(version = %push.version, "mesh config changed; pushing");
+                    self.publish(push, true, Instant::now());
+                    continue;
+                }
+                Ok(()) = jwks_changes.changed() => {
+                    // Keys of a jwksUri changed: every proxy that inlines them needs them.
+                    self.metrics.push_triggers.get_or_create(&Metrics::label("unknown")).inc();
+                    let current = mesh.borrow().clone();
+                    let push = build_push(&store, &current, &domain, &jwks).await;
+                    info!(version = %push.version, "JWKS changed; pushing");
                     self.publish(push, true, Instant::now());
                     continue;
                 }
@@ -240,7 +253,7 @@ impl DiscoveryServer {
                 .inc();
             let started = std::time::Instant::now();
             let current = mesh.borrow().clone();
-            let push = build_push(&store, &current, &domain);
+            let push = build_push(&store, &current, &domain, &jwks).await;
             self.metrics
                 .push_context_init
                 .observe(started.elapsed().as_secs_f64());
@@ -253,14 +266,26 @@ impl DiscoveryServer {
 
 static PUSH_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Builds a push context from the store's current contents, with a fresh version.
-pub fn build_push(store: &ConfigStore, mesh: &MeshConfig, domain: &str) -> PushContext {
+/// Builds a push context from the store's current contents, with a fresh version, and
+/// the JWKS its RequestAuthentications need: keys not fetched yet are fetched first (each
+/// bounded by its rule's timeout), so the push that brings a policy brings its keys.
+pub async fn build_push(
+    store: &ConfigStore,
+    mesh: &MeshConfig,
+    domain: &str,
+    jwks: &JwksResolver,
+) -> PushContext {
     let n = PUSH_COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
     let version = format!(
         "{}/{n}",
         humantime::format_rfc3339_seconds(SystemTime::now())
     );
-    PushContext::build(&store.snapshot(), mesh.clone(), domain, version)
+    let mut push = PushContext::build(&store.snapshot(), mesh.clone(), domain, version);
+    push.jwks = jwks.keys_for(request_authn::istiod_fetched_sources(&push));
+    if let Some(keys) = jwks.fetch_pending().await {
+        push.jwks = keys;
+    }
+    push
 }
 
 fn inbound_label(kind: Kind) -> &'static str {
@@ -316,6 +341,7 @@ mod tests {
             store.subscribe(),
             mesh_rx,
             "cluster.local".into(),
+            JwksResolver::new(Default::default()).unwrap(),
             shutdown.clone(),
         ));
 

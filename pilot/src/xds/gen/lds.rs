@@ -63,7 +63,9 @@ pub fn listeners(ctx: &GenContext<'_>) -> Vec<Resource> {
         .map(|l| Resource::new(l.name.clone(), &l))
         .collect();
     out.push(Resource::new(VIRTUAL_OUTBOUND, &virtual_outbound(ctx)));
-    out.push(Resource::new(VIRTUAL_INBOUND, &virtual_inbound(ctx)));
+    let mut inbound = virtual_inbound(ctx);
+    crate::security::request_authn::add_to_inbound(ctx.push, ctx.proxy, &mut inbound);
+    out.push(Resource::new(VIRTUAL_INBOUND, &inbound));
     out
 }
 
