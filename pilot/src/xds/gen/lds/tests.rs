@@ -250,6 +250,36 @@ fn tcp_routes_split_by_weight() {
     }
 }
 
+#[test]
+fn request_authentication_goes_first_in_inbound_http_chains_only() {
+    let ra = r#"
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: default}
+spec:
+  jwtRules: [{issuer: https://issuer.example, jwks: '{"keys":[]}'}]
+"#;
+    let filter_names = |l: &Listener, chain: &str| -> Vec<String> {
+        let c = named(&l.filter_chains, chain, |c| &c.name);
+        let hcm = HttpConnectionManager::decode(typed(&c.filters[0])).unwrap();
+        hcm.http_filters.into_iter().map(|f| f.name).collect()
+    };
+    let plain = decoded(MESH);
+    let ls = decoded(&format!("{MESH}{ra}"));
+    let inbound = find(&ls, VIRTUAL_INBOUND);
+    for chain in ["0.0.0.0_9080", VIRTUAL_INBOUND_CATCHALL_HTTP] {
+        let mut want = vec!["envoy.filters.http.jwt_authn".to_owned()];
+        want.extend(filter_names(find(&plain, VIRTUAL_INBOUND), chain));
+        assert_eq!(filter_names(inbound, chain), want, "{chain}");
+    }
+    let outbound = find(&ls, "0.0.0.0_9080");
+    assert!(
+        !filter_names(outbound, "").contains(&"envoy.filters.http.jwt_authn".to_owned()),
+        "outbound traffic is not authenticated"
+    );
+}
+
 mod mtls;
 
 const DENY_DELETE: &str = r#"
