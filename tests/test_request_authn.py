@@ -1,7 +1,7 @@
 """End to end: a RequestAuthentication in --configDir whose jwksUri is served on loopback.
 istiod fetches the keys and inlines them in the sidecar's inbound JWT filter, pushes new
-keys when the server's change, and inlines a key set nothing verifies against when the
-server cannot be reached."""
+keys when the server's change, inlines a key set nothing verifies against while the
+server cannot be reached, and retries it until it can."""
 
 import http.server
 import json
@@ -16,6 +16,7 @@ from live_xds import LDS, AdsStream
 NODE = "sidecar~10.1.0.1~app.default~default.svc.cluster.local"
 KEY_A = "a" * 40
 KEY_B = "b" * 40
+KEY_C = "c" * 40
 # The modulus of the key set istiod inlines when it has no keys (security/jwks.rs).
 REJECT_ALL = b"w_z0tiLIGRuum9uD7y1ybebxmo0w67KU5EE4DoQyeuKCOY593uii9Sat38u"
 
@@ -27,7 +28,7 @@ def jwks(n: str) -> bytes:
 class KeyServer:
     """An HTTP server on loopback answering `/jwks` with `body`."""
 
-    def __init__(self, body: bytes):
+    def __init__(self, body: bytes, port: int = 0):
         self.body = body
         self.hits = 0
         outer = self
@@ -44,7 +45,7 @@ class KeyServer:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -97,6 +98,14 @@ def test_jwks_uri_keys_reach_the_inbound_listener_and_follow_changes(tmp_path, i
             request_authentication("broken", "https://down.example", f"http://127.0.0.1:{closed}/jwks"))
         wait_until(lambda: REJECT_ALL in ads.raw(LDS), timeout=30, what="reject-all keys for the unreachable URI")
         assert KEY_B.encode() in ads.raw(LDS)
+
+        # Once the server comes up, the retry finds its keys and pushes them.
+        late = KeyServer(jwks(KEY_C), port=closed)
+        try:
+            wait_until(lambda: KEY_C.encode() in ads.raw(LDS), timeout=30, what="keys of the late server")
+            assert REJECT_ALL not in ads.raw(LDS)
+        finally:
+            late.close()
 
         # Removing the policies removes the filter.
         (config / "jwt.yaml").unlink()

@@ -32,6 +32,8 @@ pub const PUBLIC_ONLY_JWKS: &str = r#"{"keys":[{"kty":"RSA","e":"AQAB","n":"w_z0
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Refresh interval after a failed refresh; it doubles on each further failure.
 const REFRESH_ON_FAILURE: Duration = Duration::from_secs(60);
+/// First retry of a source that has no keys; it doubles up to [`REFRESH_ON_FAILURE`].
+const MISSING_RETRY: Duration = Duration::from_secs(5);
 /// Cap of the doubling refresh interval on failure.
 const FAILURE_BACKOFF_CAP: Duration = Duration::from_secs(60 * 60);
 /// Keys not refreshed successfully for this long are dropped (tokens are then rejected).
@@ -248,6 +250,8 @@ pub struct JwksResolver {
     snapshot: ArcSwap<JwksKeys>,
     /// Counts key changes found by the periodic refresh; the push loop watches it.
     changes: watch::Sender<u64>,
+    /// Wakes the refresh task when a new source failed its first fetch.
+    missing: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for JwksResolver {
@@ -298,6 +302,7 @@ impl JwksResolver {
             client,
             state: Mutex::new(State::default()),
             changes: watch::channel(0).0,
+            missing: tokio::sync::Notify::new(),
         }))
     }
 
@@ -356,22 +361,43 @@ impl JwksResolver {
         if pending.is_empty() {
             return None;
         }
-        self.fetch_all(pending).await;
+        if self.fetch_all(pending).await.failed {
+            self.missing.notify_one();
+        }
         Some(self.snapshot.load_full())
     }
 
     /// Fetches every source again; a change of keys is published and counted.
     pub async fn refresh(&self) -> Refreshed {
-        let all: Vec<(JwksSource, Duration)> = {
+        self.refresh_where(|_| true).await
+    }
+
+    /// Fetches again the sources that have no keys (their first fetch failed).
+    pub async fn retry_missing(&self) -> Refreshed {
+        self.refresh_where(|e| e.keys.is_none()).await
+    }
+
+    /// Whether some source the config names has no keys.
+    fn has_missing(&self) -> bool {
+        self.lock().entries.values().any(|e| e.keys.is_none())
+    }
+
+    async fn refresh_where(&self, pick: impl Fn(&Entry) -> bool) -> Refreshed {
+        let sources: Vec<(JwksSource, Duration)> = {
             let mut state = self.lock();
-            state.pending.clear();
-            state
+            let picked: Vec<(JwksSource, Duration)> = state
                 .entries
                 .iter()
+                .filter(|(_, e)| pick(e))
                 .map(|(s, e)| (s.clone(), e.timeout))
-                .collect()
+                .collect();
+            // Fetched now, so no longer waiting for the next push to be fetched.
+            for (s, _) in &picked {
+                state.pending.remove(s);
+            }
+            picked
         };
-        let result = self.fetch_all(all).await;
+        let result = self.fetch_all(sources).await;
         if result.changed {
             self.changes.send_modify(|n| *n += 1);
         }
@@ -379,14 +405,34 @@ impl JwksResolver {
     }
 
     /// Refreshes every `PILOT_JWT_PUB_KEY_REFRESH_INTERVAL` until `shutdown`; after a
-    /// failure sooner, backing off as upstream does.
+    /// failure sooner, backing off as upstream does. Sources without keys (tokens of their
+    /// issuer are being rejected) are retried in between: after 5 s, doubling up to 1 min.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut interval = self.settings.refresh_interval;
+        let mut refresh_at = Instant::now() + interval;
         let mut failed_before = false;
+        let mut retry = MISSING_RETRY;
         loop {
+            let retry_at = self.has_missing().then(|| Instant::now() + retry);
+            let wake = retry_at.map_or(refresh_at, |r| r.min(refresh_at));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+                // A new source failed its first fetch: retry it soon.
+                _ = self.missing.notified() => {
+                    retry = MISSING_RETRY;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            if Instant::now() < refresh_at {
+                let result = self.retry_missing().await;
+                retry = if result.failed {
+                    (retry * 2).min(REFRESH_ON_FAILURE)
+                } else {
+                    MISSING_RETRY
+                };
+                debug!(?result, "JWKS retry of sources without keys");
+                continue;
             }
             let result = self.refresh().await;
             interval = next_interval(
@@ -396,6 +442,8 @@ impl JwksResolver {
                 failed_before,
             );
             failed_before = result.failed;
+            refresh_at = Instant::now() + interval;
+            retry = MISSING_RETRY;
             debug!(?result, next = ?interval, "JWKS refresh");
         }
     }

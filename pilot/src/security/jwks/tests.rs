@@ -348,3 +348,52 @@ fn settings() {
     )]))
     .is_err());
 }
+
+#[tokio::test]
+async fn sources_without_keys_are_retried() {
+    let server = KeyServer::spawn("").await;
+    server.serve(StatusCode::BAD_GATEWAY, "");
+    let r = resolver();
+    r.keys_for(wanted(&server.source()));
+    r.fetch_pending().await;
+    assert!(r.has_missing());
+    let still = r.retry_missing().await;
+    assert!(still.failed && !still.changed);
+
+    server.serve(StatusCode::OK, KEYS_A);
+    let changes = r.subscribe();
+    let got = r.retry_missing().await;
+    assert!(got.changed, "keys at last");
+    assert!(changes.has_changed().unwrap(), "and a push for them");
+    assert!(!r.has_missing());
+    let hits = server.hits();
+    assert_eq!(r.retry_missing().await, Refreshed::default());
+    assert_eq!(
+        server.hits(),
+        hits,
+        "sources with keys wait for the refresh"
+    );
+}
+
+#[tokio::test]
+async fn the_refresh_task_retries_a_failed_first_fetch() {
+    let server = KeyServer::spawn("").await;
+    server.serve(StatusCode::BAD_GATEWAY, "");
+    let r = resolver();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(r.clone().run(shutdown.clone()));
+    r.keys_for(wanted(&server.source()));
+    r.fetch_pending().await;
+    server.serve(StatusCode::OK, KEYS_A);
+    let mut changes = r.subscribe();
+    // The first retry comes MISSING_RETRY after the failure.
+    tokio::time::timeout(MISSING_RETRY * 3, changes.changed())
+        .await
+        .expect("retried within the deadline")
+        .unwrap();
+    assert_eq!(
+        r.keys_for(wanted(&server.source())).get(&server.source()),
+        Some(KEYS_A)
+    );
+    shutdown.cancel();
+}
