@@ -1,5 +1,6 @@
 //! Workload identities shared by the CA and the xDS server, and the security policies
-//! (PeerAuthentication, RequestAuthentication, TLS settings) that xDS generation turns into Envoy config.
+//! (PeerAuthentication, RequestAuthentication, TLS settings) that xDS generation turns
+//! into Envoy config.
 
 pub mod jwks;
 pub mod peer_authn;
