@@ -4,24 +4,17 @@
 //! (`host:port`), whose API listener points at a route config named like the cluster
 //! (`outbound|port||host`), then clusters and their endpoints.
 
+mod inbound;
+pub mod tls;
+
 use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
     Cluster,
 };
-use envoy_types::pb::envoy::config::listener::v3::{ApiListener, FilterChain, Listener};
-use envoy_types::pb::envoy::config::route::v3::{
-    route::Action, route_match::PathSpecifier, NonForwardingAction, Route, RouteConfiguration,
-    RouteMatch, VirtualHost,
-};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::RouteSpecifier, HttpConnectionManager,
-};
+use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 
-use super::eds::socket_address;
-use super::filters::{
-    ads_config_source, any, fault_filter, network_filter, rds_connection_manager, router_filter,
-    HCM_FILTER,
-};
+use super::filters::{ads_config_source, any, fault_filter, rds_connection_manager, router_filter};
 use super::naming::{cluster_name, parse_cluster_name, Direction};
 use super::route::{default_route, duration, http_routes};
 use super::{GenContext, Resource, Subscription};
@@ -51,7 +44,7 @@ pub fn listeners(ctx: &GenContext<'_>, sub: &Subscription) -> Vec<Resource> {
         .into_iter()
         .filter_map(|name| {
             if let Some(addr) = name.strip_prefix(SERVER_LISTENER_PREFIX) {
-                return server_listener(&name, addr);
+                return inbound::server_listener(ctx, &name, addr);
             }
             let (host, port) = name.rsplit_once(':')?;
             let port: u16 = port.parse().ok()?;
@@ -71,48 +64,6 @@ pub fn listeners(ctx: &GenContext<'_>, sub: &Subscription) -> Vec<Resource> {
             ))
         })
         .collect()
-}
-
-/// A server listener accepting everything on the port and handing it to the application.
-fn server_listener(name: &str, addr: &str) -> Option<Resource> {
-    let (ip, port) = addr.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    let hcm = HttpConnectionManager {
-        stat_prefix: "inbound".into(),
-        route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration {
-            name: "inbound".into(),
-            virtual_hosts: vec![VirtualHost {
-                name: "inbound".into(),
-                domains: vec!["*".into()],
-                routes: vec![Route {
-                    r#match: Some(RouteMatch {
-                        path_specifier: Some(PathSpecifier::Prefix("/".into())),
-                        ..Default::default()
-                    }),
-                    action: Some(Action::NonForwardingAction(NonForwardingAction::default())),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        })),
-        http_filters: vec![router_filter()],
-        ..Default::default()
-    };
-    let ip = ip.trim_start_matches('[').trim_end_matches(']');
-    Some(Resource::new(
-        name,
-        &Listener {
-            name: name.to_owned(),
-            address: Some(socket_address(ip, port)),
-            filter_chains: vec![FilterChain {
-                name: "inbound".into(),
-                filters: vec![network_filter(HCM_FILTER, &hcm)],
-                ..Default::default()
-            }],
-            ..Default::default()
-        },
-    ))
 }
 
 /// Route configs named `outbound|port||host`: the virtual service's HTTP routes if one
@@ -181,7 +132,12 @@ pub fn clusters(ctx: &GenContext<'_>, sub: &Subscription) -> Vec<Resource> {
         .into_iter()
         .filter_map(|name| {
             let key = parse_cluster_name(&name)?;
-            ctx.push.service(key.host)?.port(key.port)?;
+            let svc = ctx.push.service(key.host)?;
+            svc.port(key.port)?;
+            let tls = ctx
+                .push
+                .destination_rule(&ctx.proxy.config_namespace, &svc.hostname)
+                .and_then(|dr| tls::cluster_tls(&dr.spec, key.subset, key.port));
             let cluster = Cluster {
                 name: name.clone(),
                 cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
@@ -191,6 +147,7 @@ pub fn clusters(ctx: &GenContext<'_>, sub: &Subscription) -> Vec<Resource> {
                 }),
                 lb_policy: LbPolicy::RoundRobin as i32,
                 connect_timeout: Some(duration(ctx.push.mesh.connect_timeout())),
+                transport_socket: tls::client_transport_socket(ctx.push, svc, tls.as_ref()),
                 ..Default::default()
             };
             Some(Resource::new(name, &cluster))
