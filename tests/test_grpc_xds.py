@@ -104,18 +104,18 @@ VS_ALL_TO_V2 = textwrap.dedent(f"""\
 
 
 class Client:
-    def __init__(self, bootstrap: str, target: str, log_path):
+    def __init__(self, bootstrap: str, target: str, log_path, args=()):
         env = dict(os.environ, GRPC_XDS_BOOTSTRAP=bootstrap)
         self.stderr = open(log_path, "wb")
         here = os.path.dirname(os.path.abspath(__file__))
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(here, "xds_client.py"), target],
+            [sys.executable, os.path.join(here, "xds_client.py"), target, *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env, text=True,
         )
         assert json.loads(self.proc.stdout.readline())["ready"]
 
-    def call(self, n: int) -> dict:
-        self.proc.stdin.write(f"call {n}\n")
+    def call(self, n: int, method: str = "Call") -> dict:
+        self.proc.stdin.write(f"call {n} {method}\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
