@@ -34,10 +34,6 @@ TRUST_DOMAIN = "cluster.local"
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-AUTHZ_MISSING = (
-    "needs the AuthorizationPolicy builder (crate::security::authz::http_filters) wired "
-    "into the gRPC server listener (AUTHZ mark in xds/gen/proxyless/inbound.rs)"
-)
 
 
 def spiffe(sa: str) -> str:
@@ -343,7 +339,6 @@ def test_permissive_serves_plaintext(mesh):
                what="the plaintext client refused once STRICT is back")
 
 
-@pytest.mark.skip(reason=AUTHZ_MISSING)
 def test_allow_policy_admits_only_its_principal(mesh):
     mesh.apply("allow-a", ALLOW_A)
     a = mesh.client("client-a-allow", "127.0.0.16", "client-a")
@@ -355,7 +350,6 @@ def test_allow_policy_admits_only_its_principal(mesh):
     wait_until(lambda: ok(b.call(5), 5), timeout=60, what="B allowed again once the policy is gone")
 
 
-@pytest.mark.skip(reason=AUTHZ_MISSING)
 def test_deny_policy_refuses_only_its_method(mesh):
     mesh.apply("deny-admin", DENY_ADMIN)
     a = mesh.client("client-a-deny", "127.0.0.18", "client-a")
@@ -376,5 +370,6 @@ def test_every_response_decodes_with_xds_protos(mesh):
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "envoy.extensions.filters.http.rbac.v3.RBAC",
     ):
         assert decoded["types"].get(name), f"no {name} among {sorted(decoded['types'])}"

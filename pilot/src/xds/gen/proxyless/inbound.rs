@@ -85,12 +85,11 @@ pub fn serves_mtls(mode: MtlsMode, labels: &BTreeMap<String, String>) -> bool {
     }
 }
 
-/// The AuthorizationPolicy filters of the workload: DENY then ALLOW `envoy.filters.http.rbac`.
+/// The AuthorizationPolicy filters of the workload: the RBAC filters of its DENY and
+/// ALLOW policies. CUSTOM policies (ext_authz) are left out, as upstream's gRPC generator
+/// does: gRPC has no ext_authz filter and would refuse the whole listener.
 fn authz_filters(ctx: &GenContext<'_>) -> Vec<HttpFilter> {
-    // AUTHZ: replace with `crate::security::authz::http_filters(ctx.push, ctx.proxy)` once
-    // the AuthorizationPolicy builder is in; until then the server listener has no RBAC.
-    let _ = ctx;
-    Vec::new()
+    crate::security::authz::local_http_filters(ctx.push, ctx.proxy)
 }
 
 /// One filter chain (`inbound-<suffix>`) handing every request to the application, with
