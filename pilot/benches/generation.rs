@@ -59,6 +59,25 @@ fn subscriptions(ctx: &GenContext<'_>) -> Vec<(&'static str, &'static str, Subsc
     subs
 }
 
+/// One criterion group per type the sidecar subscribes to, named `<type>/<shape>/<n>`, with
+/// the response size as throughput (and once on stderr).
+fn bench_types(c: &mut Criterion, ctx: &GenContext<'_>, shape: &str, n: usize) {
+    for (short, type_url, sub) in subscriptions(ctx) {
+        let out = generate(type_url, ctx, &sub).unwrap_or_default();
+        let size = bytes(&out);
+        eprintln!(
+            "bytes: {short}/{shape}/{n}: {} resources, {size} bytes",
+            out.len()
+        );
+        let mut group = c.benchmark_group(format!("{short}/{shape}"));
+        group.throughput(Throughput::Bytes(size));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| generate(black_box(type_url), black_box(ctx), black_box(&sub)))
+        });
+        group.finish();
+    }
+}
+
 fn generation(c: &mut Criterion) {
     let proxy = sidecar("1.1.1.1", "default");
     for shape in SHAPES {
@@ -70,20 +89,7 @@ fn generation(c: &mut Criterion) {
                 proxy: &proxy,
                 scope: &scope,
             };
-            for (short, type_url, sub) in subscriptions(&ctx) {
-                let out = generate(type_url, &ctx, &sub).unwrap_or_default();
-                let size = bytes(&out);
-                eprintln!(
-                    "bytes: {short}/{shape}/{n}: {} resources, {size} bytes",
-                    out.len()
-                );
-                let mut group = c.benchmark_group(format!("{short}/{shape}"));
-                group.throughput(Throughput::Bytes(size));
-                group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-                    b.iter(|| generate(black_box(type_url), black_box(&ctx), black_box(&sub)))
-                });
-                group.finish();
-            }
+            bench_types(c, &ctx, shape, n);
         }
     }
 }
@@ -125,20 +131,7 @@ fn secure_generation(c: &mut Criterion) {
             proxy: &proxy,
             scope: &scope,
         };
-        for (short, type_url, sub) in subscriptions(&ctx) {
-            let out = generate(type_url, &ctx, &sub).unwrap_or_default();
-            let size = bytes(&out);
-            eprintln!(
-                "bytes: {short}/workload-{shape}/1000: {} resources, {size} bytes",
-                out.len()
-            );
-            let mut group = c.benchmark_group(format!("{short}/workload-{shape}"));
-            group.throughput(Throughput::Bytes(size));
-            group.bench_with_input(BenchmarkId::from_parameter(1000), &1000, |b, _| {
-                b.iter(|| generate(black_box(type_url), black_box(&ctx), black_box(&sub)))
-            });
-            group.finish();
-        }
+        bench_types(c, &ctx, &format!("workload-{shape}"), 1000);
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::security::PolicyTargetReference;
 use super::LabelSelector;
 
 /// How long Envoy or istiod waits for a JWKS server when a rule names no `timeout`.
@@ -28,15 +29,6 @@ impl RequestAuthentication {
     pub fn has_target(&self) -> bool {
         self.target_ref.is_some() || !self.target_refs.is_empty()
     }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PolicyTargetReference {
-    pub group: String,
-    pub kind: String,
-    pub name: String,
-    pub namespace: String,
 }
 
 /// One accepted issuer: where its keys are, where the token is, and what to pass on.
