@@ -3,7 +3,7 @@
 //! context here names provider instance `default`, as istio-agent's gRPC bootstrap
 //! declares it, with certificate `default` for the identity and `ROOTCA` for the roots.
 
-use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
+use envoy_types::pb::envoy::config::core::v3::TransportSocket;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::{
         CertificateProviderInstance, CombinedCertificateValidationContext, ValidationContextType,
@@ -16,10 +16,9 @@ use envoy_types::pb::google::protobuf::BoolValue;
 
 use crate::config::istio::{ClientTlsSettings, DestinationRule};
 use crate::model::{PushContext, Service};
-use crate::security::tls::TLS_TRANSPORT_SOCKET;
+use crate::security::tls::tls_socket;
 use crate::xds::gen::cds::policy::merge_traffic_policy;
 use crate::xds::gen::cds::tls::service_identities;
-use crate::xds::gen::filters::any;
 
 /// The certificate provider instance of the gRPC bootstrap.
 pub const PROVIDER_INSTANCE: &str = "default";
@@ -80,10 +79,7 @@ pub fn downstream_mtls() -> TransportSocket {
         require_client_certificate: Some(BoolValue { value: true }),
         ..Default::default()
     };
-    TransportSocket {
-        name: TLS_TRANSPORT_SOCKET.to_owned(),
-        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&ctx))),
-    }
+    tls_socket(&ctx)
 }
 
 /// The client side of Istio mTLS, checking that the server is one of `sans`.
@@ -92,10 +88,7 @@ pub fn upstream_mtls(sans: &[String]) -> TransportSocket {
         common_tls_context: Some(common_tls_context(sans)),
         ..Default::default()
     };
-    TransportSocket {
-        name: TLS_TRANSPORT_SOCKET.to_owned(),
-        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&ctx))),
-    }
+    tls_socket(&ctx)
 }
 
 /// The client transport socket for a cluster with TLS settings `tls` to `host`.
