@@ -391,8 +391,9 @@ fn gives_endpoints(watched: &str, body: &[u8]) -> Result<bool> {
     Ok(cla.endpoints.iter().any(|l| !l.lb_endpoints.is_empty()))
 }
 
-/// The node of sidecar `id`: `sidecar~10.100.x.y~pod-<id>.default~default.svc.cluster.local`.
-fn sidecar_node(id: usize) -> Node {
+/// The node of sidecar `id` that is no workload (no labels, its IP backs no endpoint):
+/// `sidecar~10.100.x.y~pod-<id>.default~default.svc.cluster.local`.
+pub fn sidecar_node(id: usize) -> Node {
     let ip = format!("10.100.{}.{}", id / 250, id % 250 + 1);
     node(
         &format!("sidecar~{ip}~pod-{id}.default~default.svc.cluster.local"),
@@ -401,7 +402,8 @@ fn sidecar_node(id: usize) -> Node {
 }
 
 /// The node of a sidecar of pod `pod` in `namespace` at `ip`, with the pod's `labels`, as
-/// the injected proxy sends it (`LABELS`, `INSTANCE_IPS`, `NAMESPACE`, `ISTIO_VERSION`).
+/// the injected proxy sends it (`LABELS`, `INSTANCE_IPS`, `NAMESPACE`, `SERVICE_ACCOUNT`
+/// (`default`), `ISTIO_VERSION`).
 pub fn workload_node(pod: &str, namespace: &str, ip: &str, labels: &[(&str, &str)]) -> Node {
     let string = |s: &str| Value {
         kind: Some(ValueKind::StringValue(s.to_owned())),
@@ -415,6 +417,7 @@ pub fn workload_node(pod: &str, namespace: &str, ip: &str, labels: &[(&str, &str
     let metadata = [
         ("NAMESPACE", string(namespace)),
         ("INSTANCE_IPS", string(ip)),
+        ("SERVICE_ACCOUNT", string("default")),
         ("ISTIO_VERSION", string("1.26.0")),
         (
             "LABELS",
@@ -578,9 +581,36 @@ impl Drop for Clients {
     }
 }
 
+/// Starts one sidecar per node, each on an HTTP/2 connection of its own as real sidecars
+/// connect; each reports milestones of `watched`.
+pub fn spawn_sidecars(
+    nodes: Vec<Node>,
+    grpc_port: u16,
+    watched: Option<Arc<str>>,
+    protocol: Protocol,
+) -> Clients {
+    let (ev_tx, events) = mpsc::unbounded_channel();
+    let tasks = nodes
+        .into_iter()
+        .enumerate()
+        .map(|(id, node)| {
+            spawn_sidecar(
+                id,
+                node,
+                grpc_port,
+                watched.clone(),
+                protocol,
+                ev_tx.clone(),
+            )
+        })
+        .collect();
+    Clients { events, tasks }
+}
+
 /// Starts `n` clients spread over `channels`; each reports milestones of `watched`.
 pub fn spawn_clients(
     n: usize,
+    nodes: impl Fn(usize) -> Node,
     channels: &[Channel],
     watched: Option<Arc<str>>,
     protocol: Protocol,
@@ -590,8 +620,8 @@ pub fn spawn_clients(
         .map(|id| {
             let ch = channels[id % channels.len()].clone();
             let (ev, watched) = (ev_tx.clone(), watched.clone());
+            let node = nodes(id);
             tokio::spawn(async move {
-                let node = sidecar_node(id);
                 if let Err(e) = run_protocol(id, node, ch, watched, protocol, ev.clone()).await {
                     let _ = ev.send(Event::Failed(id, e));
                 }

@@ -59,12 +59,18 @@ struct Args {
     /// Namespaces the services are spread over (`bench-0`…).
     #[arg(long, default_value_t = 4)]
     namespaces: usize,
-    /// Concurrent ADS streams (one sidecar each).
+    /// Concurrent ADS streams (one sidecar each). Sidecar `i` is the workload behind
+    /// service `i`: at its endpoint's IP, in its namespace, with its `app` label.
     #[arg(long, default_value_t = 500)]
     clients: usize,
-    /// HTTP/2 connections the streams are spread over.
-    #[arg(long, default_value_t = 10)]
-    channels: usize,
+    /// Multiplex the streams over this many HTTP/2 connections (by default each sidecar
+    /// has a connection of its own, as real sidecars do).
+    #[arg(long)]
+    channels: Option<usize>,
+    /// Sidecars that are no workloads (no labels, no endpoint of their own; all share one
+    /// config), as the first versions of this benchmark modelled them.
+    #[arg(long)]
+    anonymous: bool,
     /// Serve no Istio or Gateway API resources (404, as when their CRDs are not installed).
     #[arg(long)]
     without_crds: bool,
@@ -115,8 +121,11 @@ impl Cluster {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    if args.clients == 0 || args.channels == 0 || args.namespaces == 0 {
+    if args.clients == 0 || args.channels == Some(0) || args.namespaces == 0 {
         bail!("--clients, --channels and --namespaces must be positive");
+    }
+    if !args.anonymous && args.clients > args.services {
+        bail!("each sidecar is the workload of one service: --clients must not exceed --services (or use --anonymous)");
     }
     if args.without_crds && args.kubeconfig.is_some() {
         bail!(
@@ -241,13 +250,37 @@ async fn run(
     // Initial config for every client.
     let new = args.services;
     let watched: Arc<str> = objects::cluster_name(new, args.namespaces).into();
-    let channels = ads::connect(grpc_port, args.channels).await?;
-    let cpu0 = cpu_secs(pid);
-    let t0 = Instant::now();
+    let namespaces = args.namespaces;
+    let node = |i: usize| {
+        if args.anonymous {
+            ads::sidecar_node(i)
+        } else {
+            objects::workload_node(i, namespaces)
+        }
+    };
     // Push rounds are not measured here (the milestones are); with delta, a new Service
     // adds a cluster, so CDS marks one.
     let protocol = Protocol::new(args.delta, types::CLUSTER);
-    let mut clients = ads::spawn_clients(args.clients, &channels, Some(watched.clone()), protocol);
+    let (cpu0, t0, mut clients) = match args.channels {
+        Some(n) => {
+            let channels = ads::connect(grpc_port, n).await?;
+            let (cpu0, t0) = (cpu_secs(pid), Instant::now());
+            let clients = ads::spawn_clients(
+                args.clients,
+                node,
+                &channels,
+                Some(watched.clone()),
+                protocol,
+            );
+            (cpu0, t0, clients)
+        }
+        None => {
+            let (cpu0, t0) = (cpu_secs(pid), Instant::now());
+            let nodes = (0..args.clients).map(node).collect();
+            let clients = ads::spawn_sidecars(nodes, grpc_port, Some(watched.clone()), protocol);
+            (cpu0, t0, clients)
+        }
+    };
     let mut received = vec![ads::Received::default(); args.clients];
     let mut initial = ads::wait_round(&mut clients.events, 0, t0, &mut received).await?;
     initial.server_cpu = cpu_secs(pid) - cpu0;
@@ -304,9 +337,19 @@ async fn run(
         "  API server objects:    {} Services + {} EndpointSlices + {} Pods in {} namespaces; {crds}",
         args.services, args.services, args.services, args.namespaces
     );
+    let connections = args
+        .channels
+        .map_or("one HTTP/2 connection each".to_owned(), |n| {
+            format!("over {n} HTTP/2 connections")
+        });
+    let who = if args.anonymous {
+        "no workloads (shared identity)"
+    } else {
+        "each the workload of one service (own IP, namespace, labels)"
+    };
     println!(
-        "  clients:               {} over {} HTTP/2 connections",
-        args.clients, args.channels
+        "  clients:               {} sidecars, {who}, {connections}",
+        args.clients
     );
     if args.delta {
         println!("  protocol:              {protocol}");

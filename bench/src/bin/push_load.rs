@@ -135,7 +135,8 @@ async fn run(
     let t0 = Instant::now();
     // The VirtualService edit changes routes only, and a delta server sends only that.
     let protocol = Protocol::new(args.delta, types::ROUTE);
-    let mut clients = ads::spawn_clients(args.clients, &channels, None, protocol);
+    let mut clients =
+        ads::spawn_clients(args.clients, ads::sidecar_node, &channels, None, protocol);
     let ev_rx = &mut clients.events;
 
     let mut rounds = Vec::new();

@@ -2,6 +2,7 @@
 //! EndpointSlice with one ready endpoint, and the Pod behind it; plus istiod's mesh
 //! ConfigMap and webhook configurations.
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use kube_fake::objects;
 use serde_json::{json, Value};
 
@@ -86,6 +87,23 @@ pub fn istiod_config() -> Vec<Value> {
     ]
 }
 
+/// The IP of the pod behind service `i`.
+fn pod_ip(i: usize) -> String {
+    format!("10.200.{}.{}", i / 250, i % 250 + 1)
+}
+
+/// The sidecar of the pod behind service `i`, as its Istio agent connects: at the pod's
+/// IP, in its namespace, with its labels.
+pub fn workload_node(i: usize, namespaces: usize) -> Node {
+    let name = format!("svc-{i}");
+    crate::ads::workload_node(
+        &format!("{name}-0"),
+        &service_namespace(i, namespaces),
+        &pod_ip(i),
+        &[("app", &name)],
+    )
+}
+
 /// Service `svc-<i>` (HTTP port 80 named `http` to target 8080), its EndpointSlice with
 /// one ready endpoint, and the Pod at that endpoint.
 pub fn service(i: usize, namespaces: usize) -> Vec<Value> {
@@ -93,7 +111,7 @@ pub fn service(i: usize, namespaces: usize) -> Vec<Value> {
     let name = format!("svc-{i}");
     let pod_name = format!("{name}-0");
     let (a, b) = (i / 250, i % 250 + 1);
-    let pod_ip = format!("10.200.{a}.{b}");
+    let pod_ip = pod_ip(i);
     let node = format!("node-{}", i % NODES);
     vec![
         objects::service(&ns, &name)

@@ -1,6 +1,6 @@
 //! A connected proxy: who it is (node id, metadata) and what it runs as.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -142,17 +142,10 @@ impl Proxy {
         self.generator == "grpc"
     }
 
-    /// What generated config depends on besides the push and the subscription: proxies
-    /// with equal keys get identical resources, so a push generates once per key.
+    /// What the proxy's own (inbound) config depends on besides the push and the
+    /// subscription: proxies with equal keys get identical resources, so a push generates
+    /// once per key.
     pub fn config_key(&self, sidecar: Option<&str>, serves_endpoints: bool) -> String {
-        let family = match (
-            self.ip_addresses.iter().any(|ip| ip.contains('.')),
-            self.ip_addresses.iter().any(|ip| ip.contains(':')),
-        ) {
-            (true, true) => "dual",
-            (false, true) => "v6",
-            _ => "v4",
-        };
         let labels: Vec<String> = self
             .labels
             .iter()
@@ -172,9 +165,48 @@ impl Proxy {
             self.dns_domain,
             sidecar.unwrap_or(""),
             labels.join(","),
-            family,
+            self.ip_family(),
             ips
         )
+    }
+
+    /// What the proxy's outbound config depends on: its view of the mesh (namespace,
+    /// `Sidecar`, DNS domain, IP family) and, of its labels, only those with a key in
+    /// `source_label_keys` (the keys routing rules match clients on). Workloads that
+    /// differ in anything else share every outbound resource.
+    pub fn outbound_key(
+        &self,
+        sidecar: Option<&str>,
+        source_label_keys: &BTreeSet<&str>,
+    ) -> String {
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .filter(|(k, _)| source_label_keys.contains(k.as_str()))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(
+            "{}|{}|{}|{}|{}|{}|{}",
+            self.generator,
+            self.kind,
+            self.config_namespace,
+            self.dns_domain,
+            sidecar.unwrap_or(""),
+            labels.join(","),
+            self.ip_family(),
+        )
+    }
+
+    /// `v4`, `v6` or `dual`: DNS clusters resolve the families the proxy has addresses in.
+    fn ip_family(&self) -> &'static str {
+        match (
+            self.ip_addresses.iter().any(|ip| ip.contains('.')),
+            self.ip_addresses.iter().any(|ip| ip.contains(':')),
+        ) {
+            (true, true) => "dual",
+            (false, true) => "v6",
+            _ => "v4",
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The push context: an immutable snapshot of everything generators need, built once per
 //! push and shared by every connection.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::authorization::AuthorizationPolicies;
@@ -357,6 +357,18 @@ pub struct SidecarScope {
 }
 
 impl SidecarScope {
+    /// The label keys of clients that the routing rules in scope match on
+    /// (`sourceLabels`): the only labels the proxy's outbound config depends on.
+    pub fn source_label_keys(&self) -> BTreeSet<&str> {
+        self.virtual_services
+            .iter()
+            .flat_map(|vs| vs.spec.tcp.iter())
+            .flat_map(|r| r.matches.iter())
+            .flat_map(|m| m.source_labels.keys())
+            .map(String::as_str)
+            .collect()
+    }
+
     /// The first virtual service (in namespace/name order) that claims `host`.
     pub fn virtual_service_for(&self, host: &str) -> Option<&Named<VirtualService>> {
         self.virtual_services

@@ -1,12 +1,13 @@
-//! Generated resources shared within a push: by config key across proxies, with their wire
-//! forms made once and handed to every stream by reference.
+//! Generated resources shared within a push: each part of a proxy's config (see
+//! [`Part`]) by its key across proxies, with their wire forms made once and handed to
+//! every stream by reference.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use prost::bytes::Bytes;
 
-use super::gen::{generate, GenContext, Resource, Subscription};
+use super::gen::{generate_part, GenContext, Part, Resource, Subscription};
 use super::wire;
 
 /// The resources of one type generated for one config key, with their wire form made on
@@ -63,8 +64,52 @@ impl Generated {
     }
 }
 
-/// Resources generated during one push, shared by every proxy with the same config key:
-/// 500 sidecars of one namespace cost one generation, not 500.
+/// A proxy's resources of one type in a push: its parts (see [`Part`]) in order, each
+/// shared with every proxy of the same key for that part.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyResources {
+    parts: Vec<Arc<Generated>>,
+}
+
+impl ProxyResources {
+    pub fn new(parts: Vec<Arc<Generated>>) -> Self {
+        ProxyResources { parts }
+    }
+
+    /// Every resource, in order.
+    pub fn resources(&self) -> impl Iterator<Item = &Resource> {
+        self.parts.iter().flat_map(|p| p.resources.iter())
+    }
+
+    /// Every resource with its content version and delta wire form.
+    pub fn entries(&self) -> impl Iterator<Item = (&Resource, &wire::DeltaEntry)> {
+        self.parts
+            .iter()
+            .flat_map(|p| p.resources.iter().zip(p.delta_entries()))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.parts.iter().any(|p| p.position(name).is_some())
+    }
+
+    /// The content version of the resource `name`, if there is one.
+    pub fn version_of(&self, name: &str) -> Option<&str> {
+        self.parts.iter().find_map(|p| p.version_of(name))
+    }
+
+    /// The parts encoded as `DiscoveryResponse.resources`, shared by reference.
+    pub fn wire(&self) -> Vec<Bytes> {
+        self.parts.iter().map(|p| p.wire()).collect()
+    }
+
+    /// The parts themselves (for tests of sharing).
+    pub fn parts(&self) -> &[Arc<Generated>] {
+        &self.parts
+    }
+}
+
+/// Resources generated during one push, each part shared by every proxy with the same key
+/// for it: 500 sidecars of one namespace cost one outbound generation, not 500.
 ///
 /// The cache holds its entries weakly: a set lives as long as a stream that was sent it
 /// (or is sending it) holds it. Keys come from what clients send (their metadata, the
@@ -74,8 +119,8 @@ pub struct GenCache {
     entries: Mutex<Entries>,
 }
 
-/// (type URL, proxy config key, subscription).
-type CacheKey = (String, String, SubscriptionKey);
+/// (type URL, part, the proxy's key for that part, subscription).
+type CacheKey = (String, Part, String, SubscriptionKey);
 
 /// A subscription by identity: subscribed name sets are interned (see
 /// [`super::subscriptions::NameSets`]), so equal sets are one allocation, and a key made
@@ -109,6 +154,7 @@ struct Entries {
 
 fn cache_key(
     type_url: &str,
+    part: Part,
     key: &str,
     sub: &Subscription,
 ) -> (CacheKey, Option<Weak<BTreeSet<String>>>) {
@@ -119,25 +165,27 @@ fn cache_key(
             Some(Arc::downgrade(names)),
         ),
     };
-    ((type_url.to_owned(), key.to_owned(), sub_key), names)
+    ((type_url.to_owned(), part, key.to_owned(), sub_key), names)
 }
 
 impl GenCache {
-    /// Returns the cached resources for (type, proxy key, subscription), generating them
-    /// on a miss. `None` if no generator serves the type.
+    /// Returns the cached part of the resources for (type, part, the proxy's key for the
+    /// part, subscription), generating it on a miss. `None` if no generator serves the
+    /// type.
     pub fn get_or_generate(
         &self,
         type_url: &str,
+        part: Part,
         key: &str,
         ctx: &GenContext<'_>,
         sub: &Subscription,
     ) -> Option<Arc<Generated>> {
-        let (k, names) = cache_key(type_url, key, sub);
+        let (k, names) = cache_key(type_url, part, key, sub);
         if let Some(hit) = self.lock().map.get(&k).and_then(Entry::get) {
             return Some(hit);
         }
         // Generated outside the lock: other proxies keep reading while this one builds.
-        let generated = Arc::new(Generated::new(generate(type_url, ctx, sub)?));
+        let generated = Arc::new(Generated::new(generate_part(type_url, part, ctx, sub)?));
         let mut entries = self.lock();
         if let Some(raced) = entries.map.get(&k).and_then(Entry::get) {
             return Some(raced);

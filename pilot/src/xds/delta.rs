@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 
-use super::cache::Generated;
+use super::cache::ProxyResources;
 use super::gen::Subscription;
 use super::stream::{
     Outgoing, Protocol, ProxyStream, StreamEnd, MAX_NAMES_PER_TYPE, MAX_TYPES_PER_STREAM,
@@ -33,7 +33,7 @@ struct DeltaWatch {
 /// again (to be resent).
 #[derive(Debug, Default)]
 struct Held {
-    base: Option<Arc<Generated>>,
+    base: Option<ProxyResources>,
     /// `Some(version)`: holds that version; `None`: holds nothing of that name.
     changes: BTreeMap<String, Option<String>>,
 }
@@ -55,11 +55,11 @@ impl Held {
     }
 
     /// The names held that `next` does not have.
-    fn missing_from(&self, next: &Generated) -> Vec<String> {
+    fn missing_from(&self, next: &ProxyResources) -> Vec<String> {
         let from_base = self
             .base
             .iter()
-            .flat_map(|b| b.resources.iter())
+            .flat_map(|b| b.resources())
             .map(|r| &r.name);
         let base_names = from_base.filter(|n| !self.changes.contains_key(*n));
         let claimed = self
@@ -69,13 +69,13 @@ impl Held {
             .map(|(n, _)| n);
         base_names
             .chain(claimed)
-            .filter(|n| next.position(n).is_none())
+            .filter(|n| !next.contains(n))
             .cloned()
             .collect()
     }
 
     /// The client now holds exactly `generated`.
-    fn settle(&mut self, generated: Arc<Generated>) {
+    fn settle(&mut self, generated: ProxyResources) {
         self.base = Some(generated);
         self.changes.clear();
     }
@@ -225,7 +225,7 @@ impl Delta {
         // only picks what its client does not hold yet.
         let mut resources = Vec::new();
         let mut size = 0;
-        for (r, entry) in generated.resources.iter().zip(generated.delta_entries()) {
+        for (r, entry) in generated.entries() {
             if watch.held.version(&r.name) != Some(entry.version.as_str()) {
                 size += r.body.value.len();
                 resources.push(entry.wire.clone());
@@ -270,9 +270,10 @@ mod tests {
     use envoy_types::pb::google::protobuf::UInt32Value;
 
     use super::*;
+    use crate::xds::cache::Generated;
     use crate::xds::gen::Resource;
 
-    fn generated(clusters: &[(&str, u32)]) -> Arc<Generated> {
+    fn generated(clusters: &[(&str, u32)]) -> ProxyResources {
         let resources = clusters
             .iter()
             .map(|(name, limit)| {
@@ -284,7 +285,7 @@ mod tests {
                 Resource::new(*name, &cluster)
             })
             .collect();
-        Arc::new(Generated::new(resources))
+        ProxyResources::new(vec![Arc::new(Generated::new(resources))])
     }
 
     #[test]

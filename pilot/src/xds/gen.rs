@@ -81,28 +81,76 @@ pub struct GenContext<'a> {
     pub scope: &'a SidecarScope,
 }
 
-/// Generates resources of `type_url` for the proxy. `None` if no generator serves the type.
-/// Resources not named by a non-wildcard subscription are left out.
-pub fn generate(type_url: &str, ctx: &GenContext<'_>, sub: &Subscription) -> Option<Vec<Resource>> {
-    let mut out = if ctx.proxy.is_proxyless_grpc() {
+/// The two parts of a proxy's config of one type, generated and cached apart.
+///
+/// In a mesh every sidecar is a workload with config of its own (the inbound listener,
+/// the clusters of the ports it serves), while everything outbound is the same for every
+/// proxy with the same view of the mesh (namespace, `Sidecar`, DNS domain). Keeping the
+/// two apart lets 500 distinct sidecars share one outbound generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Part {
+    /// Outbound config: shared by every proxy with the same outbound key.
+    Shared,
+    /// The proxy's own (inbound) config.
+    Own,
+}
+
+impl Part {
+    /// The parts a proxy's resources of `type_url` are made of. Endpoints and route
+    /// configs are all outbound; proxyless clients are served as one part.
+    pub fn of(type_url: &str, proxy: &Proxy) -> &'static [Part] {
+        if proxy.is_proxyless_grpc() {
+            return &[Part::Shared];
+        }
         match type_url {
-            types::LISTENER => proxyless::listeners(ctx, sub),
-            types::ROUTE => proxyless::routes(ctx, sub),
-            types::CLUSTER => proxyless::clusters(ctx, sub),
-            types::ENDPOINT => eds::load_assignments(ctx, sub),
+            types::CLUSTER | types::LISTENER => &[Part::Shared, Part::Own],
+            _ => &[Part::Shared],
+        }
+    }
+}
+
+/// Generates one part of the resources of `type_url` for the proxy. `None` if no
+/// generator serves the type. Resources not named by a non-wildcard subscription are left
+/// out.
+pub fn generate_part(
+    type_url: &str,
+    part: Part,
+    ctx: &GenContext<'_>,
+    sub: &Subscription,
+) -> Option<Vec<Resource>> {
+    let mut out = if ctx.proxy.is_proxyless_grpc() {
+        match (type_url, part) {
+            (_, Part::Own) => Vec::new(),
+            (types::LISTENER, _) => proxyless::listeners(ctx, sub),
+            (types::ROUTE, _) => proxyless::routes(ctx, sub),
+            (types::CLUSTER, _) => proxyless::clusters(ctx, sub),
+            (types::ENDPOINT, _) => eds::load_assignments(ctx, sub),
             _ => return None,
         }
     } else {
-        match type_url {
-            types::CLUSTER => cds::clusters(ctx),
-            types::ENDPOINT => eds::load_assignments(ctx, sub),
-            types::LISTENER => lds::listeners(ctx),
-            types::ROUTE => rds::route_configs(ctx, sub),
+        match (type_url, part) {
+            (types::CLUSTER, Part::Shared) => cds::outbound(ctx),
+            (types::CLUSTER, Part::Own) => cds::inbound(ctx),
+            (types::LISTENER, Part::Shared) => lds::outbound(ctx),
+            (types::LISTENER, Part::Own) => lds::inbound(ctx),
+            (types::ENDPOINT, Part::Shared) => eds::load_assignments(ctx, sub),
+            (types::ROUTE, Part::Shared) => rds::route_configs(ctx, sub),
+            (types::ENDPOINT | types::ROUTE, Part::Own) => Vec::new(),
             _ => return None,
         }
     };
     if !matches!(sub, Subscription::Wildcard) {
         out.retain(|r| sub.contains(&r.name));
+    }
+    Some(out)
+}
+
+/// Generates every resource of `type_url` for the proxy: its parts in order. `None` if no
+/// generator serves the type.
+pub fn generate(type_url: &str, ctx: &GenContext<'_>, sub: &Subscription) -> Option<Vec<Resource>> {
+    let mut out = Vec::new();
+    for part in Part::of(type_url, ctx.proxy) {
+        out.extend(generate_part(type_url, *part, ctx, sub)?);
     }
     Some(out)
 }

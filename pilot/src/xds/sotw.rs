@@ -109,7 +109,7 @@ impl Sotw {
         };
         let version = self.stream.event.push.version.clone();
         let nonce = uuid::Uuid::new_v4().to_string();
-        let size = resources.len();
+        let size = resources.iter().map(|b| b.len()).sum();
         let head = DiscoveryResponse {
             version_info: version.clone(),
             type_url: type_url.to_owned(),
@@ -124,6 +124,6 @@ impl Sotw {
             w.hold(generated);
         }
         self.stream
-            .response(type_url, &head, vec![resources], size, started)
+            .response(type_url, &head, resources, size, started)
     }
 }

@@ -14,14 +14,14 @@ use tokio::sync::SemaphorePermit;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::cache::Generated;
+use super::cache::ProxyResources;
 use super::discovery::{ConnectionGuard, DiscoveryServer, PushEvent};
-use super::gen::{GenContext, Subscription};
+use super::gen::{GenContext, Part, Subscription};
 use super::metrics::Metrics;
 use super::types;
 use super::watch::Watch;
 use super::wire::WireResponse;
-use crate::model::{Proxy, SidecarScope};
+use crate::model::{Proxy, PushContext, SidecarScope};
 use crate::security::Caller;
 
 /// Where a stream's responses go (its HTTP/2 body).
@@ -241,15 +241,15 @@ async fn throttle(server: &DiscoveryServer) -> Option<SemaphorePermit<'_>> {
     Some(permit)
 }
 
-/// One connected proxy: the push it has reached and the config key it is served under.
+/// One connected proxy: the push it has reached and the keys its config is shared under.
 pub struct ProxyStream {
     pub server: Arc<DiscoveryServer>,
     pub guard: ConnectionGuard,
     tx: Tx,
     pub event: Arc<PushEvent>,
     scope: SidecarScope,
-    /// The proxy's config key under `scope` (see [`crate::model::Proxy::config_key`]).
-    key: String,
+    /// The proxy's keys under `scope` (see [`ConfigKeys`]).
+    keys: ConfigKeys,
     /// Per type: what the proxy asked for and was sent. Owned by the stream; the debug
     /// endpoints see the snapshots [`ProxyStream::publish`] makes.
     pub watches: BTreeMap<String, Watch>,
@@ -259,14 +259,14 @@ impl ProxyStream {
     fn new(server: Arc<DiscoveryServer>, guard: ConnectionGuard, tx: Tx) -> Self {
         let event = server.current();
         let scope = event.push.sidecar_scope(&guard.info.proxy);
-        let key = config_key(&event, &guard.info.proxy, &scope);
+        let keys = ConfigKeys::of(&event.push, &guard.info.proxy, &scope);
         ProxyStream {
             server,
             guard,
             tx,
             event,
             scope,
-            key,
+            keys,
             watches: BTreeMap::new(),
         }
     }
@@ -282,22 +282,33 @@ impl ProxyStream {
         self.event = event;
         if full {
             self.scope = self.event.push.sidecar_scope(&self.guard.info.proxy);
-            self.key = config_key(&self.event, &self.guard.info.proxy, &self.scope);
+            self.keys = ConfigKeys::of(&self.event.push, &self.guard.info.proxy, &self.scope);
         }
         full
     }
 
-    /// The proxy's resources of `type_url` in the current push, shared with every proxy
-    /// of the same config key. `None` if no generator serves the type.
-    pub fn generated(&self, type_url: &str, sub: &Subscription) -> Option<Arc<Generated>> {
+    /// The proxy's resources of `type_url` in the current push, each part shared with
+    /// every proxy of the same key for it. `None` if no generator serves the type.
+    pub fn generated(&self, type_url: &str, sub: &Subscription) -> Option<ProxyResources> {
+        let proxy = &self.guard.info.proxy;
         let ctx = GenContext {
             push: &self.event.push,
-            proxy: &self.guard.info.proxy,
+            proxy,
             scope: &self.scope,
         };
-        self.event
-            .cache
-            .get_or_generate(type_url, &self.key, &ctx, sub)
+        let parts = Part::of(type_url, proxy)
+            .iter()
+            .map(|part| {
+                let key = match part {
+                    Part::Shared => &self.keys.shared,
+                    Part::Own => &self.keys.own,
+                };
+                self.event
+                    .cache
+                    .get_or_generate(type_url, *part, key, &ctx, sub)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(ProxyResources::new(parts))
     }
 
     /// Builds a response of `type_url` from `head` and shared `resources` (`size`
@@ -390,13 +401,29 @@ impl ProxyStream {
     }
 }
 
-/// The config key of a proxy in a push (proxies with equal keys share generated config).
-pub fn config_key(event: &PushEvent, proxy: &Proxy, scope: &SidecarScope) -> String {
-    let serves = proxy
-        .ip_addresses
-        .iter()
-        .any(|ip| event.push.is_endpoint_ip(ip));
-    proxy.config_key(scope.sidecar.as_deref(), serves)
+/// The keys a proxy's config is cached under in a push: proxies with equal keys for a
+/// [`Part`] share that part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigKeys {
+    /// Outbound config (see [`Proxy::outbound_key`]); proxyless clients are served as one
+    /// part, under their full key.
+    pub shared: String,
+    /// The proxy's own config (see [`Proxy::config_key`]).
+    pub own: String,
+}
+
+impl ConfigKeys {
+    pub fn of(push: &PushContext, proxy: &Proxy, scope: &SidecarScope) -> Self {
+        let serves = proxy.ip_addresses.iter().any(|ip| push.is_endpoint_ip(ip));
+        let sidecar = scope.sidecar.as_deref();
+        let own = proxy.config_key(sidecar, serves);
+        let shared = if proxy.is_proxyless_grpc() {
+            own.clone()
+        } else {
+            proxy.outbound_key(sidecar, &scope.source_label_keys())
+        };
+        ConfigKeys { shared, own }
+    }
 }
 
 /// Identifies this control plane (replica `pod_name`, `istiod` when unset) in responses,

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
-use super::cache::Generated;
+use super::cache::ProxyResources;
 use super::gen::Subscription;
 use super::subscriptions::NameSets;
 use super::types;
@@ -32,7 +32,7 @@ pub struct Watch {
     /// What the last response was made of. Holding it keeps it in the push's shared
     /// cache for proxies of the same shape; the cache keeps nothing nobody holds.
     #[serde(skip)]
-    held: Option<Arc<Generated>>,
+    held: Option<ProxyResources>,
 }
 
 fn names_list<S: Serializer>(names: &Arc<BTreeSet<String>>, s: S) -> Result<S::Ok, S::Error> {
@@ -164,7 +164,7 @@ impl Watch {
     }
 
     /// Keeps what the last response was made of (see `held`).
-    pub fn hold(&mut self, generated: Option<Arc<Generated>>) {
+    pub fn hold(&mut self, generated: Option<ProxyResources>) {
         self.held = generated;
     }
 

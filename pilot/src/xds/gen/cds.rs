@@ -38,13 +38,20 @@ pub const INBOUND_PASSTHROUGH_BIND: &str = "127.0.0.6";
 /// How often the proxy re-resolves DNS clusters (MeshConfig `dnsRefreshRate` default).
 const DNS_REFRESH_RATE: StdDuration = StdDuration::from_secs(60);
 
-/// Every cluster the sidecar needs.
+/// Every cluster the sidecar needs: [`outbound`] then [`inbound`].
 pub fn clusters(ctx: &GenContext<'_>) -> Vec<Resource> {
+    let mut out = outbound(ctx);
+    out.extend(inbound(ctx));
+    out
+}
+
+/// The clusters every proxy with the same view of the mesh shares: per service port (and
+/// subset) in scope, and the blackhole and passthrough clusters.
+pub fn outbound(ctx: &GenContext<'_>) -> Vec<Resource> {
     let mut out = Vec::new();
     for svc in &ctx.scope.services {
         out.extend(outbound_clusters(ctx, svc));
     }
-    out.extend(inbound_clusters(ctx));
     let timeout = Some(duration(ctx.push.mesh.connect_timeout()));
     out.push(Resource::new(
         BLACKHOLE_CLUSTER,
@@ -253,9 +260,10 @@ pub fn inbound_ports<'a>(push: &'a PushContext, ips: &[String]) -> Vec<InboundPo
     by_port.into_values().collect()
 }
 
-/// `inbound|<port>||` per served port: original-destination clusters bound to
-/// 127.0.0.6, carrying the connection pool of the service's DestinationRule.
-fn inbound_clusters(ctx: &GenContext<'_>) -> Vec<Resource> {
+/// The proxy's own clusters: `inbound|<port>||` per served port, original-destination
+/// clusters bound to 127.0.0.6, carrying the connection pool of the service's
+/// DestinationRule.
+pub fn inbound(ctx: &GenContext<'_>) -> Vec<Resource> {
     inbound_ports(ctx.push, &ctx.proxy.ip_addresses)
         .into_iter()
         .map(|p| {

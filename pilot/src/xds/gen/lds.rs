@@ -56,17 +56,30 @@ const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 /// ALPN values the HTTP inspector reports for plaintext HTTP.
 const PLAINTEXT_HTTP_ALPNS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 
-/// Every listener the sidecar needs.
+/// Every listener the sidecar needs: [`outbound`] then [`inbound`].
 pub fn listeners(ctx: &GenContext<'_>) -> Vec<Resource> {
+    let mut out = outbound(ctx);
+    out.extend(inbound(ctx));
+    out
+}
+
+/// The listeners every proxy with the same view of the mesh shares: one per outbound
+/// service port and `virtualOutbound`.
+pub fn outbound(ctx: &GenContext<'_>) -> Vec<Resource> {
     let mut out: Vec<Resource> = outbound_listeners(ctx)
         .into_values()
         .map(|l| Resource::new(l.name.clone(), &l))
         .collect();
     out.push(Resource::new(VIRTUAL_OUTBOUND, &virtual_outbound(ctx)));
+    out
+}
+
+/// The proxy's own listener: `virtualInbound`, with its served ports, mTLS modes and
+/// policies.
+pub fn inbound(ctx: &GenContext<'_>) -> Vec<Resource> {
     let mut inbound = virtual_inbound(ctx);
     crate::security::request_authn::add_to_inbound(ctx.push, ctx.proxy, &mut inbound);
-    out.push(Resource::new(VIRTUAL_INBOUND, &inbound));
-    out
+    vec![Resource::new(VIRTUAL_INBOUND, &inbound)]
 }
 
 /// Whether the proxy's `Sidecar` egress lets it reach `svc` on `port`: some egress
