@@ -107,6 +107,8 @@ pub enum Milestone {
     Cluster,
     /// An EDS response gave the cluster at least one endpoint (and was ACKed).
     Endpoints,
+    /// After that, an EDS response gave the cluster a second endpoint (and was ACKed).
+    SecondEndpoint,
 }
 
 pub enum Event {
@@ -163,6 +165,7 @@ struct Watch {
     cluster: Option<Arc<str>>,
     seen_cluster: bool,
     seen_endpoints: bool,
+    seen_second: bool,
 }
 
 impl Watch {
@@ -171,6 +174,7 @@ impl Watch {
             cluster,
             seen_cluster: false,
             seen_endpoints: false,
+            seen_second: false,
         }
     }
 
@@ -191,7 +195,8 @@ impl Watch {
 
     /// The [`Milestone::Endpoints`] event of client `id`, the first time (after the
     /// cluster) an EDS response, given as encoded ClusterLoadAssignments, gives the
-    /// watched cluster an endpoint.
+    /// watched cluster an endpoint; then [`Milestone::SecondEndpoint`] the first time one
+    /// gives it two.
     fn endpoints<'a>(
         &mut self,
         id: usize,
@@ -200,15 +205,19 @@ impl Watch {
         let Some(cluster) = self.cluster.as_deref() else {
             return Ok(None);
         };
-        if !self.seen_cluster || self.seen_endpoints {
+        if !self.seen_cluster || self.seen_second {
             return Ok(None);
         }
         for body in assignments {
-            if gives_endpoints(cluster, body)
-                .with_context(|| format!("client {id}: decoding endpoints"))?
-            {
+            let n = endpoint_count(cluster, body)
+                .with_context(|| format!("client {id}: decoding endpoints"))?;
+            if n >= 1 && !self.seen_endpoints {
                 self.seen_endpoints = true;
                 return Ok(Some(Event::seen(id, Milestone::Endpoints)));
+            }
+            if n >= 2 && self.seen_endpoints {
+                self.seen_second = true;
+                return Ok(Some(Event::seen(id, Milestone::SecondEndpoint)));
             }
         }
         Ok(None)
@@ -381,14 +390,14 @@ impl Client {
     }
 }
 
-/// Whether `body`, an encoded ClusterLoadAssignment, gives cluster `watched` at least one
-/// endpoint.
-fn gives_endpoints(watched: &str, body: &[u8]) -> Result<bool> {
+/// How many endpoints `body`, an encoded ClusterLoadAssignment, gives cluster `watched`
+/// (0 for another cluster).
+fn endpoint_count(watched: &str, body: &[u8]) -> Result<usize> {
     if NameOnly::decode(body)?.name != watched {
-        return Ok(false);
+        return Ok(0);
     }
     let cla = ClusterLoadAssignment::decode(body)?;
-    Ok(cla.endpoints.iter().any(|l| !l.lb_endpoints.is_empty()))
+    Ok(cla.endpoints.iter().map(|l| l.lb_endpoints.len()).sum())
 }
 
 /// The node of sidecar `id` that is no workload (no labels, its IP backs no endpoint):

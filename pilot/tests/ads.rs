@@ -254,6 +254,90 @@ async fn endpoint_change_pushes_eds_only() {
     assert_eq!(endpoint_count(&pushed), 3);
 }
 
+/// `mesh(addresses)` plus service `other.demo` with one endpoint that never changes.
+fn mesh_with_other(addresses: &[&str]) -> String {
+    let other = [
+        objects::service("demo", "other")
+            .cluster_ip("10.96.0.2")
+            .port(7070, "grpc")
+            .build(),
+        objects::endpoint_slice("demo", "other-1", "other")
+            .port(7070, "grpc")
+            .endpoint("10.0.1.1")
+            .build(),
+    ];
+    format!("{}---\n{}", mesh(addresses), manifests(&other))
+}
+
+#[tokio::test]
+async fn endpoint_change_sends_only_the_changed_load_assignments() {
+    const OTHER_CLUSTER: &str = "outbound|7070||other.demo.svc.cluster.local";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, mesh_with_other(&["10.0.0.1"])).unwrap();
+    let app = start(dir.path()).await;
+    let mut s = Sotw::open(&app, SIDECAR_ID, request(types::CLUSTER, &[], ""))
+        .await
+        .unwrap();
+    let cds = s.recv().await.unwrap();
+    s.ack(&cds, &[]).await;
+    let both = [ECHO_CLUSTER, OTHER_CLUSTER];
+    s.send(request(types::ENDPOINT, &both, "")).await;
+    let eds = s.recv().await.unwrap();
+    assert_eq!(
+        eds.resources.len(),
+        2,
+        "the first response has every subscribed name"
+    );
+    s.ack(&eds, &both).await;
+
+    std::fs::write(&file, mesh_with_other(&["10.0.0.1", "10.0.0.2"])).unwrap();
+    let pushed = s.recv().await.unwrap();
+    assert_eq!(pushed.type_url, types::ENDPOINT);
+    let names: Vec<String> = pushed
+        .resources
+        .iter()
+        .map(|a| {
+            ClusterLoadAssignment::decode(a.value.as_slice())
+                .unwrap()
+                .cluster_name
+        })
+        .collect();
+    assert_eq!(names, [ECHO_CLUSTER], "only the changed cluster is resent");
+    assert_eq!(endpoint_count(&pushed), 2);
+    s.ack(&pushed, &both).await;
+
+    // A config change is a full push: every subscribed name again.
+    std::fs::write(
+        &file,
+        format!(
+            "{}---\n{}",
+            mesh_with_other(&["10.0.0.1", "10.0.0.2"]),
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+             metadata: {name: echo, namespace: demo}\n\
+             spec: {host: echo.demo.svc.cluster.local, trafficPolicy: {loadBalancer: {simple: RANDOM}}}\n"
+        ),
+    )
+    .unwrap();
+    let eds = loop {
+        let r = s.recv().await.unwrap();
+        let names: Vec<&str> = if r.type_url == types::ENDPOINT {
+            both.to_vec()
+        } else {
+            vec![]
+        };
+        s.ack(&r, &names).await;
+        if r.type_url == types::ENDPOINT {
+            break r;
+        }
+    };
+    assert_eq!(
+        eds.resources.len(),
+        2,
+        "a full push resends every load assignment"
+    );
+}
+
 #[tokio::test]
 async fn unknown_type_gets_empty_response() {
     let dir = tempfile::tempdir().unwrap();

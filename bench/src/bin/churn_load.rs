@@ -467,6 +467,7 @@ impl Fleet {
                     match milestone {
                         Milestone::Cluster => self.seen_cluster.insert(client, at),
                         Milestone::Endpoints => self.seen_endpoints.insert(client, at),
+                        Milestone::SecondEndpoint => None,
                     };
                 }
             }

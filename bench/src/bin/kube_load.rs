@@ -4,12 +4,16 @@
 //! Serves `--services` Services (HTTP port 80), each with one EndpointSlice (one ready
 //! endpoint) and its Pod, over real HTTP on 127.0.0.1 (the `kube-fake` crate's server),
 //! writes a kubeconfig for it and starts `pilot-discovery discovery --kubeconfig FILE
-//! --registries Kubernetes` on free ports. It measures the time from process start to `/ready`, opens `--clients`
-//! ADS streams over `--channels` HTTP/2 connections and waits until all hold their initial
-//! config, then creates one more Service with its EndpointSlice and Pod (delivered to
-//! istiod's watches) and measures the time until every client has received and ACKed a CDS
-//! response with the new cluster, and an EDS response giving it an endpoint. The server's
-//! RSS is sampled from `/proc/<pid>/status` throughout.
+//! --registries Kubernetes` on free ports. It measures the time from process start to
+//! `/ready`, then connects `--clients` sidecars as a real mesh has them: sidecar `i` is the
+//! workload behind service `i` (its pod's IP, namespace and `app` label, as the Istio agent
+//! sends them), each on an HTTP/2 connection of its own (`--channels N` multiplexes them
+//! instead; `--anonymous` makes them identical non-workloads, as early versions of this
+//! benchmark did). It waits until all hold their initial config, then creates one more
+//! Service with its EndpointSlice and Pod (delivered to istiod's watches) and measures the
+//! time until every client has received and ACKed a CDS response with the new cluster, and
+//! an EDS response giving it an endpoint (both decoded). The server's RSS is sampled from
+//! `/proc/<pid>/status` throughout.
 //!
 //! With `--kubeconfig` the API server is a real one ([`bench::kube::real_api`]): the same objects are
 //! applied there through the API, pilot-discovery runs as a ServiceAccount of its own bound to
@@ -114,6 +118,31 @@ impl Cluster {
                 Ok(())
             }
             Cluster::Real(api) => api.create_service(i, namespaces).await,
+        }
+    }
+
+    /// Scales service `i` to two pods: the new Pod, then its EndpointSlice with both
+    /// endpoints, as the EndpointSlice controller writes it. Returns when the slice is
+    /// written.
+    async fn scale_to_two(&self, i: usize, namespaces: usize) -> Result<()> {
+        let (pod, slice) = (
+            objects::pod(i, namespaces, 1),
+            objects::endpoint_slice(i, namespaces, 2),
+        );
+        match self {
+            Cluster::Fake(api) => {
+                api.create(pod).context("creating the second pod")?;
+                let ns = objects::service_namespace(i, namespaces);
+                api.put(
+                    &format!("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"),
+                    slice,
+                );
+                Ok(())
+            }
+            Cluster::Real(api) => {
+                api.apply(pod).await?;
+                api.apply(slice).await
+            }
         }
     }
 }
@@ -315,6 +344,30 @@ async fn run(
     }
     let push_cpu = cpu_secs(pid) - cpu0;
     let push_cpu_here = cpu_secs(std::process::id()) - cpu0_here;
+
+    // The new service scales to two pods: an EndpointSlice change, endpoints only.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu0 = cpu_secs(pid);
+    let t = Instant::now();
+    api.scale_to_two(new, args.namespaces).await?;
+    let mut scaled = Spread::default();
+    while scaled.count < args.clients {
+        let ev = clients
+            .events
+            .recv()
+            .await
+            .ok_or_else(|| anyhow!("all clients stopped"))?;
+        match ev {
+            Event::Failed(id, e) => return Err(e.context(format!("client {id} failed"))),
+            Event::Seen {
+                milestone: Milestone::SecondEndpoint,
+                at,
+                ..
+            } => scaled.add(at.duration_since(t)),
+            _ => {}
+        }
+    }
+    let scale_cpu = cpu_secs(pid) - cpu0;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let peak = peak.stop().await;
     let (rss_end, hwm) = memory_kb(pid).unwrap_or_default();
@@ -378,6 +431,11 @@ async fn run(
     );
     println!(
         "  CPU during that push:  server {push_cpu:.2} s, this load generator and fake API {push_cpu_here:.2} s"
+    );
+    println!(
+        "  EndpointSlice change:  {:.0} ms until every client has the second endpoint (first {:.0} ms), server CPU {scale_cpu:.2} s",
+        ms(scaled.last),
+        scaled.first.map_or(f64::NAN, ms),
     );
     println!(
         "  RSS:                   ready {:.1} MB, connected {:.1} MB, end {:.1} MB",

@@ -92,6 +92,15 @@ fn pod_ip(i: usize) -> String {
     format!("10.200.{}.{}", i / 250, i % 250 + 1)
 }
 
+/// The IP of pod `k` of service `i`: its first pod's, then `10.201.<k>.<i mod 250 + 1>`.
+fn endpoint_ip(i: usize, k: usize) -> String {
+    if k == 0 {
+        pod_ip(i)
+    } else {
+        format!("10.201.{k}.{}", i % 250 + 1)
+    }
+}
+
 /// The sidecar of the pod behind service `i`, as its Istio agent connects: at the pod's
 /// IP, in its namespace, with its labels.
 pub fn workload_node(i: usize, namespaces: usize) -> Node {
@@ -104,15 +113,34 @@ pub fn workload_node(i: usize, namespaces: usize) -> Node {
     )
 }
 
+/// The EndpointSlice of service `i` with `endpoints` ready endpoints, pods `svc-<i>-<k>`
+/// (see [`pod`]), as the EndpointSlice controller writes it after a scale-up.
+pub fn endpoint_slice(i: usize, namespaces: usize, endpoints: usize) -> Value {
+    let ns = service_namespace(i, namespaces);
+    let name = format!("svc-{i}");
+    let node = format!("node-{}", i % NODES);
+    let mut slice = objects::endpoint_slice(&ns, &format!("{name}-abcde"), &name)
+        .label(
+            "endpointslice.kubernetes.io/managed-by",
+            "endpointslice-controller.k8s.io",
+        )
+        .port(8080, "http");
+    for k in 0..endpoints.max(1) {
+        slice = slice
+            .endpoint(&endpoint_ip(i, k))
+            .ready(true)
+            .node(&node)
+            .pod(&format!("{name}-{k}"));
+    }
+    slice.build()
+}
+
 /// Service `svc-<i>` (HTTP port 80 named `http` to target 8080), its EndpointSlice with
 /// one ready endpoint, and the Pod at that endpoint.
 pub fn service(i: usize, namespaces: usize) -> Vec<Value> {
     let ns = service_namespace(i, namespaces);
     let name = format!("svc-{i}");
-    let pod_name = format!("{name}-0");
     let (a, b) = (i / 250, i % 250 + 1);
-    let pod_ip = pod_ip(i);
-    let node = format!("node-{}", i % NODES);
     vec![
         objects::service(&ns, &name)
             .label("app", &name)
@@ -121,29 +149,26 @@ pub fn service(i: usize, namespaces: usize) -> Vec<Value> {
             .port(80, "http")
             .target_port(8080)
             .build(),
-        objects::endpoint_slice(&ns, &format!("{name}-abcde"), &name)
-            .label(
-                "endpointslice.kubernetes.io/managed-by",
-                "endpointslice-controller.k8s.io",
-            )
-            .port(8080, "http")
-            .endpoint(&pod_ip)
-            .ready(true)
-            .node(&node)
-            .pod(&pod_name)
-            .build(),
-        objects::pod(&ns, &pod_name)
-            .label("app", &name)
-            .node(&node)
-            .service_account("default")
-            .container("app")
-            .image("registry.example/app:1")
-            .container_port(8080, "http")
-            .ip(&pod_ip)
-            .host_ip(&format!("192.168.0.{}", i % NODES + 1))
-            .running()
-            .build(),
+        endpoint_slice(i, namespaces, 1),
+        pod(i, namespaces, 0),
     ]
+}
+
+/// Pod `svc-<i>-<k>` of service `i`, running at its endpoint IP (see [`endpoint_slice`]).
+pub fn pod(i: usize, namespaces: usize, k: usize) -> Value {
+    let name = format!("svc-{i}");
+    let node = format!("node-{}", i % NODES);
+    objects::pod(&service_namespace(i, namespaces), &format!("{name}-{k}"))
+        .label("app", &name)
+        .node(&node)
+        .service_account("default")
+        .container("app")
+        .image("registry.example/app:1")
+        .container_port(8080, "http")
+        .ip(&endpoint_ip(i, k))
+        .host_ip(&format!("192.168.0.{}", i % NODES + 1))
+        .running()
+        .build()
 }
 
 /// VirtualService `svc-0` (in service 0's namespace) with an HTTP timeout of `round`

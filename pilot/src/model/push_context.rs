@@ -168,6 +168,19 @@ impl PushContext {
         self.endpoints.get(host).map_or(&[], |v| v.as_slice())
     }
 
+    /// The hosts whose endpoints differ from those in `prev`: the only load assignments an
+    /// endpoints-only push needs to send.
+    pub fn endpoint_changes(&self, prev: &PushContext) -> HashSet<String> {
+        let changed = |(host, eps): (&String, &Vec<Endpoint>), other: &Self| {
+            (other.endpoints.get(host) != Some(eps)).then(|| host.clone())
+        };
+        self.endpoints
+            .iter()
+            .filter_map(|e| changed(e, prev))
+            .chain(prev.endpoints.iter().filter_map(|e| changed(e, self)))
+            .collect()
+    }
+
     /// Whether `ip` is the address of some service endpoint (the proxy there has inbound
     /// config of its own).
     pub fn is_endpoint_ip(&self, ip: &str) -> bool {

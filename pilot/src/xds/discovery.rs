@@ -1,7 +1,7 @@
 //! The discovery server: the current push context, the connected proxies, and the loop
 //! that turns config changes into pushes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -34,6 +34,9 @@ pub struct PushEvent {
     pub triggered_at: Instant,
     /// Resources generated for this push, shared across connections.
     pub cache: GenCache,
+    /// For an endpoints-only push, the hosts whose endpoints changed since the push
+    /// before it: a stream that was sent that push sends only their load assignments.
+    pub endpoints_changed: Option<Arc<HashSet<String>>>,
 }
 
 /// A connected proxy, as the debug endpoints see it.
@@ -94,6 +97,7 @@ impl DiscoveryServer {
             full_seq: 1,
             triggered_at: Instant::now(),
             cache: GenCache::default(),
+            endpoints_changed: None,
         };
         let (push_tx, _) = watch::channel(Arc::new(event));
         Arc::new(DiscoveryServer {
@@ -128,12 +132,14 @@ impl DiscoveryServer {
             .set(push.virtual_services.len() as i64);
         let prev = self.current();
         let seq = prev.seq + 1;
+        let endpoints_changed = (!full).then(|| Arc::new(push.endpoint_changes(&prev.push)));
         let event = PushEvent {
             push: Arc::new(push),
             seq,
             full_seq: if full { seq } else { prev.full_seq },
             triggered_at,
             cache: GenCache::default(),
+            endpoints_changed,
         };
         self.push_tx.send_replace(Arc::new(event));
     }

@@ -1,11 +1,14 @@
 //! A state-of-the-world ADS stream: every response carries the full set of a type.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use tracing::debug;
 
+use super::gen::naming::parse_cluster_name;
 use super::gen::Subscription;
 use super::stream::{
     Outgoing, Protocol, ProxyStream, StreamEnd, MAX_NAMES_PER_TYPE, MAX_TYPES_PER_STREAM,
@@ -86,19 +89,55 @@ impl Protocol for Sotw {
                 .map(|w| w.type_url.as_str());
             types::push_order(active, full)
         };
-        types.iter().map(|t| self.respond(t)).collect()
+        let mut out = Vec::new();
+        for t in &types {
+            let partial = (t == types::ENDPOINT)
+                .then(|| self.changed_endpoints())
+                .flatten();
+            match partial {
+                // EDS is not a wildcard type: a response carries only the load assignments
+                // that changed, and the proxy keeps the others (as upstream's incremental EDS).
+                Some(names) if names.is_empty() => {}
+                Some(names) => out.push(self.respond_with(t, Subscription::Names(names))?),
+                None => out.push(self.respond(t)?),
+            }
+        }
+        Ok(out)
     }
 }
 
 impl Sotw {
+    /// In an endpoints-only push that follows the last one this stream served, the
+    /// subscribed clusters whose endpoints changed; `None` when all must be sent.
+    fn changed_endpoints(&self) -> Option<Arc<BTreeSet<String>>> {
+        let changed = self.stream.endpoints_changed()?;
+        let watch = self.stream.watches.get(types::ENDPOINT)?;
+        let names: BTreeSet<String> = watch
+            .subscription
+            .names()
+            .filter(|n| parse_cluster_name(n).is_some_and(|k| changed.contains(k.host)))
+            .cloned()
+            .collect();
+        Some(self.stream.server.name_sets.intern_set(names))
+    }
     /// Every resource of the type the proxy subscribes to, as one response.
     fn respond(&mut self, type_url: &str) -> Result<Outgoing, StreamEnd> {
-        let started = Instant::now();
         let subscription = self
             .stream
             .watches
             .get(type_url)
             .map_or(Subscription::Wildcard, |w| w.subscription.clone());
+        self.respond_with(type_url, subscription)
+    }
+
+    /// The resources of `subscription` (all the proxy subscribes to, or the changed part
+    /// of it), as one response.
+    fn respond_with(
+        &mut self,
+        type_url: &str,
+        subscription: Subscription,
+    ) -> Result<Outgoing, StreamEnd> {
+        let started = Instant::now();
         let generated = self.stream.generated(type_url, &subscription);
         let resources = match &generated {
             Some(generated) => generated.wire(),

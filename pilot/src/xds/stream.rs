@@ -2,7 +2,7 @@
 //! follow pushes, throttle them, look up generated config, send and count responses.
 //! [`super::sotw`] and [`super::delta`] add only their request and response rules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -250,6 +250,9 @@ pub struct ProxyStream {
     scope: SidecarScope,
     /// The proxy's keys under `scope` (see [`ConfigKeys`]).
     keys: ConfigKeys,
+    /// Set while serving an endpoints-only push that directly follows the last one this
+    /// stream served: the hosts whose endpoints changed, all the push needs to send.
+    endpoints_changed: Option<Arc<HashSet<String>>>,
     /// Per type: what the proxy asked for and was sent. Owned by the stream; the debug
     /// endpoints see the snapshots [`ProxyStream::publish`] makes.
     pub watches: BTreeMap<String, Watch>,
@@ -267,6 +270,7 @@ impl ProxyStream {
             event,
             scope,
             keys,
+            endpoints_changed: None,
             watches: BTreeMap::new(),
         }
     }
@@ -279,12 +283,24 @@ impl ProxyStream {
     /// Moves to a new push; returns whether it was a full one (scope and key recomputed).
     fn advance(&mut self, event: Arc<PushEvent>) -> bool {
         let full = event.full_seq > self.event.seq;
+        // A stream that skipped a push does not know what changed in it: it resends all.
+        self.endpoints_changed = if !full && event.seq == self.event.seq + 1 {
+            event.endpoints_changed.clone()
+        } else {
+            None
+        };
         self.event = event;
         if full {
             self.scope = self.event.push.sidecar_scope(&self.guard.info.proxy);
             self.keys = ConfigKeys::of(&self.event.push, &self.guard.info.proxy, &self.scope);
         }
         full
+    }
+
+    /// During an endpoints-only push that follows the last one served, the hosts whose
+    /// endpoints changed (see [`PushEvent::endpoints_changed`]).
+    pub fn endpoints_changed(&self) -> Option<&HashSet<String>> {
+        self.endpoints_changed.as_deref()
     }
 
     /// The proxy's resources of `type_url` in the current push, each part shared with

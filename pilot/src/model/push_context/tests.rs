@@ -88,3 +88,43 @@ fn host_patterns() {
     );
     assert_eq!(resolve_host("a.b", "ns", "cluster.local"), "a.b");
 }
+
+#[test]
+fn endpoint_changes_name_exactly_the_hosts_whose_endpoints_differ() {
+    let slice = |svc: &str, ip: &str| {
+        objects::endpoint_slice("default", &format!("{svc}-1"), svc)
+            .port(8080, "http")
+            .endpoint(ip)
+            .build()
+    };
+    let service = |svc: &str, ip: &str| {
+        objects::service("default", svc)
+            .cluster_ip(ip)
+            .port(80, "http")
+            .target_port(8080)
+            .build()
+    };
+    let before = push_context(&manifests(&[
+        service("a", "10.96.0.1"),
+        slice("a", "10.0.0.1"),
+        service("b", "10.96.0.2"),
+        slice("b", "10.0.0.2"),
+        service("c", "10.96.0.3"),
+        slice("c", "10.0.0.3"),
+    ]));
+    let after = push_context(&manifests(&[
+        service("a", "10.96.0.1"),
+        slice("a", "10.0.0.1"),
+        service("b", "10.96.0.2"),
+        slice("b", "10.0.0.9"),
+        service("c", "10.96.0.3"),
+    ]));
+    let mut changed: Vec<String> = after.endpoint_changes(&before).into_iter().collect();
+    changed.sort();
+    assert_eq!(
+        changed,
+        ["b.default.svc.cluster.local", "c.default.svc.cluster.local"],
+        "b moved, c lost its endpoints, a is unchanged"
+    );
+    assert!(after.endpoint_changes(&after).is_empty());
+}
