@@ -339,7 +339,7 @@ async fn run(
                 at,
                 ..
             } => endpoints.add(at.duration_since(t)),
-            Event::Converged(_) => {}
+            Event::Seen { .. } | Event::Converged(_) => {}
         }
     }
     let push_cpu = cpu_secs(pid) - cpu0;
