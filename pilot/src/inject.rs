@@ -1,0 +1,4 @@
+//! Sidecar injection. So far the template engine the injector's templates run on;
+//! istiod serves no `/inject` yet.
+
+pub mod template;
