@@ -7,9 +7,10 @@ use super::parse::{Arg, Branch, Cmd, List, Node, Pipe};
 use super::value::{self, json_name, truthy, type_name, Val};
 use super::{Context, Error, Templates};
 
-/// Nested `template`/`include` calls allowed: deep enough for any real template, shallow
-/// enough that a template calling itself fails instead of exhausting the stack.
-pub(super) const MAX_DEPTH: usize = 256;
+/// How deep `if`/`with`/`range` bodies and `template`/`include` calls may nest, all
+/// counted together: deep enough for any real template, shallow enough that a template
+/// calling itself fails instead of exhausting a 2 MiB thread stack.
+pub(super) const MAX_DEPTH: usize = 100;
 
 /// How a list of nodes ended.
 enum Flow {
@@ -38,7 +39,7 @@ impl<'a> Exec<'a> {
                 source_name: tmpl.source.clone(),
                 line: 0,
                 template: name.to_owned(),
-                message: format!("exceeded maximum template depth ({MAX_DEPTH})"),
+                message: too_deep(),
             });
         }
         let mut exec = Exec {
@@ -104,7 +105,34 @@ impl<'a> Exec<'a> {
         Ok(Flow::Normal)
     }
 
+    /// Counts one more level of nesting for the duration of `f`.
+    fn nested<T>(
+        &mut self,
+        line: usize,
+        f: impl FnOnce(&mut Self) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error(line, too_deep()));
+        }
+        self.depth += 1;
+        let result = f(self);
+        self.depth -= 1;
+        result
+    }
+
     fn if_or_with(
+        &mut self,
+        dot: &Val,
+        branch: &Branch,
+        with: bool,
+        out: &mut String,
+    ) -> Result<Flow, Error> {
+        self.nested(branch.pipe.line, |exec| {
+            exec.if_or_with_nested(dot, branch, with, out)
+        })
+    }
+
+    fn if_or_with_nested(
         &mut self,
         dot: &Val,
         branch: &Branch,
@@ -129,6 +157,10 @@ impl<'a> Exec<'a> {
     }
 
     fn range(&mut self, dot: &Val, branch: &Branch, out: &mut String) -> Result<(), Error> {
+        self.nested(branch.pipe.line, |exec| exec.range_nested(dot, branch, out))
+    }
+
+    fn range_nested(&mut self, dot: &Val, branch: &Branch, out: &mut String) -> Result<(), Error> {
         let pipe = &branch.pipe;
         let mark = self.vars.len();
         let v = self.commands(dot, pipe)?;
@@ -228,21 +260,20 @@ impl<'a> Exec<'a> {
                 if has_args {
                     return Err(self.not_a_method(line, path));
                 }
-                self.fields(dot.clone(), path, line)
+                self.fields(dot, path, line)
             }
             Arg::Variable(name, path) => {
                 if has_args {
                     return Err(self.not_a_method(line, path));
                 }
-                let v = self.variable(name, line)?;
-                self.fields(v, path, line)
+                self.fields(self.variable(name, line)?, path, line)
             }
             Arg::Chain(base, path) => {
                 if has_args {
                     return Err(self.not_a_method(line, path));
                 }
                 let v = self.arg(dot, base, line)?;
-                self.fields(v, path, line)
+                self.fields(&v, path, line)
             }
             other => {
                 if has_args {
@@ -263,12 +294,12 @@ impl<'a> Exec<'a> {
         }
     }
 
-    fn variable(&self, name: &str, line: usize) -> Result<Val, Error> {
+    fn variable(&self, name: &str, line: usize) -> Result<&Val, Error> {
         self.vars
             .iter()
             .rev()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v)
             .ok_or_else(|| self.error(line, format!("undefined variable: {name}")))
     }
 
@@ -277,31 +308,32 @@ impl<'a> Exec<'a> {
             Arg::Dot => Ok(dot.clone()),
             Arg::Nil => Ok(Val::Value(Value::Null)),
             Arg::Const(v) => Ok(Val::Value(v.clone())),
-            Arg::Field(path) => self.fields(dot.clone(), path, line),
-            Arg::Variable(name, path) => {
-                let v = self.variable(name, line)?;
-                self.fields(v, path, line)
-            }
+            Arg::Field(path) => self.fields(dot, path, line),
+            Arg::Variable(name, path) => self.fields(self.variable(name, line)?, path, line),
             Arg::Func(name) => self.call(dot, name, &[], None, line),
             Arg::Chain(base, path) => {
                 let v = self.arg(dot, base, line)?;
-                self.fields(v, path, line)
+                self.fields(&v, path, line)
             }
             Arg::Pipe(pipe) => self.pipeline(dot, pipe),
         }
     }
 
-    /// `.a.b.c` from `v`.
-    fn fields(&self, mut v: Val, path: &[String], line: usize) -> Result<Val, Error> {
+    /// `.a.b.c` from `v`, walking by reference and cloning only what is found.
+    fn fields(&self, v: &Val, path: &[String], line: usize) -> Result<Val, Error> {
+        let Val::Value(root) = v else {
+            return Ok(Val::Missing);
+        };
+        const NULL: Value = Value::Null;
+        let mut current = root;
         for name in path {
-            v = match v {
-                Val::Missing => return Ok(Val::Missing),
-                Val::Value(receiver) => {
-                    field(&receiver, name).map_err(|message| self.error(line, message))?
-                }
+            current = match field(current, name).map_err(|message| self.error(line, message))? {
+                Found::Value(v) => v,
+                Found::Nil => &NULL,
+                Found::Missing => return Ok(Val::Missing),
             };
         }
-        Ok(v)
+        Ok(Val::Value(current.clone()))
     }
 
     fn call(
@@ -353,36 +385,43 @@ impl<'a> Exec<'a> {
     }
 }
 
+fn too_deep() -> String {
+    format!("exceeded maximum template depth ({MAX_DEPTH})")
+}
+
+/// What a field lookup found.
+enum Found<'v> {
+    Value(&'v Value),
+    /// A proto getter of an unset field: nil.
+    Nil,
+    /// No such key.
+    Missing,
+}
+
 /// One field of a value. Maps are looked up by key; templates written against Go types
 /// name fields the Go way, so `.Name` falls back to the JSON name `name`, and the Go
 /// methods the injector templates call on proto values are honoured: `GetX` reads `x`
 /// (nil when unset, and nil-safe on nil as proto getters are), `GetValue` of a wrapper
 /// and `String` of an enum are the value itself.
-fn field(receiver: &Value, name: &str) -> Result<Val, String> {
+fn field<'v>(receiver: &'v Value, name: &str) -> Result<Found<'v>, String> {
     let getter = name
         .strip_prefix("Get")
         .filter(|rest| rest.starts_with(char::is_uppercase));
     match receiver {
         Value::Object(map) => {
-            if let Some(v) = map.get(name) {
-                return Ok(Val::Value(v.clone()));
+            if let Some(v) = map.get(name).or_else(|| map.get(&json_name(name))) {
+                return Ok(Found::Value(v));
             }
-            let json = json_name(name);
-            if let Some(v) = map.get(&json) {
-                return Ok(Val::Value(v.clone()));
-            }
-            if let Some(rest) = getter {
-                return Ok(Val::Value(
-                    map.get(&json_name(rest)).cloned().unwrap_or(Value::Null),
-                ));
-            }
-            Ok(Val::Missing)
+            Ok(match getter {
+                Some(rest) => map.get(&json_name(rest)).map_or(Found::Nil, Found::Value),
+                None => Found::Missing,
+            })
         }
-        Value::Null if getter.is_some() => Ok(Val::Value(Value::Null)),
+        Value::Null if getter.is_some() => Ok(Found::Nil),
         Value::Null => Err(format!("nil pointer evaluating interface {{}}.{name}")),
-        Value::String(_) if name == "String" => Ok(Val::Value(receiver.clone())),
+        Value::String(_) if name == "String" => Ok(Found::Value(receiver)),
         Value::Bool(_) | Value::Number(_) | Value::String(_) if name == "GetValue" => {
-            Ok(Val::Value(receiver.clone()))
+            Ok(Found::Value(receiver))
         }
         other => Err(format!(
             "can't evaluate field {name} in type {}",

@@ -11,6 +11,10 @@ use super::Error;
 
 pub(super) type List = Vec<Node>;
 
+/// Control structures and parentheses nested deeper than this are refused: parsing and
+/// executing recurse through them. Real templates nest a handful.
+pub(super) const MAX_NESTING: usize = 48;
+
 #[derive(Debug, Clone)]
 pub(super) enum Node {
     Text(String),
@@ -81,6 +85,7 @@ pub(super) struct Parser<'a> {
     is_func: &'a dyn Fn(&str) -> bool,
     vars: Vec<String>,
     range_depth: usize,
+    nesting: usize,
     /// Templates defined with `define`/`block` in this text.
     pub defined: BTreeMap<String, List>,
 }
@@ -94,6 +99,7 @@ impl<'a> Parser<'a> {
             is_func,
             vars: vec!["$".to_owned()],
             range_depth: 0,
+            nesting: 0,
             defined: BTreeMap::new(),
         }
     }
@@ -297,10 +303,20 @@ impl<'a> Parser<'a> {
 
     /// `if`, `with`, `range` after the keyword, through the `{{end}}`.
     fn control(&mut self, keyword: &str) -> Result<Node, Error> {
+        self.enter()?;
         let mark = self.vars.len();
         let result = self.control_scoped(keyword);
         self.vars.truncate(mark);
+        self.nesting -= 1;
         result
+    }
+
+    fn enter(&mut self) -> Result<(), Error> {
+        if self.nesting >= MAX_NESTING {
+            return Err(self.error(format!("exceeded maximum nesting depth ({MAX_NESTING})")));
+        }
+        self.nesting += 1;
+        Ok(())
     }
 
     fn control_scoped(&mut self, keyword: &str) -> Result<Node, Error> {
@@ -422,6 +438,13 @@ impl<'a> Parser<'a> {
 
     /// A parenthesised pipeline, after the `(`, through the `)`.
     fn sub_pipeline(&mut self) -> Result<Pipe, Error> {
+        self.enter()?;
+        let result = self.sub_pipeline_nested();
+        self.nesting -= 1;
+        result
+    }
+
+    fn sub_pipeline_nested(&mut self) -> Result<Pipe, Error> {
         let line = self.line();
         let mut cmds = Vec::new();
         loop {

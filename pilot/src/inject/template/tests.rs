@@ -289,6 +289,35 @@ fn definitions_are_shared_across_texts_and_replace_earlier_ones() {
 }
 
 #[test]
+fn deep_nesting_and_recursion_fail_cleanly() {
+    let deep = parse::MAX_NESTING + 1;
+    let text = format!("{}x{}", "{{if true}}".repeat(deep), "{{end}}".repeat(deep));
+    let error = render(&text, data()).expect_err("too deep");
+    assert!(
+        error.to_string().contains("exceeded maximum nesting depth"),
+        "{error}"
+    );
+    let text = format!("{}1{}", "{{(".repeat(deep), ")}}".repeat(deep));
+    assert!(render(&text, data()).is_err());
+
+    // As deep as allowed, calling itself until the call depth runs out: an error, on the
+    // 2 MiB stack of a test thread.
+    let nest = parse::MAX_NESTING - 1;
+    let text = format!(
+        "{{{{define \"loop\"}}}}{}{{{{template \"loop\" .}}}}{}{{{{end}}}}{{{{template \"loop\" .}}}}",
+        "{{with .}}".repeat(nest),
+        "{{end}}".repeat(nest)
+    );
+    let error = render(&text, data()).expect_err("recursion");
+    assert!(
+        error
+            .to_string()
+            .contains("exceeded maximum template depth"),
+        "{error}"
+    );
+}
+
+#[test]
 fn functions_can_be_added() {
     fn shout(_: &Context<'_>, args: Vec<Value>) -> Result<Value, String> {
         Ok(Value::String(format!("{}!", value::to_string(&args[0]))))
