@@ -188,33 +188,44 @@ def test_stays_fail_open_while_the_api_server_cannot_verify_istiod(start_admissi
     assert stored, out
 
 
-def test_injector_webhooks_of_the_revision_get_the_ca_bundle(admission):
-    """As upstream's CA patcher: every `*sidecar-injector.istio.io` webhook of this revision's
-    MutatingWebhookConfigurations gets the bundle; other webhooks there are left alone."""
-    cluster, revision = admission["cluster"], admission["revision"]
+def test_injector_webhooks_are_left_alone_while_istiod_serves_no_injection(admission):
+    """istiod answers no `/inject` yet, so it must not make the API server trust it for the
+    injector's webhooks: upstream starts its injector CA patcher only with the injection webhook.
+    The revision's sidecar-injector MutatingWebhookConfiguration stays exactly as written, through
+    several rounds in which the validation webhook is patched, fails closed and is repaired."""
+    cluster, istiod, revision = admission["cluster"], admission["istiod"], admission["revision"]
     name = f"istio-sidecar-injector-{revision}"
 
     def hook(hook_name):
-        # Rules for pods of this revision only, failing open: never in another test's way.
-        return {"name": hook_name, "clientConfig": {"url": f"https://127.0.0.1:{admission['istiod'].https}/inject"},
+        # Pods of this revision only: never in another test's way.
+        return {"name": hook_name, "clientConfig": {"url": f"https://127.0.0.1:{istiod.https}/inject"},
                 "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
-                "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+                "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"],
                 "objectSelector": {"matchLabels": {"istio.io/rev": revision}}}
 
     cluster.apply({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
                    "metadata": {"name": name, "labels": {"istio.io/rev": revision}},
-                   "webhooks": [hook("rev.object.sidecar-injector.istio.io"), hook("other.example.com")]})
+                   "webhooks": [hook("rev.namespace.sidecar-injector.istio.io"),
+                                hook("rev.object.sidecar-injector.istio.io")]})
     try:
-        vwc_bundle = wait_until(lambda: webhook_of(cluster, admission["name"])["clientConfig"].get("caBundle"),
-                                timeout=30, what="the validation webhook's caBundle")
+        written = cluster.get_json("mutatingwebhookconfiguration", name)
+        istiod.wait_log("not serving injection: injector webhook configurations are left alone", timeout=30)
+        wait_until(lambda: (h := webhook_of(cluster, admission["name"]))["clientConfig"].get("caBundle")
+                   and h["failurePolicy"] == "Fail", timeout=60, what="the validation webhook patched and fail closed")
 
-        def patched():
-            hooks = cluster.get_json("mutatingwebhookconfiguration", name)["webhooks"]
-            return hooks if hooks[0]["clientConfig"].get("caBundle") else None
+        # Undo istiod's work on the validation webhook: the round that repairs it would also have
+        # patched the injector (it used to, first), so it must have gone by before the check below.
+        patch = [{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"},
+                 {"op": "remove", "path": "/webhooks/0/clientConfig/caBundle"}]
+        cluster.kubectl("patch", "validatingwebhookconfiguration", admission["name"], "--type=json",
+                        "-p", json.dumps(patch))
+        wait_until(lambda: (h := webhook_of(cluster, admission["name"]))["clientConfig"].get("caBundle")
+                   and h["failurePolicy"] == "Fail", timeout=15, what="the validation webhook repaired")
 
-        injector, other = wait_until(patched, timeout=30, what="the injector webhook's caBundle")
-        assert injector["clientConfig"]["caBundle"] == vwc_bundle
-        assert "caBundle" not in other["clientConfig"], other
-        assert injector["failurePolicy"] == "Ignore", "failurePolicy is the chart's, not istiod's, on injectors"
+        kept = cluster.get_json("mutatingwebhookconfiguration", name)
+        assert kept["metadata"]["resourceVersion"] == written["metadata"]["resourceVersion"], kept
+        for h in kept["webhooks"]:
+            assert "caBundle" not in h["clientConfig"], h
+            assert h["failurePolicy"] == "Fail", h
     finally:
         cluster.kubectl("delete", "mutatingwebhookconfiguration", name, "--ignore-not-found")

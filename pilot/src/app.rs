@@ -322,6 +322,7 @@ async fn start_sources(
             client.clone(),
             election,
             &settings.features.revision,
+            webhook::SERVES_INJECTION,
             root_rx,
             shutdown.clone(),
             tasks,

@@ -10,6 +10,7 @@ mod arbitrary;
 pub mod args;
 pub mod ca;
 pub mod config;
+pub mod inject;
 pub mod kube;
 pub mod metrics;
 pub mod model;

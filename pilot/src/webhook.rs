@@ -143,6 +143,12 @@ impl Metrics {
     }
 }
 
+/// Whether [`routes`] answers `/inject`. Not yet: until it does, the injector
+/// MutatingWebhookConfigurations are not istiod's to patch (see `kube::webhook_patch`).
+/// Once injection is built this becomes, as upstream, whether the injection config is
+/// present (`/var/lib/istio/inject/config` or the `istio-sidecar-injector` ConfigMap).
+pub const SERVES_INJECTION: bool = false;
+
 /// The webhook's routes: `/validate`, `/validate/...` and `/ready`.
 pub fn routes(metrics: Metrics) -> Router {
     Router::new()

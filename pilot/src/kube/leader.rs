@@ -516,17 +516,20 @@ impl LeaderElection {
 /// Starts the writers istiod runs against its own cluster: the namespace controller
 /// (`istio-ca-root-cert` ConfigMaps) on the leader of
 /// `istio-namespace-controller-election`, and the webhook patcher on every replica (its
-/// writes are idempotent, as upstream). `root` carries the CA's trust bundle (PEM).
+/// writes are idempotent, as upstream). `root` carries the CA's trust bundle (PEM);
+/// `injection_served` says whether the injector webhooks are istiod's to patch.
 pub fn spawn_writers(
     client: kube::Client,
     config: ElectionConfig,
     revision: &str,
+    injection_served: bool,
     root: watch::Receiver<String>,
     shutdown: CancellationToken,
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) {
     let patcher =
-        super::webhook_patch::WebhookPatcher::new(client.clone(), revision, &config.namespace);
+        super::webhook_patch::WebhookPatcher::new(client.clone(), revision, &config.namespace)
+            .injection_served(injection_served);
     tasks.spawn({
         let (root, shutdown) = (root.clone(), shutdown.clone());
         async move {

@@ -5,6 +5,13 @@
 //! label. The validation webhooks' `failurePolicy` goes from `Ignore` to `Fail` only once
 //! a dry-run create of an invalid Gateway labelled with the revision is denied, i.e. the
 //! webhook really answers.
+//!
+//! The injector webhooks are patched only when this istiod serves injection, as upstream
+//! starts its injector CA patcher only once the injection webhook is set up. Making the
+//! API server trust an istiod that answers `/inject` with 404 would turn every pod
+//! creation the webhook selects into a failed call, and under the chart's
+//! `failurePolicy: Fail` into a refused pod; left alone, the configuration stays whatever
+//! another injector (or nobody) made it.
 
 use std::time::Duration;
 
@@ -65,6 +72,7 @@ pub struct WebhookPatcher {
     client: kube::Client,
     revision: String,
     namespace: String,
+    injection_served: bool,
 }
 
 fn bundle_bytes(pem: &str) -> Option<ByteString> {
@@ -73,7 +81,8 @@ fn bundle_bytes(pem: &str) -> Option<ByteString> {
 
 impl WebhookPatcher {
     /// `revision` is the `istio.io/rev` value (`default` when empty); `namespace` the
-    /// istiod namespace, where the self-check Gateway is dry-run.
+    /// istiod namespace, where the self-check Gateway is dry-run. Injector webhooks are
+    /// left alone unless [`WebhookPatcher::injection_served`] says otherwise.
     pub fn new(client: kube::Client, revision: &str, namespace: &str) -> Self {
         let revision = if revision.is_empty() {
             "default"
@@ -84,7 +93,15 @@ impl WebhookPatcher {
             client,
             revision: revision.to_owned(),
             namespace: namespace.to_owned(),
+            injection_served: false,
         }
+    }
+
+    /// Whether this istiod answers `/inject`: only then are the injector webhooks given
+    /// its CA bundle (and watched).
+    pub fn injection_served(mut self, served: bool) -> Self {
+        self.injection_served = served;
+        self
     }
 
     fn selector(&self) -> ListParams {
@@ -245,10 +262,13 @@ impl WebhookPatcher {
         }
     }
 
-    /// One full round: caBundles, then the self-check, then `failurePolicy: Fail`.
-    /// Returns whether the validation webhooks are now fail-closed.
+    /// One full round: caBundles (the injectors' only when injection is served), then the
+    /// self-check, then `failurePolicy: Fail`. Returns whether the validation webhooks are
+    /// now fail-closed.
     pub async fn reconcile(&self, ca_bundle: &str, checked: bool) -> Result<bool, PatchError> {
-        self.patch_mutating(ca_bundle).await?;
+        if self.injection_served {
+            self.patch_mutating(ca_bundle).await?;
+        }
         self.patch_validating(ca_bundle, checked).await?;
         if checked {
             return Ok(true);
@@ -270,22 +290,32 @@ impl WebhookPatcher {
     /// the labelled configurations, and with backoff (100ms to 1m) until the self-check
     /// passes or after an error.
     pub async fn run(self, mut ca_bundle: watch::Receiver<String>, shutdown: CancellationToken) {
-        let span = info_span!("webhook_patcher", revision = %self.revision);
+        let span = info_span!(
+            "webhook_patcher",
+            revision = %self.revision,
+            injection_served = self.injection_served
+        );
         async move {
+            if !self.injection_served {
+                info!("not serving injection: injector webhook configurations are left alone");
+            }
             let selector = format!("{REVISION_LABEL}={}", self.revision);
             let cfg = watcher::Config::default().labels(&selector);
             let vwc: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
-            let mwc: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-            let mut changes = futures::stream::select(
-                watcher(vwc, cfg.clone())
+            let validating = watcher(vwc, cfg.clone())
+                .default_backoff()
+                .map(|e| e.map(|_| ()))
+                .boxed();
+            let mut changes = if self.injection_served {
+                let mwc: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+                let mutating = watcher(mwc, cfg)
                     .default_backoff()
                     .map(|e| e.map(|_| ()))
-                    .boxed(),
-                watcher(mwc, cfg)
-                    .default_backoff()
-                    .map(|e| e.map(|_| ()))
-                    .boxed(),
-            );
+                    .boxed();
+                futures::stream::select(validating, mutating).boxed()
+            } else {
+                validating
+            };
             let mut checked = false;
             let mut backoff = Duration::from_millis(100);
             loop {

@@ -1,6 +1,6 @@
 //! Webhook patching against the fake API server: caBundle on this revision's
-//! configurations only, injector webhooks only, and the failurePolicy switch gated on the
-//! dry-run self-check.
+//! configurations only, injector webhooks only and only when injection is served, and the
+//! failurePolicy switch gated on the dry-run self-check.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -155,7 +155,9 @@ async fn failure_policy_switches_to_fail_only_after_the_self_check() {
     let (bundle_tx, bundle_rx) = watch::channel("ROOT1".to_owned());
     let shutdown = CancellationToken::new();
     tokio::spawn(
-        WebhookPatcher::new(client, "default", "istio-system").run(bundle_rx, shutdown.clone()),
+        WebhookPatcher::new(client, "default", "istio-system")
+            .injection_served(true)
+            .run(bundle_rx, shutdown.clone()),
     );
 
     let ours = format!("{VWC}/istio-validator-istio-system");
@@ -198,5 +200,45 @@ async fn failure_policy_switches_to_fail_only_after_the_self_check() {
         h["clientConfig"]["caBundle"] == b64("ROOT2") && h["failurePolicy"] == "Fail"
     })
     .await;
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn injector_webhooks_are_left_alone_unless_injection_is_served() {
+    let (client, api) = kube_fake::pair();
+    seed(&api);
+    let before = api.get(&format!("{MWC}/istio-sidecar-injector"));
+    webhook_denies(&api, Arc::new(AtomicBool::new(true)));
+    let (bundle_tx, bundle_rx) = watch::channel("ROOT1".to_owned());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(
+        WebhookPatcher::new(client.clone(), "default", "istio-system")
+            .run(bundle_rx, shutdown.clone()),
+    );
+
+    let ours = format!("{VWC}/istio-validator-istio-system");
+    eventually("validation webhook patched and fail closed", || {
+        let h = &webhooks(&api, &ours)[0];
+        h["clientConfig"]["caBundle"] == b64("ROOT1") && h["failurePolicy"] == "Fail"
+    })
+    .await;
+    // A new bundle goes round again: the validation webhook gets it, the injector nothing.
+    bundle_tx.send_replace("ROOT2".to_owned());
+    eventually("new bundle", || {
+        webhooks(&api, &ours)[0]["clientConfig"]["caBundle"] == b64("ROOT2")
+    })
+    .await;
+    assert_eq!(api.get(&format!("{MWC}/istio-sidecar-injector")), before);
+    let calls = api.calls();
+    assert!(
+        !calls.iter().any(|c| c.path.starts_with(MWC)),
+        "no read, watch or write of MutatingWebhookConfigurations: {:?}",
+        calls.iter().map(|c| &c.path).collect::<Vec<_>>()
+    );
+
+    // `reconcile` alone keeps to the same rule.
+    let patcher = WebhookPatcher::new(client, "default", "istio-system");
+    assert!(patcher.reconcile("ROOT3", true).await.expect("reconcile"));
+    assert_eq!(api.get(&format!("{MWC}/istio-sidecar-injector")), before);
     shutdown.cancel();
 }
