@@ -232,13 +232,19 @@ fn install(fetcher: &Fetcher, pkgs: &[Locked]) -> Result<Vec<Installed>, Error> 
 
 fn sbom_debs(pkgs: &[&Installed], tree: &Tree) -> Vec<sbom::DebPackage> {
     pkgs.iter()
-        .map(|p| sbom::DebPackage {
-            name: p.locked.name.clone(),
-            version: p.locked.version.clone(),
-            arch: p.locked.arch.clone(),
-            sha256: p.locked.sha256.to_string(),
-            licenses: variant::licenses(tree, &p.locked.name),
-            depends: p.locked.depends.clone(),
+        .map(|p| {
+            let (source, source_version) = deb::source_package(&p.contents.control)
+                .unwrap_or_else(|| (p.locked.name.clone(), p.locked.version.clone()));
+            sbom::DebPackage {
+                name: p.locked.name.clone(),
+                version: p.locked.version.clone(),
+                arch: p.locked.arch.clone(),
+                sha256: p.locked.sha256.to_string(),
+                licenses: variant::licenses(tree, &p.locked.name),
+                depends: p.locked.depends.clone(),
+                source,
+                source_version,
+            }
         })
         .collect()
 }
@@ -301,6 +307,11 @@ pub fn build(o: &BuildOptions) -> Result<Refs, Error> {
                 variant: variant.to_string(),
                 created: created.clone(),
                 tool: (TOOL.to_string(), TOOL_VERSION.to_string()),
+                distro: sbom::Distro {
+                    id: "debian".into(),
+                    version_id: variant::DEBIAN_VERSION_ID.into(),
+                    codename: variant::DEBIAN_CODENAME.into(),
+                },
             },
             binary: sbom::BinaryFile {
                 name: "pilot-discovery".into(),

@@ -8,7 +8,10 @@
 pub mod cargo;
 mod model;
 
-pub use model::{render, BinaryFile, DebPackage, ImageInfo, RustCrate, SbomInput};
+pub use model::{
+    render, BinaryFile, DebPackage, Distro, ImageInfo, RustCrate, SbomInput, PROP_CODENAME,
+    PROP_SOURCE, PROP_SOURCE_VERSION,
+};
 
 /// Errors raised while collecting inputs or rendering an SBOM.
 #[derive(Debug, thiserror::Error)]
