@@ -15,6 +15,7 @@ use crate::debian::{deb, sources};
 use crate::image::{self, ImageSpec};
 use crate::layer::{self, Tree};
 use crate::policy::{self, Policy, CA_BUNDLE};
+use crate::provenance;
 use crate::variant::{self, Installed, BINARY_PATH};
 
 /// Errors of `build` and `verify-reproducible`.
@@ -92,6 +93,11 @@ pub struct BuildOptions {
 pub struct Refs {
     pub index: String,
     pub images: Vec<ImageRefs>,
+    /// The SLSA provenance statement (`provenance.intoto.json`) and its digest.
+    #[serde(default)]
+    pub provenance: String,
+    #[serde(default)]
+    pub provenance_digest: String,
 }
 
 /// Digests and sizes of one written image.
@@ -232,13 +238,19 @@ fn install(fetcher: &Fetcher, pkgs: &[Locked]) -> Result<Vec<Installed>, Error> 
 
 fn sbom_debs(pkgs: &[&Installed], tree: &Tree) -> Vec<sbom::DebPackage> {
     pkgs.iter()
-        .map(|p| sbom::DebPackage {
-            name: p.locked.name.clone(),
-            version: p.locked.version.clone(),
-            arch: p.locked.arch.clone(),
-            sha256: p.locked.sha256.to_string(),
-            licenses: variant::licenses(tree, &p.locked.name),
-            depends: p.locked.depends.clone(),
+        .map(|p| {
+            let (source, source_version) = deb::source_package(&p.contents.control)
+                .unwrap_or_else(|| (p.locked.name.clone(), p.locked.version.clone()));
+            sbom::DebPackage {
+                name: p.locked.name.clone(),
+                version: p.locked.version.clone(),
+                arch: p.locked.arch.clone(),
+                sha256: p.locked.sha256.to_string(),
+                licenses: variant::licenses(tree, &p.locked.name),
+                depends: p.locked.depends.clone(),
+                source,
+                source_version,
+            }
         })
         .collect()
 }
@@ -301,6 +313,11 @@ pub fn build(o: &BuildOptions) -> Result<Refs, Error> {
                 variant: variant.to_string(),
                 created: created.clone(),
                 tool: (TOOL.to_string(), TOOL_VERSION.to_string()),
+                distro: sbom::Distro {
+                    id: "debian".into(),
+                    version_id: variant::DEBIAN_VERSION_ID.into(),
+                    codename: variant::DEBIAN_CODENAME.into(),
+                },
             },
             binary: sbom::BinaryFile {
                 name: "pilot-discovery".into(),
@@ -431,7 +448,52 @@ pub fn build(o: &BuildOptions) -> Result<Refs, Error> {
             "image written"
         );
     }
-    let refs = Refs { index, images };
+    let lock_bytes =
+        std::fs::read(&o.lock).map_err(Error::io(format_args!("reading {}", o.lock.display())))?;
+    let crate_deps: Vec<provenance::CrateDependency> = crates
+        .iter()
+        .map(|c| provenance::CrateDependency {
+            name: c.name.clone(),
+            version: c.version.clone(),
+            checksum: c.checksum.clone(),
+        })
+        .collect();
+    let statement = provenance::render(&provenance::Inputs {
+        subjects: images
+            .iter()
+            .map(|i| provenance::Subject {
+                name: i.reference.clone(),
+                manifest: i.manifest.clone(),
+            })
+            .collect(),
+        source_url: &o.source_url,
+        revision: &o.revision,
+        lock_path: &o.lock.display().to_string(),
+        lock_sha256: &Sha256::of(&lock_bytes).to_string(),
+        lock: &lock,
+        repository: &o.repository,
+        version: &o.version,
+        user: &o.user,
+        cargo_package: &o.cargo_package,
+        max_compressed_bytes: o.max_compressed_bytes,
+        source_date_epoch: o.source_date_epoch,
+        binary_path: &format!("/{BINARY_PATH}"),
+        binary_sha256: &binary_sha,
+        crates: &crate_deps,
+        rustc: provenance::rustc_of(&binary),
+        tool_version: TOOL_VERSION,
+    });
+    let provenance_path = o.out.join("provenance.intoto.json");
+    std::fs::write(&provenance_path, &statement).map_err(Error::io(format_args!(
+        "writing {}",
+        provenance_path.display()
+    )))?;
+    let refs = Refs {
+        index,
+        images,
+        provenance: provenance_path.display().to_string(),
+        provenance_digest: layer::digest_of(&statement),
+    };
     let mut text = serde_json::to_vec_pretty(&refs).map_err(Error::Refs)?;
     text.push(b'\n');
     let refs_path = o.out.join("refs.json");
@@ -450,7 +512,7 @@ pub fn verify_reproducible(o: &BuildOptions) -> Result<Refs, Error> {
         ..o.clone()
     })?;
     let digests = |r: &Refs| {
-        let mut v = vec![r.index.clone()];
+        let mut v = vec![r.index.clone(), r.provenance_digest.clone()];
         for i in &r.images {
             v.extend([i.manifest.clone(), i.config.clone(), i.sbom_digest.clone()]);
             v.extend(i.layers.iter().cloned());

@@ -4,10 +4,12 @@
 //!
 //! Build and push: [`debian`] (signed indexes, resolution, the `.deb` cache, the lock
 //! file) → [`variant`] and [`layer`] (file trees, deterministic tar) → [`image`] (OCI
-//! config, manifest, index), checked by [`policy`], driven by [`assemble`]; [`registry`]
-//! pushes a build's output. `migrate` and `debug`, the two other commands, sit behind the
-//! cargo features of the same names (on by default) so that build and push compile without
-//! the Kubernetes client, the Docker engine API and the terminal.
+//! config, manifest, index), checked by [`policy`], driven by [`assemble`], described by
+//! [`provenance`]; [`registry`] pushes a build's output. [`scan`] matches an SBOM against
+//! advisory data read offline, with [`vex`] statements suppressing what does not apply.
+//! `migrate` and `debug`, the two other commands, sit behind the cargo features of the same
+//! names (on by default) so that build and push compile without the Kubernetes client, the
+//! Docker engine API and the terminal.
 
 pub mod assemble;
 pub mod debian;
@@ -18,6 +20,9 @@ pub mod layer;
 #[cfg(feature = "migrate")]
 pub mod migrate;
 pub mod policy;
+pub mod provenance;
 pub mod registry;
+pub mod scan;
 pub mod tls;
 pub mod variant;
+pub mod vex;

@@ -5,13 +5,16 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::Result;
+use std::io::Write;
+
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 #[cfg(feature = "debug")]
 use imagebuilder::debug;
 #[cfg(feature = "migrate")]
 use imagebuilder::migrate;
-use imagebuilder::{assemble, debian, policy, registry};
+use imagebuilder::scan::{self, report::Format, Severity};
+use imagebuilder::{assemble, debian, policy, registry, vex};
 
 /// Builds and pushes the hardened pilot images.
 #[derive(Debug, Parser)]
@@ -29,6 +32,13 @@ enum Cmd {
     VerifyReproducible(BuildArgs),
     /// Push a build's images, with their SBOMs as referrers, to a registry.
     Push(PushArgs),
+    /// Match an image's SBOM against advisory data read offline (RustSec, Debian, OSV).
+    ///
+    /// Exit status: 0 when no finding (after VEX) reaches --fail-on, 1 when one does, 2 when
+    /// the scan could not run.
+    Scan(ScanArgs),
+    /// Write an OpenVEX statement about a vulnerability in a product (or add it to a document).
+    Vex(VexArgs),
     #[cfg(feature = "debug")]
     /// Attach a toolbox (the dev image) to a shell-less container or pod.
     Debug(debug::DebugArgs),
@@ -90,6 +100,184 @@ impl PushArgs {
             policy: policy::Policy {
                 max_compressed_bytes: self.size_budget_mib * 1024 * 1024,
             },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ScanArgs {
+    /// Build output directory whose SBOM (and manifest digest, from refs.json) to scan.
+    #[arg(long, default_value = "out", conflicts_with = "sbom")]
+    out: PathBuf,
+    /// Variant of the build output to scan.
+    #[arg(long, default_value = "runtime", value_parser = ["runtime", "dev"])]
+    variant: String,
+    /// A CycloneDX JSON SBOM to scan instead of a build output's.
+    #[arg(long)]
+    sbom: Option<PathBuf>,
+    /// Advisory data directory: a RustSec advisory-db checkout (crates/), and/or
+    /// debian/tracker.json (the Debian security tracker's JSON export) and osv/ (OSV
+    /// records). Repeatable.
+    #[arg(
+        long,
+        required = true,
+        env = "IMAGEBUILDER_SCAN_DB",
+        value_delimiter = ':'
+    )]
+    db: Vec<PathBuf>,
+    /// OpenVEX document whose not_affected and fixed statements suppress findings (repeatable).
+    #[arg(long)]
+    vex: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Write the report to this file instead of standard output.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Exit with status 1 when a finding not suppressed by VEX is at least this severe.
+    #[arg(long, value_enum)]
+    fail_on: Option<Severity>,
+}
+
+impl ScanArgs {
+    fn options(self) -> Result<scan::ScanOptions> {
+        let (sbom, digest) = match self.sbom {
+            Some(s) => (s, None),
+            None => {
+                let path = self.out.join("refs.json");
+                let text = std::fs::read(&path).with_context(|| {
+                    format!("reading {} (build first, or pass --sbom)", path.display())
+                })?;
+                let refs: assemble::Refs = serde_json::from_slice(&text)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let img = refs
+                    .images
+                    .into_iter()
+                    .find(|i| i.variant == self.variant)
+                    .with_context(|| format!("{} has no {} image", path.display(), self.variant))?;
+                (PathBuf::from(img.sbom), Some(img.manifest))
+            }
+        };
+        Ok(scan::ScanOptions {
+            sbom,
+            digest,
+            db: self.db,
+            vex: self.vex,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct VexArgs {
+    /// Package URL of the product the statement is about, e.g.
+    /// pkg:oci/istio-pilot@sha256%3A...?repository_url=dhi.io/istio-pilot
+    #[arg(long)]
+    product: String,
+    /// Package URL of a component of the product the statement is limited to (repeatable).
+    #[arg(long = "subcomponent")]
+    subcomponents: Vec<String>,
+    /// The vulnerability: an advisory id such as CVE-2023-4911 or RUSTSEC-2020-0071.
+    #[arg(long)]
+    vulnerability: String,
+    /// Other names of the vulnerability (repeatable).
+    #[arg(long = "alias")]
+    aliases: Vec<String>,
+    #[arg(long, value_enum)]
+    status: vex::Status,
+    /// Why the product is not affected (not_affected needs this or --impact-statement).
+    #[arg(long, value_enum)]
+    justification: Option<vex::Justification>,
+    /// Why the product is not affected, in words.
+    #[arg(long)]
+    impact_statement: Option<String>,
+    /// What users should do (required with --status affected).
+    #[arg(long)]
+    action_statement: Option<String>,
+    /// Free-form notes on the status.
+    #[arg(long)]
+    status_notes: Option<String>,
+    /// Author of the document.
+    #[arg(long, default_value = "imagebuilder")]
+    author: String,
+    /// Time of the statement, in seconds since the epoch (default: now).
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    source_date_epoch: Option<u64>,
+    /// Add the statement to this document (a new version of it) instead of starting one.
+    #[arg(long)]
+    append: Option<PathBuf>,
+    /// Write the document here (default: the --append file, else standard output).
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+}
+
+fn run_vex(a: VexArgs) -> Result<()> {
+    let epoch = match a.source_date_epoch {
+        Some(e) => e,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    };
+    let timestamp = assemble::rfc3339(epoch);
+    let statement = vex::Statement {
+        vulnerability: vex::Vulnerability {
+            iri: None,
+            name: a.vulnerability,
+            description: None,
+            aliases: a.aliases,
+        },
+        timestamp: None,
+        products: vec![vex::Product {
+            id: a.product,
+            subcomponents: a
+                .subcomponents
+                .into_iter()
+                .map(|id| vex::Subcomponent { id })
+                .collect(),
+        }],
+        status: a.status,
+        status_notes: a.status_notes,
+        justification: a.justification,
+        impact_statement: a.impact_statement,
+        action_statement: a.action_statement,
+    };
+    statement.check().map_err(anyhow::Error::msg)?;
+    let doc = match &a.append {
+        Some(path) => {
+            let mut doc = vex::Document::read(path)?;
+            let mut s = statement;
+            s.timestamp = Some(timestamp.clone());
+            doc.push(s, &timestamp);
+            doc
+        }
+        None => vex::Document::new(&a.author, &timestamp, vec![statement]),
+    };
+    match a.output.or(a.append) {
+        Some(path) => std::fs::write(&path, doc.to_vec())
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => std::io::stdout().write_all(&doc.to_vec())?,
+    }
+    Ok(())
+}
+
+/// Runs a scan; the exit status says whether a finding reached `--fail-on`.
+fn run_scan(a: ScanArgs) -> i32 {
+    let (format, output, fail_on) = (a.format, a.output.clone(), a.fail_on);
+    let run = || -> Result<bool> {
+        let (report, sbom) = scan::run(&a.options()?)?;
+        let bytes = report.render(format, &sbom)?;
+        match &output {
+            Some(path) => std::fs::write(path, &bytes)
+                .with_context(|| format!("writing {}", path.display()))?,
+            None => std::io::stdout().write_all(&bytes)?,
+        }
+        Ok(fail_on.is_some_and(|t| report.fails(t)))
+    };
+    match run() {
+        Ok(false) => 0,
+        Ok(true) => 1,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            2
         }
     }
 }
@@ -230,6 +418,8 @@ fn main() -> Result<()> {
             let pushed = rt.block_on(registry::push::push(&a.options()))?;
             println!("{}", serde_json::to_string_pretty(&pushed)?);
         }
+        Cmd::Scan(a) => std::process::exit(run_scan(a)),
+        Cmd::Vex(a) => run_vex(a)?,
         #[cfg(feature = "debug")]
         Cmd::Debug(a) => std::process::exit(debug::run(a)),
         #[cfg(feature = "migrate")]

@@ -29,6 +29,10 @@ pub const DEV_ROOTS: &[&str] = &[
 ];
 pub const DEV_EXCLUDE: &[&str] = &[];
 
+/// The Debian release the images are made from (`/etc/os-release`, the SBOM).
+pub const DEBIAN_VERSION_ID: &str = "12";
+pub const DEBIAN_CODENAME: &str = "bookworm";
+
 /// Path of the binary inside the image.
 pub const BINARY_PATH: &str = "usr/local/bin/pilot-discovery";
 /// Where SBOMs live inside the image.
@@ -134,7 +138,7 @@ pub fn os_files(tree: &mut Tree, pretty_name: &str) {
         "etc/os-release",
         Entry::file(
             format!(
-                "PRETTY_NAME=\"{pretty_name}\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\nHOME_URL=\"https://www.debian.org/\"\n"
+                "PRETTY_NAME=\"{pretty_name}\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"{DEBIAN_VERSION_ID}\"\nVERSION=\"{DEBIAN_VERSION_ID} ({DEBIAN_CODENAME})\"\nVERSION_CODENAME={DEBIAN_CODENAME}\nID=debian\nHOME_URL=\"https://www.debian.org/\"\n"
             ),
             0o644,
         ),

@@ -3,12 +3,16 @@
 //! The model is built from three kinds of input: the Debian packages in an image, the Rust
 //! crates compiled into `pilot-discovery` (see [`cargo`]), and files (the binary). The image
 //! itself is the metadata component. Output is CycloneDX JSON, spec 1.5 (the newest version
-//! `cyclonedx-bom` writes).
+//! `cyclonedx-bom` writes). [`vulnerabilities`] adds a scan's findings to an SBOM.
 
 pub mod cargo;
 mod model;
+pub mod vulnerabilities;
 
-pub use model::{render, BinaryFile, DebPackage, ImageInfo, RustCrate, SbomInput};
+pub use model::{
+    render, BinaryFile, DebPackage, Distro, ImageInfo, RustCrate, SbomInput, PROP_CODENAME,
+    PROP_SOURCE, PROP_SOURCE_VERSION,
+};
 
 /// Errors raised while collecting inputs or rendering an SBOM.
 #[derive(Debug, thiserror::Error)]

@@ -33,7 +33,27 @@ pub struct ImageInfo {
     pub created: String,
     /// Name and version of the tool that built the image.
     pub tool: (String, String),
+    /// The Debian release the packages come from.
+    pub distro: Distro,
 }
+
+/// A Debian release, as `/etc/os-release` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Distro {
+    /// `ID`, e.g. `debian`.
+    pub id: String,
+    /// `VERSION_ID`, e.g. `12`.
+    pub version_id: String,
+    /// `VERSION_CODENAME`, e.g. `bookworm`: what security trackers key their data by.
+    pub codename: String,
+}
+
+/// Property of the image component naming the release codename.
+pub const PROP_CODENAME: &str = "imagebuilder:debian:codename";
+/// Property of a Debian package naming the source package it was built from.
+pub const PROP_SOURCE: &str = "imagebuilder:debian:source";
+/// Property of a Debian package giving its source package's version.
+pub const PROP_SOURCE_VERSION: &str = "imagebuilder:debian:source_version";
 
 /// A Debian package installed in the image.
 #[derive(Debug, Clone)]
@@ -47,6 +67,10 @@ pub struct DebPackage {
     pub licenses: Vec<String>,
     /// Names of the packages in the image that this one depends on.
     pub depends: Vec<String>,
+    /// The source package it was built from: advisories name source packages.
+    pub source: String,
+    /// The source package's version (differs from `version` for binary-only uploads).
+    pub source_version: String,
 }
 
 /// A Rust crate compiled into the binary.
@@ -101,12 +125,19 @@ fn crate_ref(key: &str) -> String {
 }
 
 /// `pkg:deb/debian/NAME@VERSION?arch=ARCH&distro=debian-12`, with the version's `:` escaped.
-pub(crate) fn deb_purl(p: &DebPackage) -> String {
+pub(crate) fn deb_purl(p: &DebPackage, distro: &Distro) -> String {
     let version = p.version.replace(':', "%3A").replace('+', "%2B");
     format!(
-        "pkg:deb/debian/{}@{}?arch={}&distro=debian-12",
-        p.name, version, p.arch
+        "pkg:deb/{}/{}@{}?arch={}&distro={}-{}",
+        distro.id, p.name, version, p.arch, distro.id, distro.version_id
     )
+}
+
+fn property(name: &str, value: &str) -> Property {
+    Property {
+        name: name.into(),
+        value: NormalizedString::new(value),
+    }
 }
 
 fn sha256_hashes(hex: &str) -> Hashes {
@@ -162,10 +193,10 @@ fn build(input: &SbomInput) -> Result<Bom, Error> {
         &input.image.version,
         Some(image_ref.clone()),
     );
-    image.properties = Some(Properties(vec![Property {
-        name: "org.opencontainers.image.variant".into(),
-        value: NormalizedString::new(&input.image.variant),
-    }]));
+    image.properties = Some(Properties(vec![
+        property("org.opencontainers.image.variant", &input.image.variant),
+        property(PROP_CODENAME, &input.image.distro.codename),
+    ]));
 
     let mut tool = Component::new(
         Classification::Application,
@@ -209,11 +240,15 @@ fn build(input: &SbomInput) -> Result<Bom, Error> {
             &d.version,
             Some(deb_ref(&d.name)),
         );
+        let purl = deb_purl(d, &input.image.distro);
         c.purl = Some(
-            deb_purl(d)
-                .parse::<Purl>()
-                .map_err(|()| Error::Purl(d.name.clone(), deb_purl(d)))?,
+            purl.parse::<Purl>()
+                .map_err(|()| Error::Purl(d.name.clone(), purl.clone()))?,
         );
+        c.properties = Some(Properties(vec![
+            property(PROP_SOURCE, &d.source),
+            property(PROP_SOURCE_VERSION, &d.source_version),
+        ]));
         c.hashes = Some(sha256_hashes(&d.sha256));
         if !d.licenses.is_empty() {
             c.licenses = Some(Licenses(
@@ -328,6 +363,11 @@ mod tests {
                 variant: "runtime".into(),
                 created: "2024-01-02T03:04:05Z".into(),
                 tool: ("imagebuilder".into(), "0.1.0".into()),
+                distro: Distro {
+                    id: "debian".into(),
+                    version_id: "12".into(),
+                    codename: "bookworm".into(),
+                },
             },
             binary: BinaryFile {
                 name: "pilot-discovery".into(),
@@ -343,6 +383,8 @@ mod tests {
                 sha256: "cd".repeat(32),
                 licenses: vec!["LGPL-2.1".into()],
                 depends: vec!["libgcc-s1".into()],
+                source: "glibc".into(),
+                source_version: "2.36-9+deb12u1".into(),
             }],
             crates: vec![RustCrate {
                 name: "serde".into(),
@@ -369,6 +411,19 @@ mod tests {
             .any(|c| c["purl"]
                 == "pkg:deb/debian/libc6@2.36-9%2Bdeb12u1?arch=amd64&distro=debian-12"));
         assert!(comps.iter().any(|c| c["purl"] == "pkg:cargo/serde@1.0.0"));
+        // Scanners match advisories by source package and release codename.
+        let libc = comps.iter().find(|c| c["name"] == "libc6").expect("libc6");
+        assert_eq!(
+            libc["properties"],
+            serde_json::json!([
+                {"name": PROP_SOURCE, "value": "glibc"},
+                {"name": PROP_SOURCE_VERSION, "value": "2.36-9+deb12u1"},
+            ])
+        );
+        assert!(v["metadata"]["component"]["properties"]
+            .as_array()
+            .expect("properties")
+            .contains(&serde_json::json!({"name": PROP_CODENAME, "value": "bookworm"})));
         // libgcc-s1 is not in the image, so it is not a dependency edge.
         let deps = v["dependencies"].as_array().expect("deps");
         let libc = deps
@@ -382,10 +437,11 @@ mod tests {
 
     #[test]
     fn epoch_is_escaped_in_purl() {
-        let mut d = input().debs.remove(0);
+        let mut input = input();
+        let mut d = input.debs.remove(0);
         d.version = "1:2.3-1".into();
         assert_eq!(
-            deb_purl(&d),
+            deb_purl(&d, &input.image.distro),
             "pkg:deb/debian/libc6@1%3A2.3-1?arch=amd64&distro=debian-12"
         );
     }

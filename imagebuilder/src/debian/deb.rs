@@ -150,6 +150,22 @@ pub fn read(path: &Path) -> Result<DebContents, Error> {
     })
 }
 
+/// The source package a binary package was built from, as `(name, version)`: the control
+/// paragraph's `Source: name [(version)]`, defaulting to the package's own name and version.
+pub fn source_package(control: &str) -> Option<(String, String)> {
+    let para = super::index::paragraphs(control).into_iter().next()?;
+    let name = para.get("Package")?;
+    let version = para.get("Version")?;
+    let Some(source) = para.get("Source") else {
+        return Some((name.clone(), version.clone()));
+    };
+    let (src_name, src_version) = match source.split_once('(') {
+        Some((n, v)) => (n.trim(), v.trim_end().trim_end_matches(')').trim()),
+        None => (source.trim(), version.as_str()),
+    };
+    Some((src_name.to_string(), src_version.to_string()))
+}
+
 /// License names from a Debian copyright file (the `License:` fields of the DEP-5 format).
 pub fn copyright_licenses(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -174,6 +190,25 @@ mod tests {
         let text = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: x\nLicense: GPL-2+\n\nFiles: lib/*\nLicense: LGPL-2.1+\n text\n\nLicense: GPL-2+\n full text\n";
         assert_eq!(copyright_licenses(text), ["GPL-2+", "LGPL-2.1+"]);
         assert!(copyright_licenses("free-form text only").is_empty());
+    }
+
+    #[test]
+    fn source_package_from_control() {
+        let cases = [
+            ("Package: libc6\nVersion: 2.36-9+deb12u10\nSource: glibc\n", ("glibc", "2.36-9+deb12u10")),
+            ("Package: libgcc-s1\nVersion: 12.2.0-14+deb12u1\nSource: gcc-12 (12.2.0-14+deb12u1)\n", ("gcc-12", "12.2.0-14+deb12u1")),
+            // A binary-only upload: the binary's version has +bN, the source's has not.
+            ("Package: libfoo1\nVersion: 1.0-1+b2\nSource: foo (1.0-1)\n", ("foo", "1.0-1")),
+            ("Package: bash\nVersion: 5.2.15-2+b7\n", ("bash", "5.2.15-2+b7")),
+        ];
+        for (control, (name, version)) in cases {
+            assert_eq!(
+                source_package(control),
+                Some((name.to_string(), version.to_string())),
+                "{control}"
+            );
+        }
+        assert_eq!(source_package("Description: no name\n"), None);
     }
 
     fn header() -> tar::Header {

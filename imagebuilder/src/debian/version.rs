@@ -1,73 +1,20 @@
-//! Debian version ordering (`[epoch:]upstream[-revision]`), as `dpkg --compare-versions`.
+//! Debian version ordering (`[epoch:]upstream[-revision]`), as `dpkg --compare-versions`,
+//! through the `debversion` crate.
 
 use std::cmp::Ordering;
 
-fn split(v: &str) -> (u64, &str, &str) {
-    let (epoch, rest) = match v.split_once(':') {
-        Some((e, r)) => (e.parse().unwrap_or(0), r),
-        None => (0, v),
-    };
-    match rest.rsplit_once('-') {
-        Some((u, r)) => (epoch, u, r),
-        None => (epoch, rest, ""),
-    }
-}
+use debversion::Version;
 
-/// `~` sorts before everything, even the end; letters before other characters.
-fn order(c: Option<u8>) -> i32 {
-    match c {
-        None => 0,
-        Some(b'~') => -1,
-        Some(c) if c.is_ascii_digit() => 0,
-        Some(c) if c.is_ascii_alphabetic() => i32::from(c),
-        Some(c) => i32::from(c) + 256,
-    }
-}
-
-fn compare_part(a: &str, b: &str) -> Ordering {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        // Non-digit prefix.
-        while (i < a.len() && !a[i].is_ascii_digit()) || (j < b.len() && !b[j].is_ascii_digit()) {
-            let ac = order(a.get(i).copied());
-            let bc = order(b.get(j).copied());
-            if ac != bc {
-                return ac.cmp(&bc);
-            }
-            i += 1;
-            j += 1;
-        }
-        // Numeric run, compared by value.
-        while i < a.len() && a[i] == b'0' {
-            i += 1;
-        }
-        while j < b.len() && b[j] == b'0' {
-            j += 1;
-        }
-        let (si, sj) = (i, j);
-        while i < a.len() && a[i].is_ascii_digit() {
-            i += 1;
-        }
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
-        let (na, nb) = (&a[si..i], &b[sj..j]);
-        let c = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
-        if c != Ordering::Equal {
-            return c;
-        }
-    }
-    Ordering::Equal
-}
-
-/// Compares two Debian versions.
+/// Compares two Debian versions. A string that is not a Debian version sorts before every
+/// version (and by bytes among such strings), so that it never wins a "newest" choice or
+/// passes a `fixed` bound.
 pub fn compare(a: &str, b: &str) -> Ordering {
-    let (ea, ua, ra) = split(a);
-    let (eb, ub, rb) = split(b);
-    ea.cmp(&eb)
-        .then_with(|| compare_part(ua, ub))
-        .then_with(|| compare_part(ra, rb))
+    match (a.parse::<Version>(), b.parse::<Version>()) {
+        (Ok(a), Ok(b)) => a.cmp(&b),
+        (Err(_), Ok(_)) => Ordering::Less,
+        (Ok(_), Err(_)) => Ordering::Greater,
+        (Err(_), Err(_)) => a.cmp(b),
+    }
 }
 
 /// Whether `version` satisfies `op constraint` (`<<`, `<=`, `=`, `>=`, `>>`).
@@ -88,25 +35,55 @@ mod tests {
     use super::*;
     use Ordering::*;
 
+    /// Cases from Debian Policy §5.6.12 and dpkg's own test suite.
     #[test]
     fn orders_like_dpkg() {
         let cases = [
             ("1.0", "1.0", Equal),
             ("1.0", "1.1", Less),
             ("1.10", "1.9", Greater),
-            ("1.0~rc1", "1.0", Less),
-            ("1.0", "1.0+b1", Less),
-            ("1:1.0", "2.0", Greater),
-            ("2.36-9+deb12u4", "2.36-9+deb12u10", Less),
-            ("2.36-9", "2.36-9+deb12u1", Less),
-            ("1.0-1", "1.0-1~bpo1", Greater),
-            ("0.5.12-2", "0.5.12-2", Equal),
             ("1.001", "1.1", Equal),
             ("1.0a", "1.0", Greater),
+            // `~` sorts before everything, even the end of the string.
+            ("1.0~rc1", "1.0", Less),
+            ("1.0~rc1", "1.0~rc2", Less),
+            ("1.0~~", "1.0~", Less),
+            ("1.0~~a", "1.0~", Less),
+            ("1.0~", "1.0", Less),
+            // Letters sort before non-letters.
+            ("1.0a", "1.0+", Less),
+            ("1.0+b1", "1.0.1", Less),
+            ("1.0", "1.0+b1", Less),
+            // The epoch wins over everything else; no epoch is epoch 0.
+            ("1:1.0", "2.0", Greater),
+            ("0:1.0", "1.0", Equal),
+            ("1:0.1", "0:9.9", Greater),
+            ("2:1.0-1", "10:0.1-1", Less),
+            // The revision: absent equals `0`, compared after the upstream version.
+            ("1.0", "1.0-0", Equal),
+            ("1.0-1", "1.0-2", Less),
+            ("1.0-10", "1.0-9", Greater),
+            ("2.36-9", "2.36-9+deb12u1", Less),
+            ("2.36-9+deb12u4", "2.36-9+deb12u10", Less),
+            ("1.0-1", "1.0-1~bpo1", Greater),
+            ("1.0-1+deb12u1", "1.0-1+deb13u1", Less),
+            // The last hyphen splits the revision; earlier ones belong to upstream.
+            ("1.2-3-4", "1.2-3-5", Less),
+            ("1.2-3-4", "1.2-4-1", Less),
+            ("0.5.12-2", "0.5.12-2", Equal),
+            ("7.88.1-10+deb12u5", "7.88.1-10+deb12u12", Less),
+            ("3.0.11-1~deb12u2", "3.0.11-1", Less),
         ];
         for (a, b, want) in cases {
             assert_eq!(compare(a, b), want, "{a} vs {b}");
+            assert_eq!(compare(b, a), want.reverse(), "{b} vs {a}");
         }
+    }
+
+    #[test]
+    fn a_malformed_version_sorts_first() {
+        assert_eq!(compare("not a version!", "0"), Less);
+        assert_eq!(compare("1.0", "x:y z"), Greater);
     }
 
     #[test]
@@ -115,5 +92,6 @@ mod tests {
         assert!(!satisfies("2.36-9", "<<", "2.34"));
         assert!(satisfies("1.0", "=", "1.0"));
         assert!(satisfies("12.2.0-14", ">>", "12.2.0-1"));
+        assert!(satisfies("1:1.0", ">>", "9.9"));
     }
 }
