@@ -339,6 +339,52 @@ async fn endpoint_change_sends_only_the_changed_load_assignments() {
 }
 
 #[tokio::test]
+async fn a_push_that_changes_nothing_of_a_type_does_not_resend_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, mesh(&["10.0.0.1"])).unwrap();
+    let app = start(dir.path()).await;
+    let mut s = Sotw::open(&app, SIDECAR_ID, request(types::CLUSTER, &[], ""))
+        .await
+        .unwrap();
+    let cds = s.recv().await.unwrap();
+    s.ack(&cds, &[]).await;
+    s.send(request(types::ENDPOINT, &[ECHO_CLUSTER], "")).await;
+    let eds = s.recv().await.unwrap();
+    s.ack(&eds, &[ECHO_CLUSTER]).await;
+
+    // A routing change is a full push, but neither clusters nor endpoints change.
+    let route = "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+        metadata: {name: echo, namespace: demo}\n\
+        spec: {hosts: [echo.demo.svc.cluster.local], http: [{timeout: 5s, route: [{destination: {host: echo.demo.svc.cluster.local}}]}]}\n";
+    std::fs::write(&file, format!("{}---\n{route}", mesh(&["10.0.0.1"]))).unwrap();
+    let monitoring = app.monitoring_addr.unwrap();
+    let config_pushed = "pilot_push_triggers{type=\"config\"} 1";
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http_get(monitoring, "/metrics").await;
+        if metrics.contains(config_pushed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metrics.contains(config_pushed), "{metrics}");
+    // Then an endpoint change: the next response the proxy sees is EDS, never CDS.
+    std::fs::write(
+        &file,
+        format!("{}---\n{route}", mesh(&["10.0.0.1", "10.0.0.2"])),
+    )
+    .unwrap();
+    let next = s.recv().await.unwrap();
+    assert_eq!(
+        next.type_url,
+        types::ENDPOINT,
+        "unchanged clusters are not resent"
+    );
+    assert_eq!(endpoint_count(&next), 2);
+}
+
+#[tokio::test]
 async fn unknown_type_gets_empty_response() {
     let dir = tempfile::tempdir().unwrap();
     write_mesh(dir.path());

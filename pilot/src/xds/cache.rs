@@ -3,6 +3,7 @@
 //! every stream by reference.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use prost::bytes::Bytes;
@@ -18,6 +19,7 @@ pub struct Generated {
     wire: OnceLock<Bytes>,
     delta: OnceLock<Vec<wire::DeltaEntry>>,
     by_name: OnceLock<HashMap<String, usize>>,
+    fingerprint: OnceLock<u64>,
 }
 
 impl Generated {
@@ -27,7 +29,18 @@ impl Generated {
             wire: OnceLock::new(),
             delta: OnceLock::new(),
             by_name: OnceLock::new(),
+            fingerprint: OnceLock::new(),
         }
+    }
+
+    /// A hash of the encoded resources, computed once and shared by every stream that
+    /// compares against it.
+    pub fn fingerprint(&self) -> u64 {
+        *self.fingerprint.get_or_init(|| {
+            let mut h = DefaultHasher::new();
+            self.wire().hash(&mut h);
+            h.finish()
+        })
     }
 
     /// Where the resource `name` is in `resources`.
@@ -100,6 +113,15 @@ impl ProxyResources {
     /// The parts encoded as `DiscoveryResponse.resources`, shared by reference.
     pub fn wire(&self) -> Vec<Bytes> {
         self.parts.iter().map(|p| p.wire()).collect()
+    }
+
+    /// Whether `other` holds the same resources, byte for byte (a push that changes
+    /// nothing of a type need not resend it).
+    pub fn same_content(&self, other: &ProxyResources) -> bool {
+        self.parts.len() == other.parts.len()
+            && self.parts.iter().zip(&other.parts).all(|(a, b)| {
+                Arc::ptr_eq(a, b) || (a.fingerprint() == b.fingerprint() && a.wire() == b.wire())
+            })
     }
 
     /// The parts themselves (for tests of sharing).

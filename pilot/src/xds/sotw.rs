@@ -68,7 +68,7 @@ impl Protocol for Sotw {
         };
         let nonce = req.response_nonce.as_str();
         match decision {
-            Decision::Respond => return Ok(vec![self.respond(type_url)?]),
+            Decision::Respond => return Ok(self.respond(type_url)?.into_iter().collect()),
             Decision::Ack => debug!(r#type = %types::short_name(type_url), %nonce, "ack"),
             Decision::Nack(e) => self.stream.nack(type_url, nonce, &e),
             Decision::StaleNonce => self.stream.stale_nonce(type_url, nonce),
@@ -98,8 +98,11 @@ impl Protocol for Sotw {
                 // EDS is not a wildcard type: a response carries only the load assignments
                 // that changed, and the proxy keeps the others (as upstream's incremental EDS).
                 Some(names) if names.is_empty() => {}
-                Some(names) => out.push(self.respond_with(t, Subscription::Names(names))?),
-                None => out.push(self.respond(t)?),
+                Some(names) => {
+                    out.extend(self.respond_with(t, Subscription::Names(names), false)?)
+                }
+                // What did not change since the last response is not sent again.
+                None => out.extend(self.respond_changed(t)?),
             }
         }
         Ok(out)
@@ -121,24 +124,46 @@ impl Sotw {
         Some(self.stream.server.name_sets.intern_set(names))
     }
     /// Every resource of the type the proxy subscribes to, as one response.
-    fn respond(&mut self, type_url: &str) -> Result<Outgoing, StreamEnd> {
-        let subscription = self
-            .stream
+    fn respond(&mut self, type_url: &str) -> Result<Option<Outgoing>, StreamEnd> {
+        let subscription = self.subscription(type_url);
+        self.respond_with(type_url, subscription, false)
+    }
+
+    /// Like [`Sotw::respond`], but nothing if the resources are byte for byte those of
+    /// the last response: a push that changed other types, or other proxies' config,
+    /// costs this proxy nothing.
+    fn respond_changed(&mut self, type_url: &str) -> Result<Option<Outgoing>, StreamEnd> {
+        let subscription = self.subscription(type_url);
+        self.respond_with(type_url, subscription, true)
+    }
+
+    fn subscription(&self, type_url: &str) -> Subscription {
+        self.stream
             .watches
             .get(type_url)
-            .map_or(Subscription::Wildcard, |w| w.subscription.clone());
-        self.respond_with(type_url, subscription)
+            .map_or(Subscription::Wildcard, |w| w.subscription.clone())
     }
 
     /// The resources of `subscription` (all the proxy subscribes to, or the changed part
-    /// of it), as one response.
+    /// of it), as one response; none if `skip_unchanged` and they are what the last
+    /// response carried.
     fn respond_with(
         &mut self,
         type_url: &str,
         subscription: Subscription,
-    ) -> Result<Outgoing, StreamEnd> {
+        skip_unchanged: bool,
+    ) -> Result<Option<Outgoing>, StreamEnd> {
         let started = Instant::now();
         let generated = self.stream.generated(type_url, &subscription);
+        if skip_unchanged {
+            if let (Some(next), Some(w)) = (&generated, self.stream.watches.get_mut(type_url)) {
+                if w.held().is_some_and(|held| held.same_content(next)) {
+                    // Held from this push from now on, so the last one's cache can go.
+                    w.hold(generated);
+                    return Ok(None);
+                }
+            }
+        }
         let resources = match &generated {
             Some(generated) => generated.wire(),
             None => {
@@ -164,5 +189,6 @@ impl Sotw {
         }
         self.stream
             .response(type_url, &head, resources, size, started)
+            .map(Some)
     }
 }

@@ -163,6 +163,11 @@ impl Watch {
         self.last_sent = Some(SystemTime::now());
     }
 
+    /// What the last response was made of, if kept.
+    pub fn held(&self) -> Option<&ProxyResources> {
+        self.held.as_ref()
+    }
+
     /// Keeps what the last response was made of (see `held`).
     pub fn hold(&mut self, generated: Option<ProxyResources>) {
         self.held = generated;
