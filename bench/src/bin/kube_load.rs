@@ -320,28 +320,13 @@ async fn run(
     let (cpu0, cpu0_here) = (cpu_secs(pid), cpu_secs(std::process::id()));
     let t = Instant::now();
     api.add_service(new, args.namespaces).await?;
-    let (mut cluster, mut endpoints) = (Spread::default(), Spread::default());
-    while cluster.count < args.clients || endpoints.count < args.clients {
-        let ev = clients
-            .events
-            .recv()
-            .await
-            .ok_or_else(|| anyhow!("all clients stopped"))?;
-        match ev {
-            Event::Failed(id, e) => return Err(e.context(format!("client {id} failed"))),
-            Event::Seen {
-                milestone: Milestone::Cluster,
-                at,
-                ..
-            } => cluster.add(at.duration_since(t)),
-            Event::Seen {
-                milestone: Milestone::Endpoints,
-                at,
-                ..
-            } => endpoints.add(at.duration_since(t)),
-            Event::Seen { .. } | Event::Converged(_) => {}
-        }
-    }
+    let [cluster, endpoints] = wait_for_milestones(
+        &mut clients.events,
+        t,
+        args.clients,
+        [Milestone::Cluster, Milestone::Endpoints],
+    )
+    .await?;
     let push_cpu = cpu_secs(pid) - cpu0;
     let push_cpu_here = cpu_secs(std::process::id()) - cpu0_here;
 
@@ -350,23 +335,13 @@ async fn run(
     let cpu0 = cpu_secs(pid);
     let t = Instant::now();
     api.scale_to_two(new, args.namespaces).await?;
-    let mut scaled = Spread::default();
-    while scaled.count < args.clients {
-        let ev = clients
-            .events
-            .recv()
-            .await
-            .ok_or_else(|| anyhow!("all clients stopped"))?;
-        match ev {
-            Event::Failed(id, e) => return Err(e.context(format!("client {id} failed"))),
-            Event::Seen {
-                milestone: Milestone::SecondEndpoint,
-                at,
-                ..
-            } => scaled.add(at.duration_since(t)),
-            _ => {}
-        }
-    }
+    let [scaled] = wait_for_milestones(
+        &mut clients.events,
+        t,
+        args.clients,
+        [Milestone::SecondEndpoint],
+    )
+    .await?;
     let scale_cpu = cpu_secs(pid) - cpu0;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let peak = peak.stop().await;
@@ -463,6 +438,33 @@ async fn run(
         None => println!("  API requests:          not counted (no --audit-log)"),
     }
     Ok(())
+}
+
+/// Waits until each of `clients` has reached every milestone of `wanted`; returns when
+/// they did, counted from `t`, per milestone.
+async fn wait_for_milestones<const N: usize>(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    t: Instant,
+    clients: usize,
+    wanted: [Milestone; N],
+) -> Result<[Spread; N]> {
+    let mut spreads: [Spread; N] = std::array::from_fn(|_| Spread::default());
+    while spreads.iter().any(|s| s.count < clients) {
+        let ev = events
+            .recv()
+            .await
+            .ok_or_else(|| anyhow!("all clients stopped"))?;
+        match ev {
+            Event::Failed(id, e) => return Err(e.context(format!("client {id} failed"))),
+            Event::Seen { milestone, at, .. } => {
+                if let Some(i) = wanted.iter().position(|m| *m == milestone) {
+                    spreads[i].add(at.duration_since(t));
+                }
+            }
+            Event::Converged(_) => {}
+        }
+    }
+    Ok(spreads)
 }
 
 /// What pilot-discovery asked of the API server, per verb.

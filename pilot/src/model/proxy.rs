@@ -146,28 +146,13 @@ impl Proxy {
     /// subscription: proxies with equal keys get identical resources, so a push generates
     /// once per key.
     pub fn config_key(&self, sidecar: Option<&str>, serves_endpoints: bool) -> String {
-        let labels: Vec<String> = self
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
         // A proxy that serves endpoints has inbound listeners and clusters of its own.
         let ips = if serves_endpoints {
             self.ip_addresses.join(",")
         } else {
             String::new()
         };
-        format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}",
-            self.generator,
-            self.kind,
-            self.config_namespace,
-            self.dns_domain,
-            sidecar.unwrap_or(""),
-            labels.join(","),
-            self.ip_family(),
-            ips
-        )
+        format!("{}|{ips}", self.view_key(sidecar, |_| true))
     }
 
     /// What the proxy's outbound config depends on: its view of the mesh (namespace,
@@ -179,10 +164,15 @@ impl Proxy {
         sidecar: Option<&str>,
         source_label_keys: &BTreeSet<&str>,
     ) -> String {
+        self.view_key(sidecar, |k| source_label_keys.contains(k))
+    }
+
+    /// The proxy's view of the mesh with the labels whose key `keep` accepts.
+    fn view_key(&self, sidecar: Option<&str>, keep: impl Fn(&str) -> bool) -> String {
         let labels: Vec<String> = self
             .labels
             .iter()
-            .filter(|(k, _)| source_label_keys.contains(k.as_str()))
+            .filter(|(k, _)| keep(k))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         format!(

@@ -315,10 +315,7 @@ impl ProxyStream {
         let parts = Part::of(type_url, proxy)
             .iter()
             .map(|part| {
-                let key = match part {
-                    Part::Shared => &self.keys.shared,
-                    Part::Own => &self.keys.own,
-                };
+                let key = self.keys.for_part(*part);
                 self.event
                     .cache
                     .get_or_generate(type_url, *part, key, &ctx, sub)
@@ -439,6 +436,14 @@ impl ConfigKeys {
             proxy.outbound_key(sidecar, &scope.source_label_keys())
         };
         ConfigKeys { shared, own }
+    }
+
+    /// The key `part` is cached under.
+    pub fn for_part(&self, part: Part) -> &str {
+        match part {
+            Part::Shared => &self.shared,
+            Part::Own => &self.own,
+        }
     }
 }
 

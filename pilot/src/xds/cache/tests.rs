@@ -99,12 +99,14 @@ fn resources(
     let parts = Part::of(type_url, proxy)
         .iter()
         .map(|part| {
-            let key = match part {
-                Part::Shared => &keys.shared,
-                Part::Own => &keys.own,
-            };
             cache
-                .get_or_generate(type_url, *part, key, &ctx, &Subscription::Wildcard)
+                .get_or_generate(
+                    type_url,
+                    *part,
+                    keys.for_part(*part),
+                    &ctx,
+                    &Subscription::Wildcard,
+                )
                 .expect("served type")
         })
         .collect();
