@@ -10,7 +10,7 @@ TARGET  := $(or $(CARGO_TARGET_DIR),target)
 
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build release image chart test lint unit e2e bench bench-build bench-kube bench-churn bench-stalled run deps venv clean
+.PHONY: all build release image chart test lint unit e2e bench bench-build bench-kube bench-churn bench-stalled bench-scan run deps venv clean
 
 all: build
 
@@ -70,6 +70,7 @@ bench:
 	$(MAKE) bench-kube
 	$(MAKE) bench-stalled
 	$(MAKE) bench-churn
+	$(MAKE) bench-scan
 
 ## bench-build: the release pilot-discovery and the load drivers (the `bench` crate). Two builds:
 ##   `bench` enables pilot's `testing` feature, which must not reach the measured binary.
@@ -128,6 +129,22 @@ bench-churn: bench-build
 	$(TARGET)/release/churn_load --binary $(ISTIOD_GO) --upstream \
 	  --kubeconfig $$kubeconfig --duration $(CHURN_SECONDS) || \
 	  echo "== bench-churn: upstream Go istiod run FAILED (reason above); ours is unaffected"
+
+## bench-scan: `imagebuilder scan` of both variants against the RustSec database (../shared's
+##   snapshot, or RUSTSEC_DB=dir) and a Debian tracker export of the real size (generated:
+##   1500 source packages, 30,000 CVEs, the image's own packages among them): time and peak RSS
+RUSTSEC_DB ?= ../shared/data/rustsec-advisory-db
+bench-scan: deps image
+	@[ -d "$(RUSTSEC_DB)/crates" ] || { echo "== bench-scan SKIPPED: no RustSec database at $(RUSTSEC_DB) (set RUSTSEC_DB)"; exit 0; }; \
+	set -e; db=$(TARGET)/bench-scan; \
+	python3 bench/scan/debian_tracker.py $$db --sbom out/sbom/runtime.cdx.json --sbom out/sbom/dev.cdx.json; \
+	for variant in runtime dev; do \
+	  echo "== bench-scan: $$variant"; \
+	  /usr/bin/time -f "  $$variant: %e s wall, %U s user, %M KB peak RSS" \
+	    target/release/imagebuilder scan --out out --variant $$variant --db $(RUSTSEC_DB) --db $$db \
+	    --format json -o $$db/$$variant.json || [ $$? = 1 ]; \
+	  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("  findings:", len(r["results"]))' $$db/$$variant.json; \
+	done
 
 ## bench-stalled: 30 xDS clients that never read and 2 push slots: does a healthy client still get
 ##   each config change? Ours and upstream's Go istiod (tests/stalled_xds.py, docs/performance.md)

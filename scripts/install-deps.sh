@@ -4,7 +4,7 @@ set -euo pipefail
 
 packages=(python3 python3-venv python3-pip openssl ca-certificates
   gpgv gpg gpg-agent debian-archive-keyring binutils skopeo umoci docker-registry apache2-utils
-  etcd-server etcd-client xz-utils)
+  etcd-server etcd-client xz-utils time)
 # kubectl for the live Kubernetes tests: Debian's kubernetes-client where none is installed.
 command -v kubectl >/dev/null || packages+=(kubernetes-client)
 

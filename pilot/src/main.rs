@@ -8,6 +8,9 @@ use tracing_subscriber::EnvFilter;
 
 /// jemalloc: with its background thread on (see `main`), memory freed after a burst of
 /// requests goes back to the system within seconds instead of staying at the peak.
+/// Without the `jemalloc` feature the system allocator is used, which heap profilers
+/// (heaptrack, valgrind's massif) can see.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -61,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Discovery(args) => {
             init_logging(&args.log_output_level, args.log_as_json);
+            #[cfg(feature = "jemalloc")]
             if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
                 tracing::warn!(error = %e, "jemalloc's background thread is off: freed memory returns to the system later");
             }

@@ -99,6 +99,10 @@ struct Args {
     /// (real API server only).
     #[arg(long, requires = "kubeconfig")]
     upstream: bool,
+    /// The secured mesh: mesh-wide STRICT mTLS and this many AuthorizationPolicies, spread
+    /// over the service namespaces, in the API server before istiod starts.
+    #[arg(long, default_value_t = 0)]
+    authz_policies: usize,
 }
 
 /// Where the objects live, and who counts pilot-discovery's requests.
@@ -108,6 +112,19 @@ enum Cluster {
 }
 
 impl Cluster {
+    /// Creates `objects` (before the server starts).
+    async fn create_all(&self, objects: Vec<serde_json::Value>) -> Result<()> {
+        for object in objects {
+            match self {
+                Cluster::Fake(api) => {
+                    api.create(object).context("loading the fake API server")?;
+                }
+                Cluster::Real(api) => api.apply(object).await?,
+            }
+        }
+        Ok(())
+    }
+
     /// Adds service `i` (Service, EndpointSlice, Pod).
     async fn add_service(&self, i: usize, namespaces: usize) -> Result<()> {
         match self {
@@ -198,6 +215,13 @@ async fn main() -> Result<()> {
             Cluster::Real(api)
         }
     };
+
+    if args.authz_policies > 0 {
+        cluster
+            .create_all(objects::mesh_security(args.authz_policies, args.namespaces))
+            .await
+            .context("creating the security policies")?;
+    }
 
     let ports = Ports::free()?;
     let kubeconfig = kubeconfig.display().to_string();
@@ -381,6 +405,12 @@ async fn run(
     );
     if args.delta {
         println!("  protocol:              {protocol}");
+    }
+    if args.authz_policies > 0 {
+        println!(
+            "  security:              mesh-wide STRICT mTLS, {} AuthorizationPolicies over {} namespaces",
+            args.authz_policies, args.namespaces
+        );
     }
     println!(
         "  start to ready:        {:.0} ms (server CPU {:.2} s)   target < 2000 ms",
