@@ -88,7 +88,7 @@ UNPACK_ISTIOD_GO = [ $(ISTIOD_GO) -nt $(ISTIOD_GO_XZ) ] || { xz -dc $(ISTIOD_GO_
 ## bench-kube: the Kubernetes source, 1000 services, 500 ADS clients: against the fake API server,
 ##   then a real one (tests/kube_up.py, where a kube-apiserver binary is available), there also
 ##   upstream's Go istiod where ../shared/bin has it
-bench-kube: bench-build
+bench-kube: deps bench-build
 	@echo "== bench-kube: fake API server"
 	$(TARGET)/release/kube_load --binary $(TARGET)/release/pilot-discovery
 	@if ! python3 tests/kube_up.py check; then \
@@ -112,7 +112,7 @@ bench-kube: bench-build
 ##   push reaches all; ours, then upstream's Go istiod, on one real API server (tests/kube_up.py);
 ##   without an API server binary, ours alone with --configDir
 CHURN_SECONDS ?= 600
-bench-churn: bench-build
+bench-churn: deps bench-build
 	@if ! python3 tests/kube_up.py check; then \
 	  echo "== bench-churn: ours with --configDir; upstream SKIPPED (it needs an API server for 1000 services)"; \
 	  exec $(TARGET)/release/churn_load --binary $(TARGET)/release/pilot-discovery --duration $(CHURN_SECONDS); fi; \

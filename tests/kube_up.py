@@ -1,6 +1,6 @@
 """A real Kubernetes API server left running for benchmarks, with an audit log.
 
-    python tests/kube_up.py check        exit 0 if an API server binary is available, else say why (exit 3)
+    python tests/kube_up.py check        exit 0 if an API server binary and etcd are available, else say why (exit 3)
     python tests/kube_up.py up DIR       start etcd + kube-apiserver in DIR, install the CRDs, print the
                                          admin kubeconfig's path; pids in DIR/pids, audit log DIR/audit.log
     python tests/kube_up.py down DIR     stop the processes listed in DIR/pids
@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -154,6 +155,9 @@ def main(argv: list[str]) -> int:
         binary, why_not = apiserver_binary()
         if binary is None:
             print(why_not, file=sys.stderr)
+            return UNAVAILABLE
+        if shutil.which("etcd") is None:
+            print("etcd not found on PATH: install Debian's etcd-server (make deps)", file=sys.stderr)
             return UNAVAILABLE
         return 0
     if len(argv) == 3 and argv[1] in ("up", "down"):
