@@ -87,7 +87,7 @@ UNPACK_ISTIOD_GO = [ $(ISTIOD_GO) -nt $(ISTIOD_GO_XZ) ] || { xz -dc $(ISTIOD_GO_
 
 ## bench-kube: the Kubernetes source, 1000 services, 500 ADS clients: against the fake API server,
 ##   then a real one (tests/kube_up.py, where a kube-apiserver binary is available), there also
-##   upstream's Go istiod where ../shared/bin has it
+##   upstream's Go istiod where ../shared/bin has it; then both again on a secured mesh
 bench-kube: deps bench-build
 	@echo "== bench-kube: fake API server"
 	$(TARGET)/release/kube_load --binary $(TARGET)/release/pilot-discovery
@@ -105,7 +105,13 @@ bench-kube: deps bench-build
 	echo "== bench-kube: upstream Go istiod ($(ISTIOD_GO)), same real API server"; \
 	$(TARGET)/release/kube_load --binary $(ISTIOD_GO) --upstream \
 	  --kubeconfig $$kubeconfig --audit-log $$dir/audit.log || \
-	  echo "== bench-kube: upstream Go istiod run FAILED (reason above); ours is unaffected"
+	  echo "== bench-kube: upstream Go istiod run FAILED (reason above); ours is unaffected"; \
+	echo "== bench-kube: secured mesh (STRICT mTLS, 100 AuthorizationPolicies), ours then upstream's"; \
+	$(TARGET)/release/kube_load --binary $(TARGET)/release/pilot-discovery \
+	  --kubeconfig $$kubeconfig --audit-log $$dir/audit.log --authz-policies 100; \
+	$(TARGET)/release/kube_load --binary $(ISTIOD_GO) --upstream --authz-policies 100 \
+	  --kubeconfig $$kubeconfig --audit-log $$dir/audit.log || \
+	  echo "== bench-kube: upstream Go istiod secured run FAILED (reason above); ours is unaffected"
 
 ## bench-churn: 2000 sidecars, each on its own connection, dropped and replaced at random for
 ##   CHURN_SECONDS (600) while the config changes every 5 s: RSS, tasks alive, and whether the last
