@@ -6,14 +6,6 @@ use pilot::args::DiscoveryArgs;
 use pilot::settings::{Env, Settings};
 use tracing_subscriber::EnvFilter;
 
-/// jemalloc: with its background thread on (see `main`), memory freed after a burst of
-/// requests goes back to the system within seconds instead of staying at the peak.
-/// Without the `jemalloc` feature the system allocator is used, which heap profilers
-/// (heaptrack, valgrind's massif) can see.
-#[cfg(feature = "jemalloc")]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[derive(Parser)]
 #[command(name = "pilot-discovery", args_override_self = true, about = "Istio Pilot: service discovery, traffic management and certificates for the mesh", version = pilot::version::VERSION)]
 struct Cli {

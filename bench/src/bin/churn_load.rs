@@ -527,6 +527,9 @@ struct Sample {
     rss_kb: u64,
     tasks: Option<f64>,
     streams: Option<f64>,
+    /// The allocator's live bytes and the bytes it holds resident, where the server
+    /// exposes them (ours: `pilot_memory_heap_*`; upstream: Go's `go_memstats_heap_*`).
+    heap: Option<(f64, f64)>,
 }
 
 impl Sample {
@@ -539,8 +542,22 @@ impl Sample {
             tasks: metric_sum(&text, tasks_metric),
             // No sample while no proxy is connected.
             streams: Some(metric_sum(&text, "pilot_xds").unwrap_or(0.0)),
+            heap: heap_metrics(&text),
         }
     }
+}
+
+/// Live and resident heap bytes: ours, else Go's (`heap_inuse` counts the spans in use,
+/// the closest to what jemalloc holds resident for live data).
+fn heap_metrics(text: &str) -> Option<(f64, f64)> {
+    use pilot::server::runtime_metrics::{HEAP_ALLOCATED, HEAP_RESIDENT};
+    let pair = |a, r| Some((metric_sum(text, a)?, metric_sum(text, r)?));
+    pair(HEAP_ALLOCATED, HEAP_RESIDENT).or_else(|| {
+        pair(
+            "go_memstats_heap_alloc_bytes",
+            "go_memstats_heap_inuse_bytes",
+        )
+    })
 }
 
 /// The final push: who had the new service's cluster and endpoint, and when.
@@ -665,9 +682,10 @@ async fn run(
         if now >= next_report {
             let s = Sample::take(pid, ports.monitoring, tasks_metric).await;
             eprintln!(
-                "churn_load: {:>4} s  RSS {:>7.1} MB  {tasks_metric} {:>6}  pilot_xds {:>5}  sidecars {} ({} with config)  dropped {}  closed by server {}  changes {k}",
+                "churn_load: {:>4} s  RSS {:>7.1} MB (heap live {})  {tasks_metric} {:>6}  pilot_xds {:>5}  sidecars {} ({} with config)  dropped {}  closed by server {}  changes {k}",
                 (now - churn_start).as_secs(),
                 mb(s.rss_kb),
+                s.heap.map_or("?".to_owned(), |(live, _)| format!("{:.1} MB", live / 1e6)),
                 s.tasks.map_or("?".to_owned(), |t| t.to_string()),
                 s.streams.map_or("?".to_owned(), |t| t.to_string()),
                 fleet.live.len(),
@@ -904,6 +922,18 @@ impl Report {
             per_stream(&self.end),
             show(self.after_disconnect.tasks),
             above(&self.after_disconnect),
+        );
+        let heap = |s: &Sample| {
+            s.heap.map_or("-".to_owned(), |(live, resident)| {
+                format!("{:.1} / {:.1} MB", live / 1e6, resident / 1e6)
+            })
+        };
+        println!(
+            "  heap live / resident:  ready {}, start {}, end {}, after every stream closed {}",
+            heap(&self.ready),
+            heap(&self.start),
+            heap(&self.end),
+            heap(&self.after_disconnect),
         );
         println!(
             "  pilot_xds:             start {}, end {}, after every stream closed {}; RSS then {:.1} MB",
