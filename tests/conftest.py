@@ -42,7 +42,13 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: st
 class Istiod:
     """A pilot-discovery process on ephemeral loopback ports."""
 
-    def __init__(self, config_dir: pathlib.Path, log_path: pathlib.Path, extra_args=(), env=None):
+    def __init__(self, config_dir: pathlib.Path, log_path: pathlib.Path, extra_args=(), env=None,
+                 mesh: str | None = None):
+        """`mesh`: mesh config YAML, written beside the config folder; none: defaults."""
+        mesh_path = config_dir / ".." / "mesh-does-not-exist"
+        if mesh is not None:
+            mesh_path = log_path.with_suffix(".mesh.yaml")
+            mesh_path.write_text(mesh)
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.monitoring_port = free_port()
@@ -50,7 +56,7 @@ class Istiod:
             pilot_binary(), "discovery",
             "--registries=",
             "--configDir", str(config_dir),
-            "--meshConfig", str(config_dir / ".." / "mesh-does-not-exist"),
+            "--meshConfig", str(mesh_path),
             "--grpcAddr", f"127.0.0.1:{self.grpc_port}",
             "--httpAddr", f"127.0.0.1:{self.http_port}",
             "--monitoringAddr", f"127.0.0.1:{self.monitoring_port}",

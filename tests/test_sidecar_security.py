@@ -146,3 +146,58 @@ def test_strict_mtls_and_auto_mtls_reach_the_sidecar(tmp_path, istiod_factory):
         wait_until(plaintext, timeout=20, what="a plaintext push after DISABLE")
     finally:
         ads.close()
+
+
+MESH_TLS = """
+trustDomain: cluster.local
+trustDomainAliases: [old.example]
+meshMTLS: {minProtocolVersion: TLSV1_3}
+tlsDefaults: {ecdhCurves: [X25519, P-256]}
+"""
+
+SIMPLE_TLS = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy: {tls: {mode: SIMPLE}}
+"""
+
+
+def test_mesh_tls_settings_and_auto_sni_reach_the_sidecar(tmp_path, istiod_factory):
+    """meshMTLS and trust domain aliases on the inbound mTLS chains; tlsDefaults and auto
+    SNI on a DestinationRule SIMPLE cluster without `sni`."""
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "mesh.yaml").write_text(MESH)
+    (config / "policy.yaml").write_text(policy("STRICT"))
+    (config / "dr.yaml").write_text(SIMPLE_TLS)
+    istiod = istiod_factory(config, mesh=MESH_TLS)
+    ads = AdsStream(istiod.grpc_port, NODE, META)
+    try:
+        ads.subscribe(CDS)
+        ads.subscribe(LDS)
+        wait_until(lambda: ads.resources(CDS) and ads.resources(LDS), what="CDS and LDS")
+
+        chains = by_name(decoded(ads, LDS))["virtualInbound"]["filter_chains"]
+        tls_chains = [c for c in chains if "transport_socket" in c]
+        assert len(tls_chains) == 3, [c["name"] for c in chains]
+        for chain in tls_chains:
+            common = chain["transport_socket"]["typed_config"]["common_tls_context"]
+            params = common["tls_params"]
+            assert params["tls_minimum_protocol_version"] == "TLSv1_3", chain["name"]
+            assert params["tls_maximum_protocol_version"] == "TLSv1_3", chain["name"]
+            sans = common["combined_validation_context"]["default_validation_context"]
+            assert [m["prefix"] for m in sans["match_subject_alt_names"]] == [
+                "spiffe://cluster.local/", "spiffe://old.example/"], chain["name"]
+
+        reviews = by_name(decoded(ads, CDS))[REVIEWS]
+        upstream = reviews["transport_socket"]["typed_config"]
+        assert upstream.get("sni", "") == ""
+        assert upstream["common_tls_context"]["tls_params"]["ecdh_curves"] == ["X25519", "P-256"]
+        options = reviews["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        assert options["upstream_http_protocol_options"] == {"auto_sni": True, "auto_san_validation": True}
+        assert "http_protocol_options" in options["explicit_http_config"]
+    finally:
+        ads.close()

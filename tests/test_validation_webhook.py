@@ -170,6 +170,23 @@ def test_delete_is_allowed_and_warnings_are_returned(webhook):
     assert any("EnvoyFilter exposes internal implementation details" in w for w in resp["warnings"])
 
 
+@pytest.mark.parametrize("obj,warning", [
+    (resource("AuthorizationPolicy", {"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]},
+              api="security.istio.io/v1"),
+     "spec.rules[0]: configured AuthorizationPolicy will deny all traffic to TCP ports under its scope"),
+    (resource("PeerAuthentication", {"selector": {}, "mtls": {"mode": "STRICT"}}, api="security.istio.io/v1"),
+     "spec.selector: workload selector specified without labels"),
+    (resource("RequestAuthentication",
+              {"jwtRules": [{"issuer": "a", "jwks": '{"keys": [{"kty": "RSA", "n": "x", "e": "AQAB", "d": "y"}]}'}]},
+              api="security.istio.io/v1"),
+     "jwks key at index 0 contains private key material"),
+])
+def test_security_warnings_are_returned_with_the_resource_admitted(webhook, obj, warning):
+    resp = answer(webhook, review(obj), "v1")
+    assert resp["allowed"] is True, resp
+    assert any(warning in w for w in resp.get("warnings", [])), resp
+
+
 def test_readiness_dry_run_of_an_invalid_gateway_is_denied(webhook):
     """What upstream's controller sends before switching the failure policy to Fail."""
     gw = resource("Gateway", {}, name="invalid-gateway",

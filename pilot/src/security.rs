@@ -1,11 +1,12 @@
-//! Workload identities shared by the CA and the xDS server, and the security policies
+//! Workload identities shared by the CA and the xDS server, the security policies
 //! (PeerAuthentication, RequestAuthentication, TLS settings) that xDS generation turns
-//! into Envoy config.
+//! into Envoy config, and the warnings about policies that conflict or select nothing.
 
 pub mod jwks;
 pub mod peer_authn;
 pub mod request_authn;
 pub mod tls;
+pub mod warnings;
 
 pub mod authz;
 

@@ -20,6 +20,30 @@ pub struct MeshConfig {
     pub trust_domain_aliases: Vec<String>,
     /// Named providers that CUSTOM authorization policies (and other features) refer to.
     pub extension_providers: Vec<ExtensionProvider>,
+    /// TLS of mesh mTLS between sidecars: the inbound side's minimum version and ciphers.
+    #[serde(rename = "meshMTLS")]
+    pub mesh_mtls: Option<TlsConfig>,
+    /// TLS defaults for TLS the user configures (DestinationRule SIMPLE/MUTUAL).
+    pub tls_defaults: Option<TlsConfig>,
+    /// Extra roots (`caCertificates`); only their trust domains are read here.
+    pub ca_certificates: Vec<CaCertificate>,
+}
+
+/// `MeshConfig.TLSConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsConfig {
+    /// `TLS_AUTO` (empty), `TLSV1_2` or `TLSV1_3`.
+    pub min_protocol_version: String,
+    pub ecdh_curves: Vec<String>,
+    pub cipher_suites: Vec<String>,
+}
+
+/// One `caCertificates` entry: a root and the trust domains it signs for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CaCertificate {
+    pub trust_domains: Vec<String>,
 }
 
 /// One `extensionProviders` entry. Only the external authorization kinds are read; an entry
@@ -97,6 +121,9 @@ impl Default for MeshConfig {
             default_config: ProxyConfig::default(),
             trust_domain_aliases: Vec::new(),
             extension_providers: Vec::new(),
+            mesh_mtls: None,
+            tls_defaults: None,
+            ca_certificates: Vec::new(),
         }
     }
 }
@@ -185,7 +212,49 @@ impl MeshConfig {
             .unwrap_or(Duration::from_secs(10))
     }
 
+    /// The trust domains whose peers inbound mTLS accepts, as upstream's
+    /// `TrustDomainsForValidation`: this mesh's, its aliases, and those of the extra
+    /// roots, without empty names or repeats.
+    pub fn trust_domains_for_validation(&self) -> Vec<String> {
+        let all = std::iter::once(&self.trust_domain)
+            .chain(&self.trust_domain_aliases)
+            .chain(self.ca_certificates.iter().flat_map(|c| &c.trust_domains));
+        let mut out: Vec<String> = Vec::new();
+        for td in all {
+            if !td.is_empty() && !out.contains(td) {
+                out.push(td.clone());
+            }
+        }
+        out
+    }
+
     pub fn registry_only(&self) -> bool {
         self.outbound_traffic_policy.mode == "REGISTRY_ONLY"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_tls_settings_and_trust_domains() {
+        let mesh = MeshConfig::from_yaml(
+            "trustDomain: td\n\
+             trustDomainAliases: [old, td]\n\
+             meshMTLS: {minProtocolVersion: TLSV1_3, cipherSuites: [a]}\n\
+             tlsDefaults: {ecdhCurves: [X25519]}\n\
+             caCertificates: [{pem: x, trustDomains: [other, '']}, {spiffeBundleUrl: y}]\n",
+            "istio-system",
+        )
+        .unwrap();
+        let mtls = mesh.mesh_mtls.as_ref().unwrap();
+        assert_eq!(mtls.min_protocol_version, "TLSV1_3");
+        assert_eq!(mtls.cipher_suites, ["a"]);
+        assert_eq!(mesh.tls_defaults.as_ref().unwrap().ecdh_curves, ["X25519"]);
+        assert_eq!(mesh.trust_domains_for_validation(), ["td", "old", "other"]);
+        let plain = MeshConfig::from_yaml("", "istio-system").unwrap();
+        assert_eq!(plain.mesh_mtls, None);
+        assert_eq!(plain.trust_domains_for_validation(), ["cluster.local"]);
     }
 }

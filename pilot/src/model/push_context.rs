@@ -14,6 +14,7 @@ use crate::config::store::SourceError;
 use crate::config::{Kind, Snapshot, Spec};
 use crate::security::jwks::JwksKeys;
 use crate::security::peer_authn::PeerAuthnPolicies;
+use crate::security::warnings::ConfigWarnings;
 
 /// A named Istio object of type `T` with its namespace and visibility.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +54,9 @@ pub struct PushContext {
     pub errors: Vec<SourceError>,
     /// AuthorizationPolicies by namespace (the root namespace's apply mesh-wide).
     pub authz_policies: AuthorizationPolicies,
+    /// Security policies that conflict or select nothing, for logs and
+    /// `/debug/config_warnings`.
+    pub warnings: ConfigWarnings,
 }
 
 impl PushContext {
@@ -139,7 +143,9 @@ impl PushContext {
             .collect();
         let peer_authn = PeerAuthnPolicies::build(snapshot, &mesh.root_namespace);
         let authz_policies = AuthorizationPolicies::build(snapshot, &mesh.root_namespace);
+        let warnings = ConfigWarnings::build(snapshot, &peer_authn);
         PushContext {
+            warnings,
             version,
             endpoint_ips,
             peer_authn,

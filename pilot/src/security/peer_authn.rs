@@ -49,7 +49,9 @@ pub struct PeerPolicy {
 }
 
 impl PeerPolicy {
-    fn has_selector(&self) -> bool {
+    /// A workload-level policy (a selector with labels); without one it is mesh- or
+    /// namespace-wide.
+    pub fn has_selector(&self) -> bool {
         self.spec
             .selector
             .as_ref()
@@ -142,6 +144,19 @@ impl PeerAuthnPolicies {
             mesh_mode,
             namespace_modes,
         }
+    }
+
+    /// Every policy, namespace by namespace, each list oldest first (the order upstream
+    /// picks winners in).
+    pub fn by_namespace(&self) -> impl Iterator<Item = (&str, &[PeerPolicy])> {
+        self.by_namespace
+            .iter()
+            .map(|(ns, v)| (ns.as_str(), v.as_slice()))
+    }
+
+    /// The root namespace: its selector-less policy is mesh-wide.
+    pub fn root_namespace(&self) -> &str {
+        &self.root_namespace
     }
 
     /// The namespace- or mesh-level mode of `namespace`; `None` without either policy.

@@ -20,6 +20,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, Duration};
 use prost::{Message, Name};
 
 use crate::config::istio::ClientTlsSettings;
+use crate::model::mesh::{MeshConfig, TlsConfig};
 use crate::xds::gen::filters::any;
 
 /// The agent's SDS cluster.
@@ -161,14 +162,53 @@ fn combined_validation(
     ))
 }
 
+/// What the mesh config decides of inbound mesh mTLS, as upstream's `BuildInboundTLS`
+/// reads it: the minimum version and cipher suites of `meshMTLS`, and the trust domains
+/// whose client certificates are accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundMtlsSettings {
+    pub min_version: TlsProtocol,
+    pub cipher_suites: Vec<String>,
+    /// Client SANs must start with `spiffe://<one of these>/`.
+    pub trust_domains: Vec<String>,
+}
+
+impl InboundMtlsSettings {
+    pub fn from_mesh(mesh: &MeshConfig) -> Self {
+        let mesh_mtls = mesh.mesh_mtls.as_ref();
+        let cipher_suites = mesh_mtls
+            .map(|t| t.cipher_suites.clone())
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| strings(SUPPORTED_CIPHERS));
+        InboundMtlsSettings {
+            min_version: min_tls_version(mesh_mtls.map_or("", |t| t.min_protocol_version.as_str())),
+            cipher_suites,
+            trust_domains: mesh.trust_domains_for_validation(),
+        }
+    }
+}
+
+/// A mesh config `TLSProtocol` as Envoy's minimum version: TLS 1.3 when asked for, else
+/// TLS 1.2 (`TLS_AUTO` and unknown values too, as upstream's `GetMinTLSVersion`).
+pub fn min_tls_version(v: &str) -> TlsProtocol {
+    match v {
+        "TLSV1_3" => TlsProtocol::TlSv13,
+        _ => TlsProtocol::TlSv12,
+    }
+}
+
 /// The server side of mesh mTLS on an inbound port: the workload certificate, client
 /// certificates required and checked against the mesh roots and the trust domains.
-pub fn inbound_mtls(protocol: ListenerProtocol, trust_domains: &[String]) -> DownstreamTlsContext {
+pub fn inbound_mtls(
+    protocol: ListenerProtocol,
+    settings: &InboundMtlsSettings,
+) -> DownstreamTlsContext {
     let alpn = match protocol {
         ListenerProtocol::Http => strings(ALPN_HTTP),
         ListenerProtocol::Tcp => strings(ALPN_DOWNSTREAM_WITH_MXC),
     };
-    let sans = trust_domains
+    let sans = settings
+        .trust_domains
         .iter()
         .map(|td| StringMatcher {
             match_pattern: Some(MatchPattern::Prefix(format!("spiffe://{td}/"))),
@@ -179,9 +219,9 @@ pub fn inbound_mtls(protocol: ListenerProtocol, trust_domains: &[String]) -> Dow
         common_tls_context: Some(CommonTlsContext {
             alpn_protocols: alpn,
             tls_params: Some(TlsParameters {
-                tls_minimum_protocol_version: TlsProtocol::TlSv12 as i32,
+                tls_minimum_protocol_version: settings.min_version as i32,
                 tls_maximum_protocol_version: TlsProtocol::TlSv13 as i32,
-                cipher_suites: strings(SUPPORTED_CIPHERS),
+                cipher_suites: settings.cipher_suites.clone(),
                 ..Default::default()
             }),
             tls_certificate_sds_secret_configs: vec![sds_secret(SDS_DEFAULT)],
@@ -225,13 +265,25 @@ pub fn istio_mutual(sans: &[String], sni: &str, http2: bool) -> UpstreamTlsConte
 /// TLS to a server outside the mesh (`SIMPLE`, or `MUTUAL` with a client certificate) as a
 /// DestinationRule configures it: from a Secret (`credentialName`, over SDS from the agent)
 /// or from files in the proxy's container (also fetched over SDS by path, as upstream does).
+/// The mesh's `tlsDefaults` (ECDH curves and cipher suites) apply, as upstream's
+/// `applyTLSDefaults`; its minimum version does not (upstream applies it to gateways'
+/// server TLS only).
 pub fn user_tls(
     tls: &ClientTlsSettings,
     cluster: &str,
     mutual: bool,
     http2: bool,
+    defaults: Option<&TlsConfig>,
 ) -> Result<UpstreamTlsContext, TlsError> {
     let mut common = upstream_common();
+    if let (Some(d), Some(params)) = (defaults, common.tls_params.as_mut()) {
+        if !d.ecdh_curves.is_empty() {
+            params.ecdh_curves = d.ecdh_curves.clone();
+        }
+        if !d.cipher_suites.is_empty() {
+            params.cipher_suites = d.cipher_suites.clone();
+        }
+    }
     let sans = tls.subject_alt_names.clone().unwrap_or_default();
     let skip_verify = tls.insecure_skip_verify == Some(true);
     if let Some(credential) = tls.credential_name.as_deref().filter(|c| !c.is_empty()) {

@@ -37,11 +37,12 @@ pub fn routes(state: DebugState) -> Router {
         .route("/debug/adsz", get(adsz))
         .route("/debug/config_dump", get(config_dump))
         .route("/debug/mesh", get(mesh))
+        .route("/debug/config_warnings", get(config_warnings))
         .layer(axum::middleware::from_fn(loopback_only))
         .with_state(state)
 }
 
-const ENDPOINTS: [&str; 8] = [
+const ENDPOINTS: [&str; 9] = [
     "/debug/syncz",
     "/debug/configz",
     "/debug/registryz",
@@ -49,6 +50,7 @@ const ENDPOINTS: [&str; 8] = [
     "/debug/adsz",
     "/debug/config_dump?proxyID=",
     "/debug/mesh",
+    "/debug/config_warnings",
     "/debug/list",
 ];
 
@@ -184,6 +186,23 @@ async fn adsz(State(s): State<DebugState>) -> Json<Value> {
 
 async fn mesh(State(s): State<DebugState>) -> Json<Value> {
     Json(json!(s.discovery.current().push.mesh))
+}
+
+/// Security policies that conflict or select no workload, per resource, as of the
+/// current push (not upstream: it only logs its PeerAuthentication conflicts).
+async fn config_warnings(State(s): State<DebugState>) -> Json<Value> {
+    let push = s.discovery.current().push.clone();
+    Json(config_warnings_body(&push))
+}
+
+/// The body of `/debug/config_warnings`: the push version, the number of warnings, and
+/// the resources with theirs.
+pub fn config_warnings_body(push: &crate::model::PushContext) -> Value {
+    json!({
+        "version": push.version,
+        "count": push.warnings.len(),
+        "resources": push.warnings.by_resource(),
+    })
 }
 
 #[derive(serde::Deserialize)]

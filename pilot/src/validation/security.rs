@@ -131,7 +131,95 @@ pub fn authorization_policy(res: &Resource<'_>, r: &mut Report) {
         for (j, c) in list(rule, "when").iter().enumerate() {
             condition(c, &index(&field(&p, "when"), j), r);
         }
+        if action == "CUSTOM" {
+            custom_unsupported(rule, &p, r);
+        }
+        if action == "DENY" && denies_all_tcp(rule) {
+            r.warn(
+                &p,
+                "configured AuthorizationPolicy will deny all traffic to TCP ports under its scope due to the use of only HTTP attributes in a DENY rule; it is recommended to explicitly specify the port",
+            );
+        }
     }
+}
+
+/// Source fields and condition keys a CUSTOM policy cannot use: the external authorizer
+/// sees the request, not the peer's authenticated identity.
+fn custom_unsupported(rule: &Value, p: &str, r: &mut Report) {
+    const FIELDS: [(&str, &str); 10] = [
+        ("namespaces", "From.Namespaces"),
+        ("notNamespaces", "From.NotNamespaces"),
+        ("serviceAccounts", "From.ServiceAccounts"),
+        ("notServiceAccounts", "From.NotServiceAccounts"),
+        ("trustDomains", "From.TrustDomains"),
+        ("notTrustDomains", "From.NotTrustDomains"),
+        ("principals", "From.Principals"),
+        ("notPrincipals", "From.NotPrincipals"),
+        ("requestPrincipals", "From.RequestPrincipals"),
+        ("notRequestPrincipals", "From.NotRequestPrincipals"),
+    ];
+    for (j, f) in list(rule, "from").iter().enumerate() {
+        let Some(src) = get(f, "source") else {
+            continue;
+        };
+        for (k, name) in FIELDS {
+            if !list(src, k).is_empty() {
+                r.error(
+                    field(&field(&index(&field(p, "from"), j), "source"), k),
+                    format!("{name} is currently not supported with CUSTOM action"),
+                );
+            }
+        }
+    }
+    for (j, c) in list(rule, "when").iter().enumerate() {
+        let k = text(c, "key");
+        let unsupported = matches!(
+            k,
+            "source.namespace"
+                | "source.serviceAccount"
+                | "source.trustDomain"
+                | "source.principal"
+        ) || k.starts_with("request.auth.");
+        if unsupported {
+            r.error(
+                field(&index(&field(p, "when"), j), "key"),
+                format!("{k} is currently not supported with CUSTOM action"),
+            );
+        }
+    }
+}
+
+/// Whether a DENY rule matches on HTTP attributes only, so that on a TCP port (where they
+/// cannot be evaluated) it denies everything: upstream warns about these.
+fn denies_all_tcp(rule: &Value) -> bool {
+    const TCP_SOURCE: [&str; 10] = [
+        "principals",
+        "notPrincipals",
+        "ipBlocks",
+        "notIpBlocks",
+        "namespaces",
+        "notNamespaces",
+        "remoteIpBlocks",
+        "notRemoteIpBlocks",
+        "serviceAccounts",
+        "notServiceAccounts",
+    ];
+    let sources: Vec<&Value> = list(rule, "from")
+        .iter()
+        .filter_map(|f| get(f, "source"))
+        .collect();
+    let operations: Vec<&Value> = list(rule, "to")
+        .iter()
+        .filter_map(|t| get(t, "operation"))
+        .collect();
+    let tcp_from = sources
+        .iter()
+        .any(|s| TCP_SOURCE.iter().any(|k| !list(s, k).is_empty()));
+    let tcp_to = operations
+        .iter()
+        .any(|o| !list(o, "ports").is_empty() || !list(o, "notPorts").is_empty());
+    let (from, to) = (!sources.is_empty(), !operations.is_empty());
+    (from && !to && !tcp_from) || (to && !tcp_to)
 }
 
 fn source(s: &Value, rule: usize, p: &str, r: &mut Report) {
@@ -361,7 +449,9 @@ fn jwt_rule(rule: &Value, p: &str, r: &mut Report) {
         }
         let parsed: Result<Value, _> = serde_json::from_str(jwks);
         match parsed {
-            Ok(v) if v.get("keys").is_some_and(Value::is_array) => {}
+            Ok(v) if v.get("keys").is_some_and(Value::is_array) => {
+                warn_private_keys(&v, p, r);
+            }
             Ok(_) => r.error(field(p, "jwks"), "jwks parse error: missing `keys` list"),
             Err(e) => r.error(field(p, "jwks"), format!("jwks parse error: {e}")),
         }
@@ -411,6 +501,25 @@ fn jwt_rule(rule: &Value, p: &str, r: &mut Report) {
             r.error(
                 field(p, "timeout"),
                 format!("{t:?} is not a valid duration"),
+            );
+        }
+    }
+}
+
+/// Keys of an inline JWKS that carry private material (`d` of RSA, EC and OKP keys, or a
+/// symmetric `oct` key): Envoy only needs the public half, so the secret is exposed for
+/// nothing.
+fn warn_private_keys(jwks: &Value, p: &str, r: &mut Report) {
+    for (i, key) in list(jwks, "keys").iter().enumerate() {
+        let private = match text(key, "kty") {
+            "RSA" | "EC" | "OKP" => has(key, "d"),
+            "oct" => true,
+            _ => false,
+        };
+        if private {
+            r.warn(
+                field(p, "jwks"),
+                format!("jwks key at index {i} contains private key material; only public keys are used for verification"),
             );
         }
     }

@@ -127,6 +127,51 @@ fn warnings_and_readiness_rejection() {
     assert!(out["response"].get("status").is_none());
 }
 
+/// Upstream's warnings for the security kinds come back in `response.warnings`, with the
+/// resource admitted.
+#[test]
+fn security_warnings_are_returned() {
+    let m = Metrics::default();
+    let security = |kind: &str, spec: Value| {
+        json!({"apiVersion": "security.istio.io/v1", "kind": kind,
+            "metadata": {"name": "p", "namespace": "demo"}, "spec": spec})
+    };
+    let cases = [
+        (
+            security(
+                "AuthorizationPolicy",
+                json!({"action": "DENY", "rules": [{"to": [{"operation": {"methods": ["POST"]}}]}]}),
+            ),
+            "spec.rules[0]: configured AuthorizationPolicy will deny all traffic to TCP ports",
+        ),
+        (
+            security("PeerAuthentication", json!({"selector": {}})),
+            "spec.selector: workload selector specified without labels",
+        ),
+        (
+            security(
+                "RequestAuthentication",
+                json!({"jwtRules": [{"issuer": "a", "jwks": "{\"keys\": [{\"kty\": \"oct\", \"k\": \"c\"}]}"}]}),
+            ),
+            "spec.jwtRules[0].jwks: jwks key at index 0 contains private key material",
+        ),
+    ];
+    for (obj, want) in cases {
+        let out = admit_review(&m, &review("admission.k8s.io/v1", "CREATE", obj)).unwrap();
+        assert_eq!(out["response"]["allowed"], true, "{out}");
+        let warnings = out["response"]["warnings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.as_str().is_some_and(|w| w.starts_with(want))),
+            "{want:?} not in {warnings:?}"
+        );
+    }
+}
+
 async fn post(router: &axum::Router, content_type: &str, body: Vec<u8>) -> (StatusCode, String) {
     let req = Request::post("/validate")
         .header("content-type", content_type)

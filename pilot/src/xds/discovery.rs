@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::cache::GenCache;
 use super::debounce::Debounce;
@@ -87,6 +87,7 @@ pub struct DiscoveryServer {
 
 impl DiscoveryServer {
     pub fn new(features: Features, metrics: Metrics, initial: PushContext) -> Arc<Self> {
+        log_new_warnings(&initial, &PushContext::default());
         metrics.services.set(initial.services.len() as i64);
         metrics
             .virtual_services
@@ -131,6 +132,7 @@ impl DiscoveryServer {
             .virtual_services
             .set(push.virtual_services.len() as i64);
         let prev = self.current();
+        log_new_warnings(&push, &prev.push);
         let seq = prev.seq + 1;
         let endpoints_changed = (!full).then(|| Arc::new(push.endpoint_changes(&prev.push)));
         let event = PushEvent {
@@ -267,6 +269,20 @@ impl DiscoveryServer {
             self.publish(push, full, batch.first_at);
             debug!(connections = self.connections().len(), "push published");
         }
+    }
+}
+
+/// Logs each policy warning once, on the push that first finds it (upstream logs its
+/// PeerAuthentication conflicts on every push).
+fn log_new_warnings(push: &PushContext, prev: &PushContext) {
+    for w in push.warnings.new_since(&prev.warnings) {
+        warn!(
+            kind = %w.kind,
+            namespace = %w.namespace,
+            name = %w.name,
+            "{}",
+            w.message
+        );
     }
 }
 

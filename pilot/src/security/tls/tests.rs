@@ -48,7 +48,10 @@ fn agent_secrets_come_from_sds_grpc_without_fetch_timeout() {
 
 #[test]
 fn inbound_mtls_requires_client_certificates_from_the_trust_domain() {
-    let ctx = inbound_mtls(ListenerProtocol::Http, &["cluster.local".into()]);
+    let ctx = inbound_mtls(
+        ListenerProtocol::Http,
+        &InboundMtlsSettings::from_mesh(&MeshConfig::default()),
+    );
     assert_eq!(
         ctx.require_client_certificate,
         Some(BoolValue { value: true })
@@ -81,7 +84,10 @@ fn inbound_mtls_requires_client_certificates_from_the_trust_domain() {
         TlsProtocol::TlSv12 as i32
     );
     assert_eq!(params.cipher_suites.len(), SUPPORTED_CIPHERS.len());
-    let tcp = inbound_mtls(ListenerProtocol::Tcp, &[]);
+    let tcp = inbound_mtls(
+        ListenerProtocol::Tcp,
+        &InboundMtlsSettings::from_mesh(&MeshConfig::default()),
+    );
     assert_eq!(
         tcp.common_tls_context.expect("common").alpn_protocols,
         ["istio-peer-exchange", "h2", "http/1.1"]
@@ -127,7 +133,7 @@ fn user_tls_from_files_and_from_credentials() {
         subject_alt_names: Some(vec!["api.example.com".into()]),
         ..Default::default()
     };
-    let ctx = user_tls(&files, "outbound|443||api.example.com", true, false).expect("valid");
+    let ctx = user_tls(&files, "outbound|443||api.example.com", true, false, None).expect("valid");
     assert_eq!(ctx.sni, "api.example.com");
     let common = ctx.common_tls_context.as_ref().expect("common");
     assert_eq!(
@@ -147,7 +153,7 @@ fn user_tls_from_files_and_from_credentials() {
         ..files.clone()
     };
     assert!(matches!(
-        user_tls(&missing_key, "c", true, false),
+        user_tls(&missing_key, "c", true, false, None),
         Err(TlsError::MutualWithoutCertificate { .. })
     ));
 
@@ -156,7 +162,7 @@ fn user_tls_from_files_and_from_credentials() {
         credential_name: Some("client-cert".into()),
         ..Default::default()
     };
-    let ctx = user_tls(&cred, "c", true, true).expect("valid");
+    let ctx = user_tls(&cred, "c", true, true, None).expect("valid");
     let common = ctx.common_tls_context.as_ref().expect("common");
     assert_eq!(
         common.tls_certificate_sds_secret_configs[0].name,
@@ -176,7 +182,7 @@ fn user_tls_from_files_and_from_credentials() {
         insecure_skip_verify: Some(true),
         ..Default::default()
     };
-    let ctx = user_tls(&simple, "c", false, false).expect("valid");
+    let ctx = user_tls(&simple, "c", false, false, None).expect("valid");
     let common = ctx.common_tls_context.as_ref().expect("common");
     assert!(common.tls_certificate_sds_secret_configs.is_empty());
     assert_eq!(
@@ -185,4 +191,124 @@ fn user_tls_from_files_and_from_credentials() {
             CertificateValidationContext::default()
         ))
     );
+}
+
+fn mesh(yaml: &str) -> MeshConfig {
+    MeshConfig::from_yaml(yaml, "istio-system").expect("mesh config parses")
+}
+
+fn params(common: &CommonTlsContext) -> &TlsParameters {
+    common.tls_params.as_ref().expect("tls params")
+}
+
+/// `meshMTLS` sets inbound mesh mTLS's minimum version and ciphers; the trust domain, its
+/// aliases and the extra roots' trust domains become SAN prefixes, each once.
+#[test]
+fn inbound_mtls_follows_the_mesh_config() {
+    struct Case {
+        mesh: &'static str,
+        min: TlsProtocol,
+        ciphers: Vec<&'static str>,
+        sans: Vec<&'static str>,
+    }
+    let defaults: Vec<&str> = SUPPORTED_CIPHERS.to_vec();
+    let cases = [
+        Case {
+            mesh: "",
+            min: TlsProtocol::TlSv12,
+            ciphers: defaults.clone(),
+            sans: vec!["spiffe://cluster.local/"],
+        },
+        Case {
+            mesh: "meshMTLS: {minProtocolVersion: TLSV1_3}",
+            min: TlsProtocol::TlSv13,
+            ciphers: defaults.clone(),
+            sans: vec!["spiffe://cluster.local/"],
+        },
+        Case {
+            mesh: "meshMTLS: {minProtocolVersion: TLSV1_2, cipherSuites: [ECDHE-ECDSA-AES256-GCM-SHA384]}",
+            min: TlsProtocol::TlSv12,
+            ciphers: vec!["ECDHE-ECDSA-AES256-GCM-SHA384"],
+            sans: vec!["spiffe://cluster.local/"],
+        },
+        // TLS_AUTO and an empty list keep the defaults; tlsDefaults is not for mesh mTLS.
+        Case {
+            mesh: "meshMTLS: {minProtocolVersion: TLS_AUTO, cipherSuites: []}\ntlsDefaults: {minProtocolVersion: TLSV1_3, cipherSuites: [AES128-GCM-SHA256]}",
+            min: TlsProtocol::TlSv12,
+            ciphers: defaults.clone(),
+            sans: vec!["spiffe://cluster.local/"],
+        },
+        Case {
+            mesh: "trustDomain: td1\ntrustDomainAliases: [old-td, td1, '']\ncaCertificates: [{pem: x, trustDomains: [other-td, old-td]}]",
+            min: TlsProtocol::TlSv12,
+            ciphers: defaults.clone(),
+            sans: vec!["spiffe://td1/", "spiffe://old-td/", "spiffe://other-td/"],
+        },
+    ];
+    for c in cases {
+        let settings = InboundMtlsSettings::from_mesh(&mesh(c.mesh));
+        for protocol in [ListenerProtocol::Http, ListenerProtocol::Tcp] {
+            let ctx = inbound_mtls(protocol, &settings);
+            let common = ctx.common_tls_context.as_ref().expect("common");
+            let p = params(common);
+            assert_eq!(p.tls_minimum_protocol_version, c.min as i32, "{}", c.mesh);
+            assert_eq!(
+                p.tls_maximum_protocol_version,
+                TlsProtocol::TlSv13 as i32,
+                "{}",
+                c.mesh
+            );
+            assert_eq!(p.cipher_suites, c.ciphers, "{}", c.mesh);
+            assert!(p.ecdh_curves.is_empty(), "{}", c.mesh);
+            let sans: Vec<String> = combined(common)
+                .default_validation_context
+                .as_ref()
+                .expect("default")
+                .match_subject_alt_names
+                .iter()
+                .map(|m| match matcher(m) {
+                    MatchPattern::Prefix(p) => p.clone(),
+                    other => panic!("want prefix matchers, got {other:?}"),
+                })
+                .collect();
+            assert_eq!(sans, c.sans, "{}", c.mesh);
+        }
+    }
+}
+
+/// `tlsDefaults` curves and ciphers reach DestinationRule SIMPLE/MUTUAL contexts; its
+/// minimum version does not (upstream leaves the client at TLS 1.2).
+#[test]
+fn user_tls_takes_the_mesh_tls_defaults() {
+    let simple = ClientTlsSettings {
+        mode: Some("SIMPLE".into()),
+        ..Default::default()
+    };
+    let cases = [
+        ("", vec![], vec![]),
+        (
+            "tlsDefaults: {ecdhCurves: [P-256, X25519], cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256], minProtocolVersion: TLSV1_3}",
+            vec!["P-256", "X25519"],
+            vec!["ECDHE-RSA-AES128-GCM-SHA256"],
+        ),
+        ("tlsDefaults: {ecdhCurves: [X25519]}", vec!["X25519"], vec![]),
+        (
+            "meshMTLS: {cipherSuites: [AES128-GCM-SHA256]}",
+            vec![],
+            vec![],
+        ),
+    ];
+    for (yaml, curves, ciphers) in cases {
+        let m = mesh(yaml);
+        let ctx = user_tls(&simple, "c", false, false, m.tls_defaults.as_ref()).expect("valid");
+        let common = ctx.common_tls_context.as_ref().expect("common");
+        let p = params(common);
+        assert_eq!(p.ecdh_curves, curves, "{yaml}");
+        assert_eq!(p.cipher_suites, ciphers, "{yaml}");
+        assert_eq!(
+            p.tls_minimum_protocol_version,
+            TlsProtocol::TlSv12 as i32,
+            "{yaml}"
+        );
+    }
 }

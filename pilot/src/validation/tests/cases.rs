@@ -507,6 +507,15 @@ fn security_cases() {
         (AP, "{targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: g}]}", ""),
         (AP, "{targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: g, namespace: other}]}", "!cross namespace referencing"),
         (AP, "{rules: [{bogus: 1}]}", "!unknown field"),
+        (AP, "{action: DENY, rules: [{to: [{operation: {methods: [POST]}}]}]}", "~will deny all traffic to TCP ports"),
+        (AP, "{action: DENY, rules: [{from: [{source: {requestPrincipals: ['*']}}]}]}", "~due to the use of only HTTP attributes"),
+        (AP, "{action: DENY, rules: [{from: [{source: {principals: [a]}}], to: [{operation: {paths: [/admin]}}]}]}", "~it is recommended to explicitly specify the port"),
+        (AP, "{action: CUSTOM, provider: {name: x}, rules: [{from: [{source: {principals: [a]}}]}]}", "!From.Principals is currently not supported with CUSTOM action"),
+        (AP, "{action: CUSTOM, provider: {name: x}, rules: [{when: [{key: 'request.auth.claims[iss]', values: [a]}]}]}", "!request.auth.claims[iss] is currently not supported with CUSTOM action"),
+        (AP, "{action: CUSTOM, provider: {name: x}, rules: [{from: [{source: {ipBlocks: [10.0.0.0/8]}}], when: [{key: source.ip, values: [10.0.0.1]}]}]}", ""),
+        (AP, "{selector: {}, rules: [{}]}", "~workload selector specified without labels"),
+        (PA, "{selector: {}}", "~workload selector specified without labels"),
+        (RA, "{selector: {}}", "~workload selector specified without labels"),
         (PA, "{mtls: {mode: STRICT}}", ""),
         (PA, "{mtls: {mode: PERMISSIVE}}", ""),
         (PA, "{mtls: {mode: ON}}", "!unsupported value"),
@@ -534,7 +543,28 @@ fn security_cases() {
         (RA, "{jwtRules: [{issuer: a, timeout: five}]}", "!not a valid duration"),
         (RA, "{jwtRules: [{issuer: a, forwardOriginalToken: yes}]}", "!must be a boolean"),
         (RA, "{selector: {matchLabels: {app: a}}, jwtRules: [{issuer: a}]}", ""),
+        (RA, "{jwtRules: [{issuer: a, jwks: '{\"keys\": [{\"kty\": \"RSA\", \"n\": \"x\", \"e\": \"AQAB\", \"d\": \"y\"}]}'}]}", "~jwks key at index 0 contains private key material"),
+        (RA, "{jwtRules: [{issuer: a, jwks: '{\"keys\": [{\"kty\": \"EC\", \"crv\": \"P-256\", \"x\": \"a\", \"y\": \"b\"}, {\"kty\": \"oct\", \"k\": \"c\"}]}'}]}", "~jwks key at index 1 contains private key material"),
     ]);
+}
+
+/// Rules upstream accepts without a word: DENY rules that can match on TCP ports, public
+/// keys.
+#[test]
+fn security_cases_without_warnings() {
+    let quiet = [
+        (AP, "{action: DENY, rules: [{to: [{operation: {ports: ['8080'], methods: [POST]}}]}]}"),
+        (AP, "{action: DENY, rules: [{from: [{source: {namespaces: [other]}}]}]}"),
+        (AP, "{action: DENY, rules: [{from: [{source: {ipBlocks: [10.0.0.0/8]}}], to: [{operation: {notPorts: ['22']}}]}]}"),
+        (AP, "{action: ALLOW, rules: [{to: [{operation: {methods: [GET]}}]}]}"),
+        (AP, "{action: DENY, rules: [{when: [{key: 'request.headers[x]', values: [a]}]}]}"),
+        (RA, "{jwtRules: [{issuer: a, jwks: '{\"keys\": [{\"kty\": \"RSA\", \"n\": \"x\", \"e\": \"AQAB\"}]}'}]}"),
+    ];
+    for (kind, spec) in quiet {
+        let outcome = validate(&manifest(kind, spec).unwrap()).unwrap();
+        assert_eq!(outcome.report.warnings, vec![], "{kind} {spec}");
+        assert!(outcome.report.is_valid(), "{kind} {spec}");
+    }
 }
 
 #[test]

@@ -44,7 +44,7 @@ use crate::model::Proxy;
 use crate::model::PushContext;
 use crate::security::authz;
 use crate::security::peer_authn::MtlsMode;
-use crate::security::tls::{inbound_mtls, tls_socket, ListenerProtocol};
+use crate::security::tls::{inbound_mtls, tls_socket, InboundMtlsSettings, ListenerProtocol};
 use ListenerProtocol::{Http as HTTP, Tcp as TCP};
 
 pub const VIRTUAL_OUTBOUND_CATCHALL_TCP: &str = "virtualOutbound-catchall-tcp";
@@ -405,7 +405,7 @@ fn virtual_inbound(ctx: &GenContext<'_>) -> Listener {
         .push
         .peer_authn
         .inbound_mtls(&ctx.proxy.config_namespace, &ctx.proxy.labels);
-    let trust_domains = vec![ctx.push.mesh.trust_domain.clone()];
+    let tls = InboundMtlsSettings::from_mesh(&ctx.push.mesh);
     let mut chains = vec![FilterChain {
         name: VIRTUAL_INBOUND_BLACKHOLE.to_owned(),
         filter_chain_match: port_match(port),
@@ -433,7 +433,7 @@ fn virtual_inbound(ctx: &GenContext<'_>) -> Listener {
                 stat_prefix: INBOUND_PASSTHROUGH_CLUSTER.to_owned(),
                 route_port: 0,
             };
-            chains.push(inbound_chain(ctx, &target, o, &trust_domains));
+            chains.push(inbound_chain(ctx, &target, o, &tls));
         }
     }
     for s in &served {
@@ -448,7 +448,7 @@ fn virtual_inbound(ctx: &GenContext<'_>) -> Listener {
             route_port: s.target_port,
         };
         for o in chain_options(mtls.for_port(s.target_port), Some(protocol)) {
-            chains.push(inbound_chain(ctx, &target, o, &trust_domains));
+            chains.push(inbound_chain(ctx, &target, o, &tls));
         }
     }
     let listener_filters = inspectors(&chains);
@@ -471,7 +471,7 @@ fn inbound_chain(
     ctx: &GenContext<'_>,
     target: &InboundTarget<'_>,
     o: &ChainOption,
-    trust_domains: &[String],
+    tls: &InboundMtlsSettings,
 ) -> FilterChain {
     let filters = match o.protocol {
         HTTP => {
@@ -503,9 +503,7 @@ fn inbound_chain(
             ..Default::default()
         }),
         filters,
-        transport_socket: o
-            .mtls
-            .then(|| tls_socket(&inbound_mtls(o.protocol, trust_domains))),
+        transport_socket: o.mtls.then(|| tls_socket(&inbound_mtls(o.protocol, tls))),
         ..Default::default()
     }
 }

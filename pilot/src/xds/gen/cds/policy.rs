@@ -25,6 +25,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::Percent as EnvoyPercent;
 use envoy_types::pb::google::protobuf::{UInt32Value, UInt64Value};
+use prost::Message;
 
 use crate::config::istio::{
     parse_duration, ClientTlsSettings, ConnectionPoolSettings, ConsistentHash,
@@ -146,10 +147,34 @@ pub fn apply_policy(
         apply_load_balancer(cluster, policy.load_balancer.as_ref());
     }
     if options != HttpProtocolOptions::default() {
-        cluster
-            .typed_extension_protocol_options
-            .insert(HTTP_PROTOCOL_OPTIONS.to_owned(), any(&options));
+        store_http_protocol_options(cluster, options);
     }
+}
+
+/// The cluster's upstream HTTP protocol options as set so far (defaults when none are).
+pub fn http_protocol_options(cluster: &Cluster) -> HttpProtocolOptions {
+    cluster
+        .typed_extension_protocol_options
+        .get(HTTP_PROTOCOL_OPTIONS)
+        .and_then(|a| HttpProtocolOptions::decode(a.value.as_slice()).ok())
+        .unwrap_or_default()
+}
+
+/// Stores `options` on the cluster. Envoy requires an upstream protocol: without one, plain
+/// HTTP/1.1 is set, as upstream's cluster builder does.
+pub fn store_http_protocol_options(cluster: &mut Cluster, mut options: HttpProtocolOptions) {
+    if options.upstream_protocol_options.is_none() {
+        options.upstream_protocol_options = Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::HttpProtocolOptions(
+                    Http1ProtocolOptions::default(),
+                )),
+            },
+        ));
+    }
+    cluster
+        .typed_extension_protocol_options
+        .insert(HTTP_PROTOCOL_OPTIONS.to_owned(), any(&options));
 }
 
 /// Upstream's thresholds when nothing is configured: effectively unlimited, because

@@ -12,8 +12,10 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::{ClusterDiscoveryType, DiscoveryType, TransportSocketMatch},
     Cluster,
 };
+use envoy_types::pb::envoy::config::core::v3::UpstreamHttpProtocolOptions;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 
+use super::policy::{http_protocol_options, store_http_protocol_options};
 use crate::config::istio::ClientTlsSettings;
 use crate::model::service::{Resolution, Service};
 use crate::model::PushContext;
@@ -141,8 +143,18 @@ pub fn apply(cluster: &mut Cluster, u: &UpstreamTls<'_>) {
                 );
                 return;
             }
-            match user_tls(&settings, &cluster.name, mode == "MUTUAL", u.http2) {
-                Ok(c) => c,
+            let defaults = u.push.mesh.tls_defaults.as_ref();
+            match user_tls(
+                &settings,
+                &cluster.name,
+                mode == "MUTUAL",
+                u.http2,
+                defaults,
+            ) {
+                Ok(c) => {
+                    set_auto_sni_and_san_validation(cluster, &settings);
+                    c
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "DestinationRule tls settings not applied");
                     return;
@@ -180,4 +192,26 @@ pub fn apply(cluster: &mut Cluster, u: &UpstreamTls<'_>) {
     } else {
         cluster.transport_socket = Some(socket);
     }
+}
+
+/// DestinationRule SIMPLE/MUTUAL without `sni`: Envoy takes each connection's SNI from the
+/// request's host (`auto_sni`), and, when no `subjectAltNames` are given either and the
+/// certificate is verified, checks the server's certificate against that host
+/// (`auto_san_validation`), as upstream's `setAutoSniAndAutoSanValidation` does for every
+/// such cluster.
+fn set_auto_sni_and_san_validation(cluster: &mut Cluster, tls: &ClientTlsSettings) {
+    let auto_sni = tls.sni.as_deref().is_none_or(str::is_empty);
+    let no_sans = tls.subject_alt_names.as_ref().is_none_or(Vec::is_empty);
+    let skip_verify = tls.insecure_skip_verify == Some(true);
+    let auto_san = auto_sni && no_sans && !skip_verify;
+    if !auto_sni {
+        return;
+    }
+    let mut options = http_protocol_options(cluster);
+    let upstream = options
+        .upstream_http_protocol_options
+        .get_or_insert_with(UpstreamHttpProtocolOptions::default);
+    upstream.auto_sni = true;
+    upstream.auto_san_validation = auto_san;
+    store_http_protocol_options(cluster, options);
 }

@@ -203,3 +203,103 @@ fn external_services_get_no_auto_mtls() {
     let api = named(&all, "outbound|443||api.example.com", |c| &c.name);
     assert!(api.transport_socket.is_none() && api.transport_socket_matches.is_empty());
 }
+
+/// (auto_sni, auto_san_validation) of a cluster; `None` without upstream HTTP options.
+fn auto_sni(c: &Cluster) -> Option<(bool, bool)> {
+    let o = policy::http_protocol_options(c);
+    o.upstream_http_protocol_options
+        .map(|u| (u.auto_sni, u.auto_san_validation))
+}
+
+/// DestinationRule SIMPLE/MUTUAL without `sni`: the SNI follows the request's host, and so
+/// does the certificate check when nothing else names the server, as upstream sets
+/// `auto_sni` and `auto_san_validation`.
+#[test]
+fn simple_and_mutual_without_sni_get_auto_sni_and_san_validation() {
+    let cases: [(&str, Option<(bool, bool)>); 9] = [
+        ("{mode: SIMPLE}", Some((true, true))),
+        ("{mode: SIMPLE, sni: echo.example.com}", None),
+        (
+            "{mode: SIMPLE, subjectAltNames: [echo.example.com]}",
+            Some((true, false)),
+        ),
+        ("{mode: SIMPLE, sni: ''}", Some((true, true))),
+        (
+            "{mode: SIMPLE, insecureSkipVerify: true}",
+            Some((true, false)),
+        ),
+        (
+            "{mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}",
+            Some((true, true)),
+        ),
+        // No TLS at all: nothing to derive a name for.
+        ("{mode: MUTUAL}", None),
+        // Mesh mTLS names the server itself.
+        ("{mode: ISTIO_MUTUAL}", None),
+        ("{mode: MUTUAL, credentialName: client-cert}", None),
+    ];
+    for (tls, want) in cases {
+        let c = echo(&dr(tls));
+        assert_eq!(auto_sni(&c), want, "{tls}");
+        if want.is_some() {
+            // The protocol options stay whole: gRPC's HTTP/2 is kept.
+            let o = policy::http_protocol_options(&c);
+            let h2 = matches!(
+                &o.upstream_protocol_options,
+                Some(UpstreamProtocolOptions::ExplicitHttpConfig(e))
+                    if matches!(e.protocol_config, Some(ProtocolConfig::Http2ProtocolOptions(_)))
+            );
+            assert!(h2, "{tls}: {o:?}");
+        }
+    }
+}
+
+/// An HTTP/1.1 cluster that had no protocol options gets plain HTTP/1.1 with auto SNI
+/// (Envoy requires an upstream protocol).
+#[test]
+fn auto_sni_on_a_cluster_without_protocol_options() {
+    let yaml = format!(
+        "{}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {{name: legacy, namespace: default}}\n\
+         spec: {{host: legacy.example.com, trafficPolicy: {{tls: {{mode: SIMPLE}}}}}}\n",
+        crate::xds::gen::testing::MESH
+    );
+    let all = clusters_with(&yaml, MeshConfig::default());
+    let c = named(&all, "outbound|8000||legacy.example.com", |c| &c.name);
+    assert_eq!(auto_sni(c), Some((true, true)));
+    let o = policy::http_protocol_options(c);
+    assert!(matches!(
+        o.upstream_protocol_options,
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(e))
+            if matches!(e.protocol_config, Some(ProtocolConfig::HttpProtocolOptions(_)))
+    ));
+}
+
+/// Mesh `tlsDefaults` reach DestinationRule SIMPLE/MUTUAL contexts, never mesh mTLS.
+#[test]
+fn tls_defaults_apply_to_user_tls_only() {
+    let mesh_config = MeshConfig::from_yaml(
+        "tlsDefaults: {ecdhCurves: [X25519, P-256], cipherSuites: [ECDHE-ECDSA-AES128-GCM-SHA256]}",
+        "istio-system",
+    )
+    .expect("mesh parses");
+    let params = |c: &Cluster| {
+        let ctx = upstream(c.transport_socket.as_ref().expect("socket"));
+        let p = ctx
+            .common_tls_context
+            .expect("common")
+            .tls_params
+            .expect("params");
+        (p.ecdh_curves, p.cipher_suites)
+    };
+    let all = clusters_with(&mesh(&dr("{mode: SIMPLE}")), mesh_config.clone());
+    assert_eq!(
+        params(named(&all, ECHO, |c| &c.name)),
+        (
+            vec!["X25519".to_owned(), "P-256".to_owned()],
+            vec!["ECDHE-ECDSA-AES128-GCM-SHA256".to_owned()]
+        )
+    );
+    let all = clusters_with(&mesh(&dr("{mode: ISTIO_MUTUAL}")), mesh_config);
+    assert_eq!(params(named(&all, ECHO, |c| &c.name)), (vec![], vec![]));
+}

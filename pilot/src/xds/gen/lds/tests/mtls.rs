@@ -220,3 +220,104 @@ fn inbound_http_forwards_the_client_certificate_details() {
     let details = hcm.set_current_client_cert_details.expect("set");
     assert!(details.uri && details.dns);
 }
+
+/// The virtualInbound listener of the reviews proxy, STRICT mesh-wide, under `mesh`.
+fn strict_inbound_with_mesh(mesh: &str) -> Listener {
+    let mut proxy = sidecar("10.1.0.1", "default");
+    proxy.labels = [("app".to_owned(), "reviews".to_owned())].into();
+    let yaml = format!(
+        "{MESH}{}",
+        pa("istio-system", "mesh", "{mtls: {mode: STRICT}}")
+    );
+    let store = crate::config::ConfigStore::new();
+    let parsed = crate::config::object::parse_manifests(&yaml).expect("fixture parses");
+    store.replace_source("fixture", parsed.configs);
+    let mesh = crate::model::MeshConfig::from_yaml(mesh, "istio-system").expect("mesh parses");
+    let push =
+        crate::model::PushContext::build(&store.snapshot(), mesh, "cluster.local", "t/1".into());
+    let scope = push.sidecar_scope(&proxy);
+    let ctx = GenContext {
+        push: &push,
+        proxy: &proxy,
+        scope: &scope,
+    };
+    let ls: Vec<Listener> = testing::decoded(&listeners(&ctx));
+    find(&ls, VIRTUAL_INBOUND).clone()
+}
+
+/// `meshMTLS` and the trust domains reach every mTLS chain of virtualInbound (service
+/// ports and passthrough, HTTP and TCP), as upstream's `BuildInboundTLS` sets them.
+#[test]
+#[allow(deprecated)] // match_subject_alt_names, as upstream sends it
+fn mesh_mtls_settings_reach_every_inbound_mtls_chain() {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::tls_parameters::TlsProtocol;
+    use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+
+    // (mesh config, minimum version, cipher suites (empty: the defaults), SAN prefixes)
+    let cases: [(&str, TlsProtocol, Vec<&str>, Vec<&str>); 4] = [
+        ("", TlsProtocol::TlSv12, vec![], vec!["spiffe://cluster.local/"]),
+        (
+            "meshMTLS: {minProtocolVersion: TLSV1_3}",
+            TlsProtocol::TlSv13,
+            vec![],
+            vec!["spiffe://cluster.local/"],
+        ),
+        (
+            "meshMTLS: {cipherSuites: [ECDHE-RSA-AES256-GCM-SHA384]}\ntlsDefaults: {minProtocolVersion: TLSV1_3}",
+            TlsProtocol::TlSv12,
+            vec!["ECDHE-RSA-AES256-GCM-SHA384"],
+            vec!["spiffe://cluster.local/"],
+        ),
+        (
+            "trustDomain: new.example\ntrustDomainAliases: [cluster.local]",
+            TlsProtocol::TlSv12,
+            vec![],
+            vec!["spiffe://new.example/", "spiffe://cluster.local/"],
+        ),
+    ];
+    for (mesh, min, ciphers, prefixes) in cases {
+        let want_ciphers: Vec<String> = if ciphers.is_empty() {
+            crate::security::tls::SUPPORTED_CIPHERS
+                .map(str::to_owned)
+                .to_vec()
+        } else {
+            ciphers.iter().map(|c| c.to_string()).collect()
+        };
+        let l = strict_inbound_with_mesh(mesh);
+        let tls_chains: Vec<&FilterChain> = l
+            .filter_chains
+            .iter()
+            .filter(|c| c.transport_socket.is_some())
+            .collect();
+        // 9080 (HTTP), 9091 (gRPC), passthrough HTTP and TCP.
+        assert_eq!(tls_chains.len(), 4, "{mesh}: {:?}", shape(&l));
+        for chain in tls_chains {
+            let ctx = downstream(chain);
+            let common = ctx.common_tls_context.expect("common");
+            let params = common.tls_params.expect("params");
+            assert_eq!(
+                params.tls_minimum_protocol_version, min as i32,
+                "{mesh} {}",
+                chain.name
+            );
+            assert_eq!(params.cipher_suites, want_ciphers, "{mesh} {}", chain.name);
+            let Some(ValidationContextType::CombinedValidationContext(v)) =
+                common.validation_context_type
+            else {
+                panic!("{mesh}: combined validation context");
+            };
+            let got: Vec<String> = v
+                .default_validation_context
+                .expect("default")
+                .match_subject_alt_names
+                .into_iter()
+                .map(|m| match m.match_pattern {
+                    Some(MatchPattern::Prefix(p)) => p,
+                    other => panic!("{mesh}: want a prefix, got {other:?}"),
+                })
+                .collect();
+            assert_eq!(got, prefixes, "{mesh} {}", chain.name);
+        }
+    }
+}
