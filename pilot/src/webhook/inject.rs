@@ -51,24 +51,24 @@ impl Metrics {
             failure: Counter::default(),
             time: Histogram::new([0.1, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0]),
         };
-        // The client library adds `_total` to counter names.
+        // Upstream's names; `/metrics` serves counters under the name registered.
         registry.register(
-            "sidecar_injection_requests",
+            "sidecar_injection_requests_total",
             "Total number of sidecar injection requests.",
             m.requests.clone(),
         );
         registry.register(
-            "sidecar_injection_success",
+            "sidecar_injection_success_total",
             "Total number of successful sidecar injection requests.",
             m.success.clone(),
         );
         registry.register(
-            "sidecar_injection_failure",
+            "sidecar_injection_failure_total",
             "Total number of failed sidecar injection requests.",
             m.failure.clone(),
         );
         registry.register(
-            "sidecar_injection_skip",
+            "sidecar_injection_skip_total",
             "Total number of skipped sidecar injection requests.",
             m.skip.clone(),
         );

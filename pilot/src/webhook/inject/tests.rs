@@ -220,8 +220,9 @@ async fn skipped_failed_and_malformed_requests() {
         (StatusCode::OK, &json!(true))
     );
 
-    let mut text = String::new();
-    encode(&mut text, &registry).expect("encode");
+    let mut open_metrics = String::new();
+    encode(&mut open_metrics, &registry).expect("encode");
+    let text = crate::server::monitoring::prometheus_text(&open_metrics);
     for line in [
         "sidecar_injection_requests_total 8",
         "sidecar_injection_skip_total 1",
