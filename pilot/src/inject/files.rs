@@ -37,7 +37,7 @@ pub enum FilesError {
     Parse {
         path: String,
         #[source]
-        source: ConfigError,
+        source: Box<ConfigError>,
     },
 }
 
@@ -76,7 +76,7 @@ impl InjectFiles {
         };
         let parse_error = |path: &Path, source| FilesError::Parse {
             path: path.display().to_string(),
-            source,
+            source: Box::new(source),
         };
         let (config_path, config) = read("config")?;
         let config = Config::parse(&config).map_err(|e| parse_error(&config_path, e))?;

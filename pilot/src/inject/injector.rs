@@ -170,6 +170,8 @@ fn default_proxy_config() -> Value {
         "binaryPath": "/usr/local/bin/envoy",
         "statNameLength": 189,
         "statusPort": 15020,
+        // Proto enums print their name; Go prints an unset one as its first value.
+        "interceptionMode": "REDIRECT",
     })
 }
 

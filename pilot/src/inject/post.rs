@@ -195,7 +195,8 @@ pub fn reapply_user_containers(
             }
         }
     }
-    if !already_injected && !(kept.containers.is_empty() && kept.init_containers.is_empty()) {
+    let any_kept = !kept.containers.is_empty() || !kept.init_containers.is_empty();
+    if !already_injected && any_kept {
         let text = serde_json::to_string(&kept).map_err(|e| InjectError::Annotation {
             annotation: OVERRIDES_ANNOTATION,
             message: e.to_string(),

@@ -35,6 +35,8 @@ templates:
           value: "kubernetes://apis/{{ .TypeMeta.APIVersion }}/namespaces/{{ .DeploymentMeta.Namespace }}/{{ .TypeMeta.Kind | lower }}s/{{ .DeploymentMeta.Name }}"
         - name: PILOT_ADDRESS
           value: {{ .ProxyConfig.DiscoveryAddress | quote }}
+        - name: ISTIO_META_INTERCEPTION_MODE
+          value: "{{ or (index .ObjectMeta.Annotations `sidecar.istio.io/interceptionMode`) .ProxyConfig.InterceptionMode.String }}"
         - name: ISTIO_META_APP_CONTAINERS
           value: "{{ range $i, $c := .Spec.Containers }}{{ if $i }},{{ end }}{{ $c.Name }}{{ end }}"
         ports:
@@ -138,6 +140,7 @@ fn a_pod_gains_the_proxy_the_init_container_and_the_status() {
         Some("istiod.istio-system.svc:15012")
     );
     assert_eq!(env(proxy, "ISTIO_META_APP_CONTAINERS"), Some("app"));
+    assert_eq!(env(proxy, "ISTIO_META_INTERCEPTION_MODE"), Some("REDIRECT"));
 
     // Probes go through the agent; the originals (named port resolved) go to it.
     assert_eq!(
