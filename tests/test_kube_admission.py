@@ -21,6 +21,7 @@ import uuid
 import pytest
 
 from conftest import wait_until
+from inject_support import names, pod, write_config
 from live_istiod import LiveIstiod
 
 VALIDATE_GROUPS = ["security.istio.io", "networking.istio.io", "telemetry.istio.io", "extensions.istio.io"]
@@ -76,13 +77,16 @@ def start_admission(kube_cluster, tmp_path):
     its ValidatingWebhookConfiguration; both are removed afterwards."""
     started = []
 
-    def start(env: dict, extra_args=()) -> dict:
+    def start(env: dict, extra_args=(), inject: bool = False) -> dict:
         suffix = uuid.uuid4().hex[:6]
         revision, istio_ns, app_ns = f"adm{suffix}", f"istio-adm-{suffix}", f"adm-app-{suffix}"
         for ns in (istio_ns, app_ns):
             kube_cluster.kubectl("create", "namespace", ns)
         # Upstream's chart name for a revision: istio-validator-<rev>-<istio namespace>.
         name = f"istio-validator-{revision}-{istio_ns}"
+        if inject:
+            # The injector ConfigMap, mounted where istiod reads it.
+            write_config(tmp_path / f"istiod-{suffix}")
         istiod = LiveIstiod(tmp_path / f"istiod-{suffix}", kube_cluster.kubeconfig, istio_ns, https=True,
                             env={"REVISION": revision, **env}, extra_args=extra_args)
         started.append((istiod, name))
@@ -189,8 +193,9 @@ def test_stays_fail_open_while_the_api_server_cannot_verify_istiod(start_admissi
 
 
 def test_injector_webhooks_are_left_alone_while_istiod_serves_no_injection(admission):
-    """istiod answers no `/inject` yet, so it must not make the API server trust it for the
-    injector's webhooks: upstream starts its injector CA patcher only with the injection webhook.
+    """Without an injector config istiod answers no `/inject`, so it must not make the API server
+    trust it for the injector's webhooks: upstream starts its injector CA patcher only with the
+    injection webhook.
     The revision's sidecar-injector MutatingWebhookConfiguration stays exactly as written, through
     several rounds in which the validation webhook is patched, fails closed and is repaired."""
     cluster, istiod, revision = admission["cluster"], admission["istiod"], admission["revision"]
@@ -227,5 +232,68 @@ def test_injector_webhooks_are_left_alone_while_istiod_serves_no_injection(admis
         for h in kept["webhooks"]:
             assert "caBundle" not in h["clientConfig"], h
             assert h["failurePolicy"] == "Fail", h
+    finally:
+        cluster.kubectl("delete", "mutatingwebhookconfiguration", name, "--ignore-not-found")
+
+
+def injector_webhooks(name: str, revision: str, url: str, app_ns: str) -> dict:
+    """The chart's revision MutatingWebhookConfiguration (namespace and object webhooks), with a url
+    client, narrowed to this test's namespace so no other test's pods are sent to it."""
+    only_here = {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [app_ns]}
+
+    def hook(hook_name, namespace_selector, object_selector):
+        return {"name": hook_name, "clientConfig": {"url": url},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                           "resources": ["pods"]}],
+                "failurePolicy": "Fail", "sideEffects": "None", "reinvocationPolicy": "Never",
+                "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
+                "namespaceSelector": namespace_selector, "objectSelector": object_selector}
+
+    return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name, "labels": {"istio.io/rev": revision}},
+            "webhooks": [
+                hook("rev.namespace.sidecar-injector.istio.io",
+                     {"matchExpressions": [{"key": "istio-injection", "operator": "In", "values": ["enabled"]},
+                                           only_here]},
+                     {"matchExpressions": [{"key": "sidecar.istio.io/inject", "operator": "NotIn",
+                                            "values": ["false"]}]}),
+                hook("rev.object.sidecar-injector.istio.io",
+                     {"matchExpressions": [{"key": "istio-injection", "operator": "DoesNotExist"},
+                                           only_here]},
+                     {"matchExpressions": [{"key": "sidecar.istio.io/inject", "operator": "In",
+                                            "values": ["true"]}]}),
+            ]}
+
+
+def test_pods_are_injected_through_the_api_server(start_admission):
+    """With its injector config mounted istiod serves `/inject` and patches its CA into the
+    revision's injector webhooks; the API server then stores a Pod created in a namespace labelled
+    `istio-injection=enabled` with istiod's sidecar, and one that opts out without."""
+    adm = start_admission({"ISTIOD_CUSTOM_HOST": "127.0.0.1"}, inject=True)
+    cluster, istiod, revision, ns = adm["cluster"], adm["istiod"], adm["revision"], adm["app_ns"]
+    name = f"istio-sidecar-injector-{revision}"
+    cluster.kubectl("label", "namespace", ns, "istio-injection=enabled")
+    cluster.apply(injector_webhooks(name, revision, f"https://127.0.0.1:{istiod.https}/inject", ns))
+    try:
+        wait_until(lambda: all(h["clientConfig"].get("caBundle") for h in
+                               cluster.get_json("mutatingwebhookconfiguration", name)["webhooks"]),
+                   timeout=30, what="caBundle patched into the injector webhooks")
+
+        def create(p):
+            out = cluster.kubectl("apply", "-f", "-", input=json.dumps(p), check=False)
+            stored = cluster.get_json("pod", p["metadata"]["name"], "-n", ns)
+            assert stored is not None, out
+            return stored
+
+        injected = create(pod(name="web", namespace=ns))
+        assert names(injected["spec"]["containers"]) == ["app", "istio-proxy"], injected["spec"]
+        assert names(injected["spec"]["initContainers"]) == ["istio-init"]
+        status = json.loads(injected["metadata"]["annotations"]["sidecar.istio.io/status"])
+        assert status["containers"] == ["istio-proxy"] and status["revision"] == revision, status
+        assert injected["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/app-health/app/readyz"
+
+        plain = create(pod(name="plain", namespace=ns, labels={"app": "plain", "sidecar.istio.io/inject": "false"}))
+        assert names(plain["spec"]["containers"]) == ["app"]
+        assert "sidecar.istio.io/status" not in plain["metadata"].get("annotations", {})
     finally:
         cluster.kubectl("delete", "mutatingwebhookconfiguration", name, "--ignore-not-found")

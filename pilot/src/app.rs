@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -20,6 +21,7 @@ use crate::args::{listen_addr, DiscoveryArgs};
 use crate::ca;
 use crate::config::file::{self, DirSource};
 use crate::config::{ConfigStore, Kind};
+use crate::inject::files::{self as inject_files, InjectFiles};
 use crate::kube as kube_source;
 use crate::model::MeshConfig;
 use crate::security::jwks::JwksResolver;
@@ -41,7 +43,7 @@ pub struct App {
     pub grpc_addr: Option<SocketAddr>,
     /// xDS and CA over TLS (15012).
     pub secure_grpc_addr: Option<SocketAddr>,
-    /// Validation webhook over TLS (15017).
+    /// Admission webhooks over TLS (15017).
     pub https_addr: Option<SocketAddr>,
     /// Readiness and debug HTTP (8080).
     pub http_addr: Option<SocketAddr>,
@@ -71,16 +73,27 @@ impl App {
         let store = ConfigStore::new();
         // The CA's trust bundle (PEM), for the Kubernetes writers; fed once the CA exists.
         let (root_tx, root_rx) = watch::channel(String::new());
+        // Sidecar injection is served, as upstream, when its config is mounted.
+        let injection_files = if settings.inject_enabled {
+            InjectFiles::find(inject_files::DEFAULT_DIR, &settings.features.revision)
+        } else {
+            None
+        };
+        let writers = WriterInputs {
+            root_rx,
+            injection_served: injection_files.is_some(),
+        };
         let (mesh_rx, kube_client) = start_sources(
             &args,
             &settings,
             &store,
             file_metrics,
-            root_rx,
+            writers,
             &shutdown,
             &mut tasks,
         )
         .await?;
+        let inject_mesh = mesh_rx.clone();
         let mesh = mesh_rx.borrow().clone();
         // Subscribed after the initial load: the first push context already has it.
         let changes = store.subscribe();
@@ -159,8 +172,25 @@ impl App {
                 }
             });
         }
-        // Validation webhook (15017): TLS with the same serving certificate.
-        let https_addr = start_webhook(&args, &ca, &mut registry, &shutdown, &mut tasks).await?;
+        // Admission webhooks (15017): TLS with the same serving certificate.
+        let injection = match injection_files {
+            Some(files) => Some(start_injection(
+                files,
+                inject_mesh,
+                &mut registry,
+                &shutdown,
+                &mut tasks,
+            )?),
+            None => {
+                info!(
+                    dir = inject_files::DEFAULT_DIR,
+                    "no injection config: not serving /inject"
+                );
+                None
+            }
+        };
+        let https_addr =
+            start_webhook(&args, &ca, injection, &mut registry, &shutdown, &mut tasks).await?;
 
         let registry = Arc::new(Mutex::new(registry));
         let debug_state = DebugState {
@@ -254,6 +284,14 @@ impl App {
     }
 }
 
+/// What the Kubernetes writers need from the rest of istiod.
+struct WriterInputs {
+    /// The CA's trust bundle (PEM), for webhook `caBundle`s and root ConfigMaps.
+    root_rx: watch::Receiver<String>,
+    /// Whether `/inject` is served, so the injector webhooks are istiod's to patch.
+    injection_served: bool,
+}
+
 /// Starts the config sources the flags ask for (`--configDir`, `--registries Kubernetes`)
 /// and waits for their initial load. Returns the live mesh config.
 async fn start_sources(
@@ -261,7 +299,7 @@ async fn start_sources(
     settings: &Settings,
     store: &ConfigStore,
     file_metrics: file::Metrics,
-    root_rx: watch::Receiver<String>,
+    writers: WriterInputs,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<(watch::Receiver<MeshConfig>, Option<kube_source::Clients>)> {
@@ -322,8 +360,8 @@ async fn start_sources(
             client.clone(),
             election,
             &settings.features.revision,
-            webhook::SERVES_INJECTION,
-            root_rx,
+            writers.injection_served,
+            writers.root_rx,
             shutdown.clone(),
             tasks,
         );
@@ -461,10 +499,44 @@ impl SecureGrpc<'_> {
     }
 }
 
-/// Serves the validation webhook on `--httpsAddr` with istiod's serving certificate.
+/// Loads the injection config and keeps it current; a config that does not load stops
+/// istiod, as upstream, since there is no last good one yet.
+fn start_injection(
+    files: InjectFiles,
+    mesh: watch::Receiver<MeshConfig>,
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<webhook::inject::InjectState> {
+    let dir = files.dir().display().to_string();
+    let watch = files
+        .watch()
+        .with_context(|| format!("watching the injection config {dir}"))?;
+    let injector = files
+        .load()
+        .with_context(|| format!("loading the injection config {dir}"))?;
+    info!(dir = %dir, templates = ?injector.config.templates.keys().collect::<Vec<_>>(), "serving sidecar injection");
+    let injector = Arc::new(ArcSwap::from_pointee(injector));
+    tasks.spawn({
+        let (injector, shutdown) = (injector.clone(), shutdown.clone());
+        async move {
+            files.run(watch, injector, shutdown).await;
+            Ok(())
+        }
+    });
+    Ok(webhook::inject::InjectState {
+        injector,
+        mesh,
+        metrics: webhook::inject::Metrics::new(registry),
+    })
+}
+
+/// Serves the admission webhooks on `--httpsAddr` with istiod's serving certificate:
+/// validation, and injection when its config is present.
 async fn start_webhook(
     args: &DiscoveryArgs,
     ca: &ca::Ca,
+    injection: Option<webhook::inject::InjectState>,
     registry: &mut Registry,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
@@ -474,16 +546,19 @@ async fn start_webhook(
         return Ok(None);
     }
     let Some(tls) = ca.tls_config()? else {
-        warn!("no CA and no --tlsCertFile: not serving the validation webhook on --httpsAddr");
+        warn!("no CA and no --tlsCertFile: not serving the admission webhooks on --httpsAddr");
         return Ok(None);
     };
     let tls = https::tls_config(&tls);
-    let routes = webhook::routes(metrics);
+    let mut routes = webhook::routes(metrics);
+    if let Some(state) = injection {
+        routes = routes.merge(webhook::inject::routes(state));
+    }
     let started = https::start(&args.https_addr, tls, routes, shutdown.clone()).await?;
     let Some((addr, serve)) = started else {
         return Ok(None);
     };
-    tasks.spawn(async move { serve.await.context("validation webhook server") });
+    tasks.spawn(async move { serve.await.context("admission webhook server") });
     Ok(Some(addr))
 }
 

@@ -199,6 +199,8 @@ pub const VARIABLES: &[Variable] = &[
     var(PILOT_ENABLE_AMBIENT, "false", Rule::Bool, "Accept ztunnel connections."),
     var(GRPC_KEEPALIVE_INTERVAL, "30s", Rule::Duration, "`--keepaliveInterval`: HTTP/2 pings on idle gRPC connections (15010, 15012)."),
     var(GRPC_KEEPALIVE_TIMEOUT, "10s", Rule::Duration, "`--keepaliveTimeout`: an unanswered ping closes the connection."),
+    // Sidecar injection.
+    var(INJECT_ENABLED, "true", Rule::Bool, "Serve the sidecar injection webhook (`/inject` on 15017) when `./var/lib/istio/inject/config` exists."),
     // Kubernetes writers.
     var(ENABLE_LEADER_ELECTION, "true", Rule::Bool, "Elect one replica for the namespace controller; false: this replica always leads."),
     // CA.
@@ -243,6 +245,7 @@ pub const PILOT_ENABLE_AMBIENT: &str = "PILOT_ENABLE_AMBIENT";
 pub const GRPC_KEEPALIVE_INTERVAL: &str = "GRPC_KEEPALIVE_INTERVAL";
 pub const GRPC_KEEPALIVE_TIMEOUT: &str = "GRPC_KEEPALIVE_TIMEOUT";
 pub const ENABLE_LEADER_ELECTION: &str = "ENABLE_LEADER_ELECTION";
+pub const INJECT_ENABLED: &str = "INJECT_ENABLED";
 pub const ENABLE_CA_SERVER: &str = "ENABLE_CA_SERVER";
 pub const TRUST_DOMAIN: &str = "TRUST_DOMAIN";
 pub const DEFAULT_WORKLOAD_CERT_TTL: &str = "DEFAULT_WORKLOAD_CERT_TTL";
@@ -370,6 +373,8 @@ pub struct Settings {
     pub kubeconfig: String,
     /// `ENABLE_LEADER_ELECTION`.
     pub leader_election: bool,
+    /// `INJECT_ENABLED`: serve injection when its config is mounted.
+    pub inject_enabled: bool,
     /// xDS tunables, and this replica's `POD_NAME` and `REVISION`.
     pub features: Features,
     /// The CA's variables, and the istiod namespace (`POD_NAMESPACE`).
@@ -384,6 +389,7 @@ impl Settings {
         Ok(Settings {
             kubeconfig: env.string(KUBECONFIG, ""),
             leader_election: env.bool(ENABLE_LEADER_ELECTION, true)?,
+            inject_enabled: env.bool(INJECT_ENABLED, true)?,
             features: Features::from_env(env)?,
             ca: CaConfig::from_env(env)?,
             jwks: crate::security::jwks::JwksSettings::from_env(env)?,

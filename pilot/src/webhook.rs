@@ -1,7 +1,9 @@
-//! The validating admission webhook (`--httpsAddr`, 15017): `POST /validate` and
-//! `/validate/...` take `admission.k8s.io/v1` and `v1beta1` AdmissionReviews and answer in
-//! the request's version, and `/ready`. Served over TLS with istiod's certificate.
+//! The admission webhooks (`--httpsAddr`, 15017): `POST /validate` and `/validate/...`
+//! take `admission.k8s.io/v1` and `v1beta1` AdmissionReviews and answer in the request's
+//! version, `/inject` ([`inject`]) when the injector's config is present, and `/ready`.
+//! Served over TLS with istiod's certificate.
 
+pub mod inject;
 #[cfg(test)]
 mod tests;
 
@@ -143,12 +145,6 @@ impl Metrics {
     }
 }
 
-/// Whether [`routes`] answers `/inject`. Not yet: until it does, the injector
-/// MutatingWebhookConfigurations are not istiod's to patch (see `kube::webhook_patch`).
-/// Once injection is built this becomes, as upstream, whether the injection config is
-/// present (`/var/lib/istio/inject/config` or the `istio-sidecar-injector` ConfigMap).
-pub const SERVES_INJECTION: bool = false;
-
 /// The webhook's routes: `/validate`, `/validate/...` and `/ready`.
 pub fn routes(metrics: Metrics) -> Router {
     Router::new()
@@ -181,6 +177,12 @@ async fn validate_handler(
 pub type HttpError = (StatusCode, String);
 
 async fn review(metrics: &Metrics, headers: &HeaderMap, body: Body) -> Result<Value, HttpError> {
+    let bytes = read_json_body(headers, body).await?;
+    admit_body(metrics, &bytes)
+}
+
+/// The body of a request that must be JSON, read up to [`MAX_BODY`].
+async fn read_json_body(headers: &HeaderMap, body: Body) -> Result<Bytes, HttpError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -192,7 +194,7 @@ async fn review(metrics: &Metrics, headers: &HeaderMap, body: Body) -> Result<Va
             format!("contentType={content_type:?}, expect application/json"),
         ));
     }
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
         if is_too_large(&e) {
             (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -204,38 +206,24 @@ async fn review(metrics: &Metrics, headers: &HeaderMap, body: Body) -> Result<Va
                 format!("could not read the request body: {e}"),
             )
         }
-    })?;
-    admit_body(metrics, &bytes)
+    })
 }
 
-/// Answers a request body: decodes the AdmissionReview and validates its object.
-pub fn admit_body(metrics: &Metrics, body: &[u8]) -> Result<Value, HttpError> {
+/// A request body as JSON; empty or not JSON is a client error.
+fn decode_body(body: &[u8]) -> Result<Value, HttpError> {
     if body.is_empty() {
         return Err((StatusCode::BAD_REQUEST, "no body found".to_owned()));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    serde_json::from_slice(body).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,
             format!("could not decode body: not JSON: {e}"),
         )
-    })?;
-    admit_review(metrics, &value)
+    })
 }
 
-/// True when reading a body failed because it passed [`MAX_BODY`].
-fn is_too_large(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
-/// Answers a decoded AdmissionReview; an error is a body that is not one.
-pub fn admit_review(metrics: &Metrics, review: &Value) -> Result<Value, HttpError> {
+/// The apiVersion and request of an AdmissionReview; an error is a body that is not one.
+fn envelope(review: &Value) -> Result<(&str, &Value), HttpError> {
     let not_review = |what: &str| {
         (
             StatusCode::BAD_REQUEST,
@@ -258,6 +246,29 @@ pub fn admit_review(metrics: &Metrics, review: &Value) -> Result<Value, HttpErro
         .get("request")
         .filter(|r| r.is_object())
         .ok_or_else(|| not_review("no request"))?;
+    Ok((api_version, request))
+}
+
+/// Answers a request body: decodes the AdmissionReview and validates its object.
+pub fn admit_body(metrics: &Metrics, body: &[u8]) -> Result<Value, HttpError> {
+    admit_review(metrics, &decode_body(body)?)
+}
+
+/// True when reading a body failed because it passed [`MAX_BODY`].
+fn is_too_large(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Answers a decoded AdmissionReview; an error is a body that is not one.
+pub fn admit_review(metrics: &Metrics, review: &Value) -> Result<Value, HttpError> {
+    let (api_version, request) = envelope(review)?;
     let uid = request
         .get("uid")
         .cloned()

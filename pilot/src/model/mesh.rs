@@ -108,6 +108,10 @@ pub struct ProxyConfig {
     pub discovery_address: String,
     pub proxy_listen_port: u16,
     pub proxy_inbound_listen_port: u16,
+    /// The fields istiod itself does not act on (`holdApplicationUntilProxyStarts`,
+    /// `proxyMetadata`, ...), kept for the sidecar injector's templates.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for MeshConfig {
@@ -142,6 +146,7 @@ impl Default for ProxyConfig {
             discovery_address: "istiod.istio-system.svc:15012".into(),
             proxy_listen_port: 15001,
             proxy_inbound_listen_port: 15006,
+            other: serde_json::Map::new(),
         }
     }
 }
