@@ -8,6 +8,7 @@ pub mod delta;
 pub mod discovery;
 pub mod gen;
 pub mod metrics;
+pub mod requests;
 pub mod sotw;
 pub mod stream;
 pub mod subscriptions;

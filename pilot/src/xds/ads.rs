@@ -8,16 +8,15 @@ use std::task::{Context, Poll};
 
 use prost::Message;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tonic::codec::{BufferSettings, Streaming};
 use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::metadata::GRPC_CONTENT_TYPE;
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
-use tonic_prost::ProstDecoder;
 use tracing::warn;
 
 use super::delta::Delta;
 use super::discovery::DiscoveryServer;
+use super::requests::Requests;
 use super::sotw::Sotw;
 use super::stream::{self, Protocol};
 use super::wire::{ResponseBody, WireResponse};
@@ -88,7 +87,7 @@ impl AdsService {
     /// Admits a stream of either protocol and runs it in its own task.
     async fn open<P: Protocol + 'static>(
         self,
-        request: Request<Streaming<P::Request>>,
+        request: Request<Requests<P::Request>>,
     ) -> Result<Response<Responses>, Status> {
         let place = self.admit().await?;
         let caller = request.extensions().get::<Caller>().cloned();
@@ -99,15 +98,15 @@ impl AdsService {
     }
 }
 
-/// Serves one ADS stream: requests decoded by tonic, responses written by
+/// Serves one ADS stream: requests decoded by [`Requests`], responses written by
 /// [`ResponseBody`] so that shared resource bytes reach HTTP/2 without a copy.
 async fn serve_stream<B, Req, Fut>(
     req: http::Request<B>,
     limit: Option<usize>,
-    start: impl FnOnce(Request<Streaming<Req>>) -> Fut,
+    start: impl FnOnce(Request<Requests<Req>>) -> Fut,
 ) -> http::Response<tonic::body::Body>
 where
-    B: Body + Send + 'static,
+    B: Body<Data = prost::bytes::Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
     Req: Message + Default + Send + 'static,
     Fut: Future<Output = Result<Response<Responses>, Status>>,
@@ -121,8 +120,7 @@ where
         }
     }
     let (parts, body) = req.into_parts();
-    let decoder = ProstDecoder::<Req>::new(BufferSettings::default());
-    let inbound = Streaming::new_request(decoder, body, None, limit);
+    let inbound = Requests::new(tonic::body::Body::new(body), limit);
     match start(Request::from_http(http::Request::from_parts(
         parts, inbound,
     )))
@@ -148,7 +146,7 @@ impl NamedService for AdsService {
 
 impl<B> tower::Service<http::Request<B>> for AdsService
 where
-    B: Body + Send + 'static,
+    B: Body<Data = prost::bytes::Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;

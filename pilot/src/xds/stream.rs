@@ -11,13 +11,14 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio::sync::SemaphorePermit;
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::cache::ProxyResources;
 use super::discovery::{ConnectionGuard, DiscoveryServer, PushEvent};
 use super::gen::{GenContext, Part, Subscription};
 use super::metrics::Metrics;
+use super::requests::Requests;
 use super::types;
 use super::watch::Watch;
 use super::wire::WireResponse;
@@ -125,7 +126,7 @@ pub trait Protocol: Sized + Send {
 pub async fn run<P: Protocol>(
     server: Arc<DiscoveryServer>,
     caller: Option<Caller>,
-    mut inbound: Streaming<P::Request>,
+    mut inbound: Requests<P::Request>,
     tx: Tx,
 ) {
     let first = match inbound.message().await {
@@ -155,7 +156,7 @@ pub async fn run<P: Protocol>(
     serve(handler, first, inbound).instrument(span).await;
 }
 
-async fn serve<P: Protocol>(mut handler: P, first: P::Request, inbound: Streaming<P::Request>) {
+async fn serve<P: Protocol>(mut handler: P, first: P::Request, inbound: Requests<P::Request>) {
     let id = handler.stream().guard.info.id.clone();
     info!(conn = %id, delta = P::DELTA, "connected");
     let end = serve_until_end(&mut handler, first, inbound).await;
@@ -181,7 +182,7 @@ async fn serve<P: Protocol>(mut handler: P, first: P::Request, inbound: Streamin
 async fn serve_until_end<P: Protocol>(
     handler: &mut P,
     first: P::Request,
-    mut inbound: Streaming<P::Request>,
+    mut inbound: Requests<P::Request>,
 ) -> Option<StreamEnd> {
     let mut pushes = handler.stream().server.subscribe();
     pushes.borrow_and_update();
