@@ -205,6 +205,10 @@ def test_pushed_and_signed_image_is_accepted_by_skopeo_and_verify(registry, keys
     assert out["reference"] == f"{registry.host}/{repo('signed')}@{image(refs, 'runtime')['manifest']}"
     assert [s["claims"]["manifest_digest"] for s in out["verified"]] == [image(refs, "runtime")["manifest"]]
     assert "The signatures were verified against the specified public key" in v.stderr
+    # By digest, the dev image too.
+    dev = image(refs, "dev")["manifest"]
+    v = run([imagebuilder(), "verify", "--key", keys / "cosign.pub", f"{registry.host}/{repo('signed')}@{dev}", "--plain-http"])
+    assert json.loads(v.stdout)["reference"] == f"{registry.host}/{repo('signed')}@{dev}"
     # Signing again with the same key adds nothing.
     push(registry, "signed", "--sign-key", keys / "cosign.key")
     assert len(sig_layers(registry, "signed", image(refs, "runtime")["manifest"])) == 1
