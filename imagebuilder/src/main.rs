@@ -14,7 +14,8 @@ use imagebuilder::debug;
 #[cfg(feature = "migrate")]
 use imagebuilder::migrate;
 use imagebuilder::scan::{self, report::Format, Severity};
-use imagebuilder::{assemble, debian, policy, registry, vex};
+use imagebuilder::{assemble, debian, policy, registry, signature, vex};
+use zeroize::Zeroizing;
 
 /// Builds and pushes the hardened pilot images.
 #[derive(Debug, Parser)]
@@ -32,6 +33,15 @@ enum Cmd {
     VerifyReproducible(BuildArgs),
     /// Push a build's images, with their SBOMs as referrers, to a registry.
     Push(PushArgs),
+    /// Write an ECDSA P-256 key pair as cosign does: <prefix>.key (encrypted with
+    /// $COSIGN_PASSWORD) and <prefix>.pub.
+    GenerateKeyPair(GenerateKeyPairArgs),
+    /// Sign an image on a registry, as cosign does (the `sha256-<hex>.sig` tag).
+    Sign(SignArgs),
+    /// Verify an image's cosign signatures with a public key.
+    ///
+    /// Exit status: 0 when a signature verifies, non-zero otherwise.
+    Verify(VerifyArgs),
     /// Match an image's SBOM against advisory data read offline (RustSec, Debian, OSV).
     ///
     /// Exit status: 0 when no finding (after VEX) reaches --fail-on, 1 when one does, 2 when
@@ -65,6 +75,20 @@ struct PushArgs {
     /// Additional tag of the runtime image (the dev image gets `<tag>-dev`); repeatable.
     #[arg(long = "tag")]
     tags: Vec<String>,
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// Size budget of the runtime image, compressed, in MiB.
+    #[arg(long, default_value_t = 40)]
+    size_budget_mib: u64,
+    /// Sign every pushed image with this private key (cosign's format; passphrase from
+    /// $COSIGN_PASSWORD).
+    #[arg(long)]
+    sign_key: Option<PathBuf>,
+}
+
+/// How to reach a registry: shared by push, sign and verify.
+#[derive(Debug, Clone, Args)]
+struct ConnectionArgs {
     /// Talk plain HTTP to the registry.
     #[arg(long)]
     plain_http: bool,
@@ -74,9 +98,162 @@ struct PushArgs {
     /// Docker config file with credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).
     #[arg(long)]
     docker_config: Option<PathBuf>,
-    /// Size budget of the runtime image, compressed, in MiB.
-    #[arg(long, default_value_t = 40)]
-    size_budget_mib: u64,
+}
+
+impl From<ConnectionArgs> for registry::sign::Connection {
+    fn from(a: ConnectionArgs) -> Self {
+        Self {
+            plain_http: a.plain_http,
+            insecure: a.insecure,
+            docker_config: a.docker_config,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct GenerateKeyPairArgs {
+    /// Path prefix of the two files: <prefix>.key and <prefix>.pub.
+    #[arg(long, default_value = "cosign")]
+    output_key_prefix: String,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct SignArgs {
+    /// Private key (ENCRYPTED SIGSTORE PRIVATE KEY, passphrase from $COSIGN_PASSWORD, or an
+    /// unencrypted PKCS#8 PRIVATE KEY).
+    #[arg(long)]
+    key: PathBuf,
+    /// Registry host[:port].
+    #[arg(long, default_value = "dhi.io")]
+    registry: String,
+    /// Repository path on the registry.
+    #[arg(long)]
+    repository: String,
+    /// Tag whose manifest (as the registry serves it now) to sign.
+    #[arg(long, required_unless_present = "digest", conflicts_with = "digest")]
+    tag: Option<String>,
+    /// Manifest digest to sign (sha256:...).
+    #[arg(long)]
+    digest: Option<String>,
+    #[command(flatten)]
+    connection: ConnectionArgs,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// Public key (PEM PUBLIC KEY, as cosign.pub).
+    #[arg(long)]
+    key: PathBuf,
+    /// Image reference: host[:port]/repository:tag or ...@sha256:...
+    reference: String,
+    #[command(flatten)]
+    connection: ConnectionArgs,
+}
+
+/// The private key's passphrase, if $COSIGN_PASSWORD is set.
+fn passphrase() -> Result<Option<Zeroizing<String>>> {
+    match std::env::var(signature::key::PASSWORD_ENV) {
+        Ok(p) => Ok(Some(Zeroizing::new(p))),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", signature::key::PASSWORD_ENV)),
+    }
+}
+
+fn read_signing_key(path: &std::path::Path) -> Result<signature::key::SigningKey> {
+    let pass = passphrase()?;
+    Ok(signature::key::SigningKey::read(
+        path,
+        pass.as_deref().map(String::as_bytes),
+    )?)
+}
+
+fn parse_reference(r: &str) -> Result<oci_client::Reference> {
+    r.parse()
+        .with_context(|| format!("invalid image reference {r}"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run_generate_key_pair(a: GenerateKeyPairArgs) -> Result<()> {
+    let pass = passphrase()?.with_context(|| {
+        format!(
+            "set {} to the passphrase of the new private key (empty for none)",
+            signature::key::PASSWORD_ENV
+        )
+    })?;
+    if pass.is_empty() {
+        tracing::warn!("the private key is encrypted with an empty passphrase");
+    }
+    let files = signature::key::generate_key_pair(&a.output_key_prefix, pass.as_bytes(), a.force)?;
+    eprintln!("Private key written to {}", files.private.display());
+    eprintln!("Public key written to {}", files.public.display());
+    Ok(())
+}
+
+fn run_sign(a: SignArgs) -> Result<()> {
+    let key = read_signing_key(&a.key)?;
+    let image = match (&a.tag, &a.digest) {
+        (_, Some(d)) => oci_client::Reference::with_digest(a.registry, a.repository, d.clone()),
+        (Some(t), None) => oci_client::Reference::with_tag(a.registry, a.repository, t.clone()),
+        (None, None) => anyhow::bail!("--tag or --digest is required"),
+    };
+    let signed = runtime()?.block_on(registry::sign::sign(&a.connection.into(), &image, &key))?;
+    println!("{}", serde_json::to_string_pretty(&signed)?);
+    Ok(())
+}
+
+fn run_verify(a: VerifyArgs) -> Result<()> {
+    let key = signature::key::PublicKey::read(&a.key)?;
+    let image = parse_reference(&a.reference)?;
+    let v = runtime()?.block_on(registry::sign::verify(&a.connection.into(), &image, &key))?;
+    eprintln!("Verification for {} --", v.reference);
+    eprintln!("The following checks were performed on each of these signatures:");
+    eprintln!("  - The cosign claims were validated");
+    eprintln!("  - The signatures were verified against the specified public key");
+    for r in &v.rejected {
+        eprintln!("Not counted: {r}");
+    }
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+/// Pushes, then signs what was pushed when --sign-key is given (the key is read first, so
+/// that a wrong passphrase stops before anything is pushed).
+fn run_push(a: PushArgs) -> Result<()> {
+    let key = a.sign_key.as_deref().map(read_signing_key).transpose()?;
+    let connection: registry::sign::Connection = a.connection.clone().into();
+    let options = a.options();
+    let rt = runtime()?;
+    let mut pushed = rt.block_on(registry::push::push(&options))?;
+    if let Some(key) = key {
+        for repo in &options.repositories {
+            let mine: Vec<usize> = (0..pushed.len())
+                .filter(|&i| {
+                    parse_reference(&pushed[i].reference).is_ok_and(|r| r.repository() == repo)
+                })
+                .collect();
+            let digests: Vec<String> = mine.iter().map(|&i| pushed[i].digest.clone()).collect();
+            let signed = rt.block_on(registry::sign::sign_pushed(
+                &connection,
+                &options.registry,
+                repo,
+                &digests,
+                &key,
+            ))?;
+            for (i, s) in mine.into_iter().zip(signed) {
+                pushed[i].signatures = Some(s.signatures);
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&pushed)?);
+    Ok(())
 }
 
 impl PushArgs {
@@ -94,9 +271,9 @@ impl PushArgs {
             registry: self.registry,
             repositories,
             extra_tags: self.tags,
-            plain_http: self.plain_http,
-            insecure: self.insecure,
-            docker_config: self.docker_config,
+            plain_http: self.connection.plain_http,
+            insecure: self.connection.insecure,
+            docker_config: self.connection.docker_config,
             policy: policy::Policy {
                 max_compressed_bytes: self.size_budget_mib * 1024 * 1024,
             },
@@ -411,13 +588,10 @@ fn main() -> Result<()> {
             let refs = assemble::verify_reproducible(&a.options()?)?;
             println!("reproducible: index {}", refs.index);
         }
-        Cmd::Push(a) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let pushed = rt.block_on(registry::push::push(&a.options()))?;
-            println!("{}", serde_json::to_string_pretty(&pushed)?);
-        }
+        Cmd::Push(a) => run_push(a)?,
+        Cmd::GenerateKeyPair(a) => run_generate_key_pair(a)?,
+        Cmd::Sign(a) => run_sign(a)?,
+        Cmd::Verify(a) => run_verify(a)?,
         Cmd::Scan(a) => std::process::exit(run_scan(a)),
         Cmd::Vex(a) => run_vex(a)?,
         #[cfg(feature = "debug")]

@@ -1,9 +1,11 @@
-//! Pushing the built images to an OCI distribution registry.
+//! Pushing the built images to an OCI distribution registry, and signing and verifying
+//! images there.
 
 pub mod auth;
 pub mod challenge;
 pub mod push;
 pub mod referrers;
+pub mod sign;
 
 /// Errors while pushing.
 #[derive(Debug, thiserror::Error)]
@@ -48,4 +50,11 @@ pub enum Error {
     },
     #[error("{url}: {reason} (a registry that serves plain HTTP needs --plain-http)")]
     Unreachable { url: String, reason: String },
+    #[error(transparent)]
+    Signature(#[from] crate::signature::Error),
+    #[error("{reference}: no signature verifies: {}", reasons.join("; "))]
+    NotVerified {
+        reference: String,
+        reasons: Vec<String>,
+    },
 }

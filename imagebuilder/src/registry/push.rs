@@ -44,6 +44,9 @@ pub struct Pushed {
     pub digest: String,
     pub sbom_referrer: String,
     pub referrers_api: bool,
+    /// The signature image (`push --sign-key`), `host/repo:sha256-<hex>.sig`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<String>,
 }
 
 pub(crate) const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -276,6 +279,7 @@ pub async fn push(o: &PushOptions) -> Result<Vec<Pushed>, Error> {
                 digest: img.manifest.clone(),
                 sbom_referrer: attached.digest,
                 referrers_api: attached.referrers_api,
+                signatures: None,
             });
         }
     }
