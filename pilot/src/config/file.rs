@@ -120,22 +120,7 @@ impl DirSource {
     /// Starts watching the folder. Call before the first [`DirSource::sync`], so that no
     /// change between the initial load and the watch is missed.
     pub fn watch(&self) -> notify::Result<DirWatch> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            // Reading the files ourselves produces access events: only changes matter. The
-            // receiver only needs a nudge; the folder is rescanned as a whole.
-            match ev {
-                Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => {}
-                other => {
-                    let _ = tx.send(other.map(|_| ()));
-                }
-            }
-        })?;
-        watcher.watch(&self.dir, RecursiveMode::Recursive)?;
-        Ok(DirWatch {
-            _watcher: watcher,
-            events: rx,
-        })
+        DirWatch::new(&self.dir)
     }
 
     /// Rescans on every change in the folder until `shutdown` fires.
@@ -147,15 +132,12 @@ impl DirSource {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                ev = watch.events.recv() => {
+                ev = watch.changed(SETTLE) => {
                     match ev {
                         None => return Ok(()),
                         Some(Err(e)) => warn!(error = %e, "watching config dir"),
                         Some(Ok(())) => {}
                     }
-                    // Coalesce a burst of events (an editor writes, renames, chmods).
-                    tokio::time::sleep(SETTLE).await;
-                    while watch.events.try_recv().is_ok() {}
                     if let Err(e) = self.sync() {
                         warn!(dir = %self.dir.display(), error = %e, "rescanning config dir");
                     }
@@ -165,10 +147,42 @@ impl DirSource {
     }
 }
 
-/// An active watch on a config folder.
+/// An active watch on a folder and everything under it (`--configDir`, the injector's
+/// mounted ConfigMap): a nudge for each change, the reader rescans as a whole.
 pub struct DirWatch {
     _watcher: notify::RecommendedWatcher,
     events: mpsc::UnboundedReceiver<notify::Result<()>>,
+}
+
+impl DirWatch {
+    /// Watches `dir`: the folder, not its files, since a ConfigMap volume updates them by
+    /// swapping a symlink.
+    pub fn new(dir: &Path) -> notify::Result<DirWatch> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            // Reading the files ourselves produces access events: only changes matter.
+            match ev {
+                Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => {}
+                other => {
+                    let _ = tx.send(other.map(|_| ()));
+                }
+            }
+        })?;
+        watcher.watch(dir, RecursiveMode::Recursive)?;
+        Ok(DirWatch {
+            _watcher: watcher,
+            events: rx,
+        })
+    }
+
+    /// Waits for the next change, then `settle` more, so that a burst of events (an editor
+    /// writes, renames, chmods) counts once. `None` once the watcher is gone.
+    pub async fn changed(&mut self, settle: Duration) -> Option<notify::Result<()>> {
+        let first = self.events.recv().await?;
+        tokio::time::sleep(settle).await;
+        while self.events.try_recv().is_ok() {}
+        Some(first)
+    }
 }
 
 /// How many folders deep `--configDir` is searched; deeper folders are skipped.

@@ -11,13 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::config::{Config, ConfigError, Values};
 use super::Injector;
+use crate::config::file::DirWatch;
 
 /// Where upstream's istiod reads the injector ConfigMap, relative to its working folder.
 pub const DEFAULT_DIR: &str = "./var/lib/istio/inject";
@@ -91,44 +90,27 @@ impl InjectFiles {
 
     /// Starts watching the folder; call before the first [`InjectFiles::load`] so no
     /// change in between is missed.
-    pub fn watch(&self) -> notify::Result<FilesWatch> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            match ev {
-                // Our own reads are not changes.
-                Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => {}
-                other => {
-                    let _ = tx.send(other.map(|_| ()));
-                }
-            }
-        })?;
-        // The folder, not the files: a ConfigMap volume swaps a symlink to update them.
-        watcher.watch(&self.dir, RecursiveMode::Recursive)?;
-        Ok(FilesWatch {
-            _watcher: watcher,
-            events: rx,
-        })
+    pub fn watch(&self) -> notify::Result<DirWatch> {
+        DirWatch::new(&self.dir)
     }
 
     /// Reloads `current` on every change until `shutdown`; a broken change is logged and
     /// the last good configuration kept.
     pub async fn run(
         self,
-        mut watch: FilesWatch,
+        mut watch: DirWatch,
         current: Arc<ArcSwap<Injector>>,
         shutdown: CancellationToken,
     ) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                ev = watch.events.recv() => {
+                ev = watch.changed(SETTLE) => {
                     match ev {
                         None => return,
                         Some(Err(e)) => warn!(dir = %self.dir.display(), error = %e, "watching the injection config"),
                         Some(Ok(())) => {}
                     }
-                    tokio::time::sleep(SETTLE).await;
-                    while watch.events.try_recv().is_ok() {}
                     match self.load() {
                         Ok(injector) => {
                             info!(dir = %self.dir.display(), "injection config reloaded");
@@ -140,10 +122,4 @@ impl InjectFiles {
             }
         }
     }
-}
-
-/// An active watch on the injector's folder.
-pub struct FilesWatch {
-    _watcher: notify::RecommendedWatcher,
-    events: mpsc::UnboundedReceiver<notify::Result<()>>,
 }
