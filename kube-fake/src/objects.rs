@@ -282,28 +282,38 @@ pub fn services(n: usize, protocol: &str) -> Vec<Value> {
 /// AuthorizationPolicies for the whole `default` namespace, each admitting one client
 /// identity to `GET /api/<i>/*`: the security config of the benchmarks' secured mesh.
 pub fn mesh_security(n: usize) -> Vec<Value> {
+    mesh_security_in("security.istio.io/v1", n, |_| "default".to_owned())
+}
+
+/// [`mesh_security`] at `api_version`, with policy `i` in namespace `namespace_of(i)` (and
+/// admitting a client of that namespace).
+pub fn mesh_security_in(
+    api_version: &str,
+    n: usize,
+    namespace_of: impl Fn(usize) -> String,
+) -> Vec<Value> {
     let strict = json!({
-        "apiVersion": "security.istio.io/v1",
+        "apiVersion": api_version,
         "kind": "PeerAuthentication",
         "metadata": {"name": "default", "namespace": "istio-system"},
         "spec": {"mtls": {"mode": "STRICT"}},
     });
-    std::iter::once(strict)
-        .chain((0..n).map(|i| {
-            json!({
-                "apiVersion": "security.istio.io/v1",
-                "kind": "AuthorizationPolicy",
-                "metadata": {"name": format!("allow-{i}"), "namespace": "default"},
-                "spec": {
-                    "action": "ALLOW",
-                    "rules": [{
-                        "from": [{"source": {"principals": [format!("cluster.local/ns/default/sa/client-{i}")]}}],
-                        "to": [{"operation": {"methods": ["GET"], "paths": [format!("/api/{i}/*")]}}],
-                    }],
-                },
-            })
-        }))
-        .collect()
+    let policy = |i: usize| {
+        let ns = namespace_of(i);
+        json!({
+            "apiVersion": api_version,
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": format!("allow-{i}"), "namespace": ns},
+            "spec": {
+                "action": "ALLOW",
+                "rules": [{
+                    "from": [{"source": {"principals": [format!("cluster.local/ns/{ns}/sa/client-{i}")]}}],
+                    "to": [{"operation": {"methods": ["GET"], "paths": [format!("/api/{i}/*")]}}],
+                }],
+            },
+        })
+    };
+    std::iter::once(strict).chain((0..n).map(policy)).collect()
 }
 
 /// Objects as one multi-document YAML text, as `kubectl apply -f` and a config folder

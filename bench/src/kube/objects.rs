@@ -193,26 +193,7 @@ pub fn virtual_service(namespaces: usize, round: usize) -> Value {
 /// every sidecar in a namespace then carries on its inbound listener. At `v1beta1`, which
 /// current istiod and the 2022 one both read.
 pub fn mesh_security(n: usize, namespaces: usize) -> Vec<Value> {
-    let strict = json!({
-        "apiVersion": "security.istio.io/v1beta1",
-        "kind": "PeerAuthentication",
-        "metadata": {"name": "default", "namespace": ISTIO_NAMESPACE},
-        "spec": {"mtls": {"mode": "STRICT"}},
-    });
-    let policy = |i: usize| {
-        let ns = service_namespace(i, namespaces);
-        json!({
-            "apiVersion": "security.istio.io/v1beta1",
-            "kind": "AuthorizationPolicy",
-            "metadata": {"name": format!("allow-{i}"), "namespace": ns},
-            "spec": {
-                "action": "ALLOW",
-                "rules": [{
-                    "from": [{"source": {"principals": [format!("cluster.local/ns/{ns}/sa/client-{i}")]}}],
-                    "to": [{"operation": {"methods": ["GET"], "paths": [format!("/api/{i}/*")]}}],
-                }],
-            },
-        })
-    };
-    std::iter::once(strict).chain((0..n).map(policy)).collect()
+    objects::mesh_security_in("security.istio.io/v1beta1", n, |i| {
+        service_namespace(i, namespaces)
+    })
 }
