@@ -138,15 +138,24 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
 
 /// (VmRSS, VmHWM) of a process in kB.
 pub fn memory_kb(pid: u32) -> Option<(u64, u64)> {
+    Some((status_kb(pid, "VmRSS:")?, status_kb(pid, "VmHWM:")?))
+}
+
+/// Resident memory split by what backs it, in kB: (RssAnon, RssFile). Growth of the
+/// anonymous part is the heap and stacks; the file part is the binary's pages the run
+/// has touched so far.
+pub fn rss_split_kb(pid: u32) -> Option<(u64, u64)> {
+    Some((status_kb(pid, "RssAnon:")?, status_kb(pid, "RssFile:")?))
+}
+
+/// One `kB` field of `/proc/PID/status`.
+fn status_kb(pid: u32, name: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// User + system CPU time of a process in clock ticks (USER_HZ, 100 on Linux).

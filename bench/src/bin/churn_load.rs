@@ -48,7 +48,7 @@ use bench::kube::istiod;
 use bench::kube::objects;
 use bench::kube::real_api::RealApi;
 use bench::process::{
-    cpu_secs, http_get, mb, memory_kb, metric_sum, wait_ready, PeakRss, Ports, Server,
+    cpu_secs, http_get, mb, memory_kb, metric_sum, rss_split_kb, wait_ready, PeakRss, Ports, Server,
 };
 use kube_fake::objects::{self as builders, manifests, services};
 use pilot::xds::types;
@@ -525,6 +525,8 @@ fn reason(e: &anyhow::Error) -> String {
 #[derive(Debug, Clone, Copy, Default)]
 struct Sample {
     rss_kb: u64,
+    /// (anonymous, file-backed) parts of `rss_kb`.
+    rss_split_kb: Option<(u64, u64)>,
     tasks: Option<f64>,
     streams: Option<f64>,
     /// The allocator's live bytes and the bytes it holds resident, where the server
@@ -539,6 +541,7 @@ impl Sample {
             .unwrap_or_default();
         Sample {
             rss_kb: memory_kb(pid).map_or(0, |(rss, _)| rss),
+            rss_split_kb: rss_split_kb(pid),
             tasks: metric_sum(&text, tasks_metric),
             // No sample while no proxy is connected.
             streams: Some(metric_sum(&text, "pilot_xds").unwrap_or(0.0)),
@@ -900,6 +903,18 @@ impl Report {
             mb(self.peak_kb),
             mb(self.hwm_kb),
             mb(self.end.rss_kb),
+        );
+        let split = |s: &Sample| {
+            s.rss_split_kb.map_or("-".to_owned(), |(anon, file)| {
+                format!("{:.1} / {:.1} MB", mb(anon), mb(file))
+            })
+        };
+        println!(
+            "  RSS anon / file:       ready {}, start {}, end {}, after every stream closed {}",
+            split(&self.ready),
+            split(&self.start),
+            split(&self.end),
+            split(&self.after_disconnect),
         );
         let per_stream = |s: &Sample| match (s.tasks, self.ready.tasks, s.streams) {
             (Some(t), Some(b), Some(c)) if c > 0.0 => format!("{:.2} per stream", (t - b) / c),
