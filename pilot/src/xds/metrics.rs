@@ -236,9 +236,8 @@ impl Metrics {
             "xDS streams refused because the replica serves PILOT_MAX_XDS_STREAMS streams.",
             m.rejected_streams.clone(),
         );
-        // prometheus-client appends `_total` to counters: upstream's exact name.
         registry.register(
-            "pilot_sds_certificate_errors",
+            "pilot_sds_certificate_errors_total",
             "Total number of failures to fetch SDS key and certificate.",
             m.sds_certificate_errors.clone(),
         );
