@@ -89,8 +89,10 @@ impl App {
         let (mesh_rx, kube_client) = start_sources(
             &args,
             &settings,
-            &store,
-            &secrets,
+            Stores {
+                config: &store,
+                secrets: &secrets,
+            },
             file_metrics,
             writers,
             &shutdown,
@@ -315,13 +317,18 @@ struct WriterInputs {
     injection_served: bool,
 }
 
+/// Where the sources put what they read: config, and Secrets for SDS.
+struct Stores<'a> {
+    config: &'a ConfigStore,
+    secrets: &'a SecretStore,
+}
+
 /// Starts the config sources the flags ask for (`--configDir`, `--registries Kubernetes`)
 /// and waits for their initial load. Returns the live mesh config.
 async fn start_sources(
     args: &DiscoveryArgs,
     settings: &Settings,
-    store: &ConfigStore,
-    secrets: &SecretStore,
+    stores: Stores<'_>,
     file_metrics: file::Metrics,
     writers: WriterInputs,
     shutdown: &CancellationToken,
@@ -343,6 +350,10 @@ async fn start_sources(
     if !kubernetes && args.config_dir.is_empty() {
         anyhow::bail!("no configuration source: pass --configDir DIR (a folder of Kubernetes-style YAML) or --registries Kubernetes");
     }
+    let Stores {
+        config: store,
+        secrets,
+    } = stores;
     let mesh_file_exists = std::path::Path::new(&args.mesh_config).exists();
     let mesh = MeshConfig::load(&args.mesh_config, &args.namespace)?;
     let (mesh_tx, mesh_rx) = watch::channel(mesh);

@@ -115,9 +115,11 @@ impl Secrets {
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
     }
+}
 
-    /// A view holding exactly `secrets` (tests, fixtures).
-    pub fn from_iter(secrets: impl IntoIterator<Item = (SecretKey, SecretData)>) -> Self {
+/// A view holding exactly the Secrets given (tests, fixtures).
+impl FromIterator<(SecretKey, SecretData)> for Secrets {
+    fn from_iter<I: IntoIterator<Item = (SecretKey, SecretData)>>(secrets: I) -> Self {
         Secrets {
             secrets: secrets.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
         }

@@ -84,8 +84,11 @@ const ALLOWED_TTL: Duration = Duration::from_secs(300);
 /// namespace, caching the answer per user.
 pub struct SubjectAccessReviewer {
     api: Api<SubjectAccessReview>,
-    cache: Arc<Mutex<HashMap<String, (Instant, Result<(), String>)>>>,
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
 }
+
+/// An answer and when it expires.
+type Cached = (Instant, Result<(), String>);
 
 impl SubjectAccessReviewer {
     pub fn new(client: kube::Client) -> Self {

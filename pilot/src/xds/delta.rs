@@ -200,7 +200,9 @@ impl Protocol for Delta {
 
     fn on_push(&mut self, full: bool) -> Result<Vec<Outgoing>, StreamEnd> {
         let mut types = types::push_order(self.watches.keys().map(String::as_str), full);
-        if !full && self.stream.secrets_due() && self.watches.contains_key(types::SECRET) {
+        // SDS goes by what changed of Secrets, not by the kind of push.
+        types.retain(|t| t != types::SECRET);
+        if self.stream.secrets_due() && self.watches.contains_key(types::SECRET) {
             types.push(types::SECRET.to_owned());
         }
         let mut out = Vec::new();

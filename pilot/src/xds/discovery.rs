@@ -500,4 +500,44 @@ mod tests {
         assert_eq!(ev.push.mesh.trust_domain, "example.org");
         shutdown.cancel();
     }
+
+    #[tokio::test]
+    async fn secret_changes_become_secret_only_pushes() {
+        use crate::config::secrets::SecretData;
+        let env = crate::settings::Env::from_pairs([("PILOT_DEBOUNCE_AFTER", "1ms")]);
+        let features = Features::from_env(&env).unwrap();
+        let server = DiscoveryServer::new(features, Metrics::default(), PushContext::default());
+        let secrets = SecretStore::new();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(server.clone().run_secret_pushes(
+            secrets.clone(),
+            secrets.subscribe(),
+            shutdown.clone(),
+        ));
+        let before = server.current();
+        secrets.upsert("f", SecretKey::new("gw", "a"), SecretData::default());
+        let ev = wait_seq(&server, 2).await;
+        assert_eq!(ev.full_seq, 1, "not a config push");
+        assert!(
+            Arc::ptr_eq(&ev.push, &before.push),
+            "the push context stays"
+        );
+        assert!(
+            Arc::ptr_eq(&ev.cache, &before.cache),
+            "and its generated config"
+        );
+        assert_eq!(ev.endpoints_changed.as_deref().map(HashSet::len), Some(0));
+        assert_eq!(
+            ev.secrets_changed.as_deref(),
+            Some(&BTreeSet::from([SecretKey::new("gw", "a")]))
+        );
+        assert!(ev.secrets.get("gw", "a").is_some());
+
+        // A config push keeps the Secrets and is not a Secret push.
+        server.publish(PushContext::default(), true, Instant::now());
+        let ev = server.current();
+        assert!(ev.secrets.get("gw", "a").is_some());
+        assert_eq!(ev.secrets_changed, None);
+        shutdown.cancel();
+    }
 }

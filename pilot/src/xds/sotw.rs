@@ -88,7 +88,9 @@ impl Protocol for Sotw {
                 .filter(|w| w.is_active())
                 .map(|w| w.type_url.as_str());
             let mut types = types::push_order(active, full);
-            if !full && self.stream.secrets_due() && self.is_active(types::SECRET) {
+            // SDS goes by what changed of Secrets, not by the kind of push.
+            types.retain(|t| t != types::SECRET);
+            if self.stream.secrets_due() && self.is_active(types::SECRET) {
                 types.push(types::SECRET.to_owned());
             }
             types

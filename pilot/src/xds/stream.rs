@@ -314,7 +314,8 @@ impl ProxyStream {
         };
         self.secrets_due = match (&event.secrets_changed, self.watches.get(types::SECRET)) {
             (_, None) => false,
-            (Some(changed), Some(w)) if next && !full => super::secrets::concerns(
+            // The Secret push that follows the last one served: only the Secrets it names.
+            (Some(changed), Some(w)) if next => super::secrets::concerns(
                 &w.subscription,
                 self.guard
                     .info
@@ -323,9 +324,10 @@ impl ProxyStream {
                     .map_or("", |id| id.namespace.as_str()),
                 changed,
             ),
-            (None, Some(_)) if next && !full => false,
-            // A full push, or pushes skipped: SDS is resent if its content changed.
-            _ => true,
+            // A config push, or pushes skipped: SDS only if some Secret changed meanwhile
+            // (and then it is sent only if its bytes differ). Upstream, too, leaves SDS out
+            // of pushes that change no Secret.
+            _ => !Arc::ptr_eq(&event.secrets, &self.event.secrets),
         };
         self.event = event;
         if full {
@@ -341,8 +343,9 @@ impl ProxyStream {
         self.endpoints_changed.as_deref()
     }
 
-    /// Whether the current push may change this stream's SDS resources: a full push, a
-    /// push after skipped ones, or a Secret push naming a Secret it subscribes to.
+    /// Whether the current push may change this stream's SDS resources: a Secret push
+    /// naming a Secret it subscribes to, or any push after which the Secrets differ from
+    /// those of the last push this stream served.
     pub fn secrets_due(&self) -> bool {
         self.secrets_due
     }
