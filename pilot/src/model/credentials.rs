@@ -280,6 +280,16 @@ fn check_certificates(pem: &[u8], key: &'static str) -> Result<Vec<u8>, Credenti
     root::der_of(first, key).map_err(|e| bad(e.to_string()))
 }
 
+/// Why the first certificate of `pem` is not valid at `now` (expired or not yet valid), as
+/// upstream's `ValidateCertificate`: such a certificate is still served, with a warning.
+pub fn validity_problem(pem: &[u8], now: time::OffsetDateTime) -> Option<String> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let (not_before, not_after) = root::validity(text).ok()?;
+    (now < not_before || now > not_after).then(|| {
+        format!("certificate is expired or not yet valid (valid from {not_before} to {not_after})")
+    })
+}
+
 /// What an SDS resource resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {

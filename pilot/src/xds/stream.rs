@@ -361,7 +361,8 @@ impl ProxyStream {
     /// The proxy's SDS resources: generated per stream (they depend on its identity and
     /// are few), with every name left out logged and counted as upstream does.
     fn generated_secrets(&self, sub: &Subscription) -> ProxyResources {
-        let out = sds::secrets(&self.event.secrets, &self.secret_access, sub);
+        let now = time::OffsetDateTime::now_utc();
+        let out = sds::secrets(&self.event.secrets, &self.secret_access, sub, now);
         for error in &out.errors {
             warn!(%error, "SDS: not serving a resource");
             self.server.metrics.sds_certificate_errors.inc();

@@ -1,10 +1,10 @@
 //! SDS: the Secrets gateways name by `credentialName`, as Envoy `Secret` resources, for
 //! the names a proxy subscribes to and may read (upstream's `SecretGen`).
 //!
-//! A pure function of (Secrets, the proxy's access, subscription): a name that does not
-//! parse, is refused, or whose Secret is missing or broken is left out and reported in
+//! A pure function of (Secrets, the proxy's access, subscription, time): a name that does
+//! not parse, is refused, or whose Secret is missing or broken is left out and reported in
 //! [`Sds::errors`]; the stream logs and counts them. One bad reference never keeps the
-//! others from being served.
+//! others from being served. An expired certificate is served and reported, as upstream.
 
 use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -14,7 +14,8 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use super::{Resource, Subscription};
 use crate::config::secrets::Secrets;
 use crate::model::credentials::{
-    parse_resource_name, resolve, Access, CaInfo, CertInfo, Credential, CredentialError, Denied,
+    parse_resource_name, resolve, validity_problem, Access, CaInfo, CertInfo, Credential,
+    CredentialError, Denied,
 };
 
 /// Why a subscribed name got no resource.
@@ -32,17 +33,26 @@ pub enum SdsError {
         name: String,
         error: CredentialError,
     },
+    /// Served anyway, as upstream: the certificate is expired or not yet valid.
+    #[error("invalid certificates: {name}: {reason}")]
+    NotValidNow { name: String, reason: String },
 }
 
-/// The resources of one SDS response and what was left out.
+/// The resources of one SDS response and what was left out (or served with a warning).
 #[derive(Debug, Default)]
 pub struct Sds {
     pub resources: Vec<Resource>,
     pub errors: Vec<SdsError>,
 }
 
-/// The Secrets `sub` names that `access` allows, in name order.
-pub fn secrets(secrets: &Secrets, access: &Access, sub: &Subscription) -> Sds {
+/// The Secrets `sub` names that `access` allows, in name order; certificates are checked
+/// for validity at `now`.
+pub fn secrets(
+    secrets: &Secrets,
+    access: &Access,
+    sub: &Subscription,
+    now: time::OffsetDateTime,
+) -> Sds {
     let mut out = Sds::default();
     // SDS is not a wildcard type: a proxy gets only what it names.
     let names: Vec<&String> = sub.names().collect();
@@ -73,7 +83,19 @@ pub fn secrets(secrets: &Secrets, access: &Access, sub: &Subscription) -> Sds {
             reason.get_or_insert(why);
             continue;
         }
-        match resolve(secrets, &r) {
+        let resolved = resolve(secrets, &r);
+        let cert = match &resolved {
+            Ok(Credential::Certificate(info)) => Some(&info.cert),
+            Ok(Credential::Ca(info)) => Some(&info.cert),
+            Err(_) => None,
+        };
+        if let Some(reason) = cert.and_then(|c| validity_problem(c, now)) {
+            out.errors.push(SdsError::NotValidNow {
+                name: name.clone(),
+                reason,
+            });
+        }
+        match resolved {
             Ok(Credential::Certificate(info)) => out.resources.push(tls_secret(name, info)),
             Ok(Credential::Ca(info)) => out.resources.push(ca_secret(name, info)),
             Err(error) => out.errors.push(SdsError::Credential {

@@ -22,6 +22,10 @@ fn tls(cert: &str, key: &str, ca: Option<&str>) -> SecretData {
     }
 }
 
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
 fn gateway(namespace: &str) -> Access {
     Access::Namespace {
         namespace: namespace.into(),
@@ -58,7 +62,7 @@ fn serves_certificates_and_ca_bundles_in_the_proxys_namespace() {
         "bogus",
         "invalid://",
     ]);
-    let out = secrets(&store, &gateway("gw"), &sub);
+    let out = secrets(&store, &gateway("gw"), &sub, now());
     let names: Vec<&str> = out.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
@@ -112,6 +116,7 @@ fn nothing_for_unauthenticated_proxies_or_empty_subscriptions() {
         &store,
         &Access::Unauthenticated,
         &Subscription::of(["kubernetes://gw/a"]),
+        now(),
     );
     assert!(out.resources.is_empty());
     assert_eq!(out.errors, [SdsError::Unauthenticated]);
@@ -119,7 +124,7 @@ fn nothing_for_unauthenticated_proxies_or_empty_subscriptions() {
         Subscription::Wildcard,
         Subscription::of(Vec::<String>::new()),
     ] {
-        let out = secrets(&store, &gateway("gw"), &sub);
+        let out = secrets(&store, &gateway("gw"), &sub, now());
         assert!(out.resources.is_empty() && out.errors.is_empty());
     }
 }
@@ -138,6 +143,7 @@ fn a_broken_secret_leaves_the_others_served() {
         &store,
         &gateway("gw"),
         &Subscription::of(["kubernetes://good", "kubernetes://bad"]),
+        now(),
     );
     assert_eq!(out.resources.len(), 1);
     assert_eq!(out.resources[0].name, "kubernetes://good");
@@ -161,9 +167,41 @@ fn denials_are_reported_once_with_at_most_three_names() {
         &Secrets::default(),
         &refused,
         &Subscription::of(["kubernetes://a", "kubernetes://b"]),
+        now(),
     );
     assert_eq!(out.errors.len(), 1);
     assert!(out.errors[0]
         .to_string()
         .contains("kubernetes://a, kubernetes://b: gw/sa is not authorized"));
+}
+
+#[test]
+fn expired_certificates_are_served_with_a_warning() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["old.example.com".to_owned()]).unwrap();
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(10);
+    params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    let cert = params.self_signed(&key).unwrap().pem();
+    let store = Secrets::from_iter([(
+        SecretKey::new("gw", "old"),
+        tls(&cert, &key.serialize_pem(), Some(&cert)),
+    )]);
+    let sub = Subscription::of(["kubernetes://old", "kubernetes://old-cacert"]);
+    let out = secrets(&store, &gateway("gw"), &sub, now());
+    assert_eq!(out.resources.len(), 2, "served anyway, as upstream");
+    assert_eq!(out.errors.len(), 2);
+    for e in &out.errors {
+        assert!(
+            e.to_string()
+                .contains("certificate is expired or not yet valid"),
+            "{e}"
+        );
+    }
+    let later = secrets(
+        &store,
+        &gateway("gw"),
+        &sub,
+        now() - time::Duration::days(5),
+    );
+    assert!(later.errors.is_empty(), "valid five days ago");
 }
