@@ -5,12 +5,14 @@ refused a Secret of another namespace (left out, reason in istiod's log), gets t
 as a validation context, and receives the new certificate when the Secret is rotated. A
 ServiceAccount that may not list Secrets in its namespace (upstream's SubjectAccessReview) gets
 CA bundles only, and a proxy on plaintext 15010 gets nothing. Responses are decoded with
-`xds-protos` (`xds_protos_decode.py`) and the bytes checked with `cryptography`.
+`xds-protos` (`xds_protos_decode.py`) and the bytes checked with `cryptography`. istiod runs
+with exactly the chart's RBAC (Secrets watched, SubjectAccessReviews created).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import queue
 import uuid
 
@@ -20,22 +22,37 @@ from cryptography import x509
 
 from ca_support import SERVER_NAME
 from conftest import wait_until
+from kube_cluster import chart_rbac
 from live_istiod import LiveIstiod
 from sds_support import SdsStream, certificate, inline, secrets_of, tls_secret
 
 
 @pytest.fixture(scope="module")
 def sds_istiod(kube_cluster, tmp_path_factory):
+    """istiod with exactly the chart's RBAC: its Secret watch and SubjectAccessReviews must
+    work with the verbs the chart grants."""
     ns = f"istio-sds-{uuid.uuid4().hex[:8]}"
     kube_cluster.kubectl("create", "namespace", ns)
-    d = LiveIstiod(tmp_path_factory.mktemp("sds-istiod"), kube_cluster.kubeconfig, ns, "istiod-sds")
+    docs = chart_rbac(ns)
+    kube_cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    (sa,) = [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"]
+    workdir = tmp_path_factory.mktemp("sds-istiod")
+    kubeconfig = kube_cluster.token_kubeconfig(workdir / "istiod.kubeconfig", kube_cluster.token(ns, sa))
+    d = LiveIstiod(workdir, kubeconfig, ns, "istiod-sds")
     try:
         secret = wait_until(lambda: kube_cluster.get_json("secret", "istio-ca-secret", "-n", ns),
                             timeout=30, what="istio-ca-secret")
         d.root = base64.b64decode(secret["data"]["root-cert.pem"])
         yield d
+        # The chart's verbs were enough: no Secret watch refused, no review that failed.
+        failed = [line for line in d.log_text().splitlines()
+                  if "forbidden to list/watch Secrets" in line or "SubjectAccessReview for" in line]
+        assert not failed, "\n".join(failed[:5])
     finally:
         d.stop()
+        for doc in docs:
+            if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+                kube_cluster.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found")
         kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
