@@ -362,3 +362,21 @@ def install_crds(cluster: KubeCluster, crds=None):
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
     names = [f"crd/{d['metadata']['name']}" for d in docs]
     cluster.kubectl("wait", "--for=condition=Established", *names, "--timeout=60s")
+
+
+def chart_rbac(namespace: str) -> list[dict]:
+    """The ServiceAccount, (Cluster)Roles and their bindings the chart renders for `namespace`
+    (skips the test without helm-python-sdk)."""
+    import pytest
+    import yaml
+
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed (tests/requirements.txt)")
+    with helm.Chart.load(ROOT / "charts" / "istiod") as chart:
+        out = chart.render({}, name="istiod", namespace=namespace, is_install=True)
+    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    docs = [d for text in out.values() for d in yaml.safe_load_all(text) if d and d["kind"] in kinds]
+    for d in docs:
+        if d["kind"] in ("ServiceAccount", "Role", "RoleBinding"):
+            d["metadata"]["namespace"] = namespace
+    assert {d["kind"] for d in docs} == kinds, sorted((d["kind"], d["metadata"]["name"]) for d in docs)
+    return docs

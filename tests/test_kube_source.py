@@ -18,10 +18,9 @@ import signal
 import uuid
 
 import pytest
-import yaml
 
-from conftest import ROOT, wait_until
-from kube_cluster import minimal_crd
+from conftest import wait_until
+from kube_cluster import chart_rbac, minimal_crd
 from live_istiod import LiveIstiod
 from live_xds import CDS, EDS, RDS, AdsStream
 
@@ -359,20 +358,6 @@ def test_watches_resume_after_apiserver_restart_and_relist_after_compaction(own_
 # --- 3. RBAC: exactly the chart's roles -------------------------------------------------------
 
 ROOT_CM = "istio-ca-root-cert"
-
-
-def chart_rbac(namespace: str) -> list[dict]:
-    """The ServiceAccount, (Cluster)Roles and their bindings the chart renders for `namespace`."""
-    helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed (tests/requirements.txt)")
-    with helm.Chart.load(ROOT / "charts" / "istiod") as chart:
-        out = chart.render({}, name="istiod", namespace=namespace, is_install=True)
-    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
-    docs = [d for text in out.values() for d in yaml.safe_load_all(text) if d and d["kind"] in kinds]
-    for d in docs:
-        if d["kind"] in ("ServiceAccount", "Role", "RoleBinding"):
-            d["metadata"]["namespace"] = namespace
-    assert {d["kind"] for d in docs} == kinds, sorted((d["kind"], d["metadata"]["name"]) for d in docs)
-    return docs
 
 
 def without_verb(rules: list[dict], group: str, resource: str, verb: str) -> list[dict]:

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::args::{listen_addr, DiscoveryArgs};
 use crate::ca;
 use crate::config::file::{self, DirSource};
+use crate::config::secrets::SecretStore;
 use crate::config::{ConfigStore, Kind};
 use crate::inject::files::{self as inject_files, InjectFiles};
 use crate::kube as kube_source;
@@ -71,6 +72,8 @@ impl App {
 
         // Config: every source loads once before serving, so the first push is complete.
         let store = ConfigStore::new();
+        // Secrets served over SDS, kept apart from config (`config::secrets`).
+        let secrets = SecretStore::new();
         // The CA's trust bundle (PEM), for the Kubernetes writers; fed once the CA exists.
         let (root_tx, root_rx) = watch::channel(String::new());
         // Sidecar injection is served, as upstream, when its config is mounted.
@@ -86,7 +89,10 @@ impl App {
         let (mesh_rx, kube_client) = start_sources(
             &args,
             &settings,
-            &store,
+            Stores {
+                config: &store,
+                secrets: &secrets,
+            },
             file_metrics,
             writers,
             &shutdown,
@@ -97,6 +103,7 @@ impl App {
         let mesh = mesh_rx.borrow().clone();
         // Subscribed after the initial load: the first push context already has it.
         let changes = store.subscribe();
+        let secret_changes = secrets.subscribe();
         // RequestAuthentication keys: fetched before the first push, refreshed after.
         let jwks = JwksResolver::new(settings.jwks.clone()).context("JWKS resolver")?;
         tasks.spawn({
@@ -111,6 +118,24 @@ impl App {
             xds_metrics,
             build_push(&store, &mesh, &args.domain, &jwks).await,
         );
+        // SDS: the Secrets as loaded, then a Secret-only push for every change.
+        discovery.publish_secrets(
+            secrets.snapshot(),
+            Default::default(),
+            tokio::time::Instant::now(),
+        );
+        if let Some(clients) = &kube_client {
+            discovery.set_secret_authorizer(Arc::new(
+                kube_source::secrets::SubjectAccessReviewer::new(clients.main.clone()),
+            ));
+        }
+        tasks.spawn({
+            let (d, secrets, shutdown) = (discovery.clone(), secrets.clone(), shutdown.clone());
+            async move {
+                d.run_secret_pushes(secrets, secret_changes, shutdown).await;
+                Ok(())
+            }
+        });
         tasks.spawn({
             let (d, store, domain, shutdown) = (
                 discovery.clone(),
@@ -292,12 +317,18 @@ struct WriterInputs {
     injection_served: bool,
 }
 
+/// Where the sources put what they read: config, and Secrets for SDS.
+struct Stores<'a> {
+    config: &'a ConfigStore,
+    secrets: &'a SecretStore,
+}
+
 /// Starts the config sources the flags ask for (`--configDir`, `--registries Kubernetes`)
 /// and waits for their initial load. Returns the live mesh config.
 async fn start_sources(
     args: &DiscoveryArgs,
     settings: &Settings,
-    store: &ConfigStore,
+    stores: Stores<'_>,
     file_metrics: file::Metrics,
     writers: WriterInputs,
     shutdown: &CancellationToken,
@@ -319,12 +350,17 @@ async fn start_sources(
     if !kubernetes && args.config_dir.is_empty() {
         anyhow::bail!("no configuration source: pass --configDir DIR (a folder of Kubernetes-style YAML) or --registries Kubernetes");
     }
+    let Stores {
+        config: store,
+        secrets,
+    } = stores;
     let mesh_file_exists = std::path::Path::new(&args.mesh_config).exists();
     let mesh = MeshConfig::load(&args.mesh_config, &args.namespace)?;
     let (mesh_tx, mesh_rx) = watch::channel(mesh);
 
     if !args.config_dir.is_empty() {
-        let source = DirSource::new(&args.config_dir, store.clone(), file_metrics);
+        let source = DirSource::new(&args.config_dir, store.clone(), file_metrics)
+            .with_secrets(secrets.clone());
         let dir_watch = source
             .watch()
             .with_context(|| format!("watching --configDir {}", args.config_dir))?;
@@ -372,6 +408,17 @@ async fn start_sources(
             let shutdown = shutdown.clone();
             async move { source.run(shutdown).await }
         });
+        let (secrets_synced, mut secrets_ready) = watch::channel(false);
+        tasks.spawn({
+            let (client, secrets, shutdown) = (client.clone(), secrets.clone(), shutdown.clone());
+            async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = kube_source::secrets::watch_secrets(client, secrets, secrets_synced) => {}
+                }
+                Ok(())
+            }
+        });
         if !mesh_file_exists {
             // A mesh file wins, as upstream; else the `istio[-<rev>]` ConfigMap, live.
             let (namespace, revision) =
@@ -388,6 +435,8 @@ async fn start_sources(
             info!(pending = %pending.join(", "), "still waiting for the initial sync of Kubernetes resources");
         })
         .await;
+        // Gateways get their certificates from the first push on.
+        let _ = secrets_ready.wait_for(|synced| *synced).await;
         info!("Kubernetes resources synced");
     }
     Ok((mesh_rx, kube_client))

@@ -4,6 +4,7 @@ pub mod file;
 pub mod istio;
 pub mod kind;
 pub mod object;
+pub mod secrets;
 pub mod store;
 pub mod yaml;
 

@@ -7,6 +7,7 @@ pub mod leader;
 pub mod mesh;
 pub mod rate_limit;
 pub mod root_cert;
+pub mod secrets;
 pub mod tokenreview;
 pub mod watch;
 pub mod webhook_patch;

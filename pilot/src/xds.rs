@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod gen;
 pub mod metrics;
 pub mod requests;
+pub mod secrets;
 pub mod sotw;
 pub mod stream;
 pub mod subscriptions;

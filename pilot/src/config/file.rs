@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::object::parse_manifests;
+use super::secrets::SecretStore;
 use super::store::ConfigStore;
 
 /// How long to wait for a burst of file events to settle before rescanning.
@@ -43,6 +44,8 @@ impl Metrics {
 pub struct DirSource {
     dir: PathBuf,
     store: ConfigStore,
+    /// Where the folder's `v1` Secrets go, if anywhere (SDS credentials).
+    secrets: Option<SecretStore>,
     metrics: Metrics,
 }
 
@@ -51,8 +54,15 @@ impl DirSource {
         DirSource {
             dir: dir.into(),
             store,
+            secrets: None,
             metrics,
         }
+    }
+
+    /// Also feeds the folder's Secrets to `secrets`, each file a source of its own.
+    pub fn with_secrets(mut self, secrets: SecretStore) -> Self {
+        self.secrets = Some(secrets);
+        self
     }
 
     /// Loads every file once. Errors in files are recorded, not returned: only an unreadable
@@ -65,6 +75,13 @@ impl DirSource {
             if !seen.contains(&source) {
                 info!(file = %source, "config file removed");
                 self.store.remove_source(&source);
+            }
+        }
+        if let Some(secrets) = &self.secrets {
+            for source in secrets.sources() {
+                if !seen.contains(&source) {
+                    secrets.replace_source(&source, Vec::new());
+                }
             }
         }
         for path in files {
@@ -98,6 +115,12 @@ impl DirSource {
                     }
                     None => true,
                 });
+                if let Some(secrets) = &self.secrets {
+                    let changed = secrets.replace_source(&source, parsed.secrets);
+                    if !changed.is_empty() {
+                        info!(file = %source, secrets = changed.len(), "Secrets updated");
+                    }
+                }
                 let changes = self.store.replace_source(&source, parsed.configs);
                 if !changes.is_empty() {
                     info!(file = %source, kinds = ?changes.kinds, "config updated");

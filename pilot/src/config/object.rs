@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::istio;
 use super::kind::Kind;
+use super::secrets::{SecretData, SecretKey};
 
 /// Identity of an object: kind, namespace (empty for cluster-scoped) and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -109,6 +110,12 @@ pub enum ParseError {
         #[source]
         source: super::yaml::YamlError,
     },
+    #[error("document {doc}: invalid Secret: {source}")]
+    Secret {
+        doc: usize,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("document {doc}: missing {field}")]
     Missing { doc: usize, field: &'static str },
     #[error("document {doc}: {kind} {name}: invalid {what}: {source}")]
@@ -138,10 +145,12 @@ struct Metadata {
     annotations: BTreeMap<String, String>,
 }
 
-/// What a manifest file held: the objects understood, and the kinds it skipped.
+/// What a manifest file held: the objects understood, the Secrets (for SDS, kept apart
+/// from config: see `config::secrets`), and the kinds it skipped.
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub configs: Vec<Config>,
+    pub secrets: Vec<(SecretKey, SecretData)>,
     pub skipped: Vec<String>,
 }
 
@@ -179,6 +188,15 @@ fn collect(doc: usize, value: serde_json::Value, out: &mut Parsed) -> Result<(),
             for item in items {
                 collect(doc, item.clone(), out)?;
             }
+        }
+        return Ok(());
+    }
+    if api_version == "v1" && kind_name == "Secret" {
+        let secret =
+            serde_json::from_value(value).map_err(|source| ParseError::Secret { doc, source })?;
+        match SecretData::from_secret(secret) {
+            Some(s) => out.secrets.push(s),
+            None => out.skipped.push("v1/Secret".to_owned()),
         }
         return Ok(());
     }

@@ -199,7 +199,12 @@ impl Protocol for Delta {
     }
 
     fn on_push(&mut self, full: bool) -> Result<Vec<Outgoing>, StreamEnd> {
-        let types = types::push_order(self.watches.keys().map(String::as_str), full);
+        let mut types = types::push_order(self.watches.keys().map(String::as_str), full);
+        // SDS goes by what changed of Secrets, not by the kind of push.
+        types.retain(|t| t != types::SECRET);
+        if self.stream.secrets_due() && self.watches.contains_key(types::SECRET) {
+            types.push(types::SECRET.to_owned());
+        }
         let mut out = Vec::new();
         for type_url in types {
             out.extend(self.respond(&type_url, false)?);

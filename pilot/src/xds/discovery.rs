@@ -1,7 +1,7 @@
 //! The discovery server: the current push context, the connected proxies, and the loop
 //! that turns config changes into pushes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -14,12 +14,14 @@ use tracing::{debug, info, warn};
 use super::cache::GenCache;
 use super::debounce::Debounce;
 use super::metrics::{Metrics, VersionLabel};
+use super::secrets::{AllowAll, SecretAuthorizer};
 use super::subscriptions::NameSets;
 use super::watch::Watch;
+use crate::config::secrets::{SecretKey, SecretStore, Secrets};
 use crate::config::{ChangeSet, ConfigStore, Kind};
 use crate::model::{MeshConfig, Proxy, PushContext};
 use crate::security::jwks::JwksResolver;
-use crate::security::request_authn;
+use crate::security::{request_authn, Identity};
 use crate::settings::Features;
 
 /// A push: the snapshot to serve and whether proxies need everything or only endpoints.
@@ -32,11 +34,18 @@ pub struct PushEvent {
     pub full_seq: u64,
     /// When the change that caused this push arrived.
     pub triggered_at: Instant,
-    /// Resources generated for this push, shared across connections.
-    pub cache: GenCache,
+    /// Resources generated for this push, shared across connections (and with the
+    /// Secret-only pushes that follow it, which change no other type).
+    pub cache: Arc<GenCache>,
     /// For an endpoints-only push, the hosts whose endpoints changed since the push
     /// before it: a stream that was sent that push sends only their load assignments.
     pub endpoints_changed: Option<Arc<HashSet<String>>>,
+    /// The Secrets SDS serves from, as of this push. Kept beside the push context, not in
+    /// it: a rotated certificate is a push of its own, not a rebuilt snapshot.
+    pub secrets: Arc<Secrets>,
+    /// For a Secret-only push, the Secrets that changed since the push before it: only
+    /// streams subscribed to one of them (or its `-cacert` sibling) send SDS.
+    pub secrets_changed: Option<Arc<BTreeSet<SecretKey>>>,
 }
 
 /// A connected proxy, as the debug endpoints see it.
@@ -48,6 +57,10 @@ pub struct ConnectionInfo {
     pub delta: bool,
     /// Caller identity on the TLS port, if authenticated.
     pub identity: Option<String>,
+    /// The caller's identity once checked against the proxy's namespace and service
+    /// account (upstream's `VerifiedIdentity`): set only on the TLS port with
+    /// `PILOT_ENABLE_XDS_IDENTITY_CHECK`. SDS serves only proxies that have one.
+    pub verified_identity: Option<Identity>,
     /// The stream's per-type state as of its last request or response: a snapshot the
     /// stream publishes, so debug readers never hold up (or lock) the stream itself.
     watches: ArcSwap<BTreeMap<String, Watch>>,
@@ -83,6 +96,10 @@ pub struct DiscoveryServer {
     admission: tokio::sync::Mutex<Instant>,
     /// Streams served or waiting for admission (`PILOT_MAX_XDS_STREAMS`).
     streams: Arc<Semaphore>,
+    /// Serialises publishing, so that config and Secret pushes each build on the last.
+    publishing: Mutex<()>,
+    /// Who may read Secrets (SDS); every authenticated identity until set.
+    secret_authorizer: arc_swap::ArcSwap<Arc<dyn SecretAuthorizer>>,
 }
 
 impl DiscoveryServer {
@@ -97,8 +114,10 @@ impl DiscoveryServer {
             seq: 1,
             full_seq: 1,
             triggered_at: Instant::now(),
-            cache: GenCache::default(),
+            cache: Arc::default(),
             endpoints_changed: None,
+            secrets: Arc::default(),
+            secrets_changed: None,
         };
         let (push_tx, _) = watch::channel(Arc::new(event));
         Arc::new(DiscoveryServer {
@@ -111,8 +130,20 @@ impl DiscoveryServer {
             next_conn: AtomicU64::new(1),
             admission: tokio::sync::Mutex::new(Instant::now()),
             streams: Arc::new(Semaphore::new(features.max_xds_streams.max(1))),
+            publishing: Mutex::new(()),
+            secret_authorizer: arc_swap::ArcSwap::from_pointee(Arc::new(AllowAll)),
             features,
         })
+    }
+
+    /// Sets who may read Secrets (the SubjectAccessReview authorizer with Kubernetes).
+    pub fn set_secret_authorizer(&self, authorizer: Arc<dyn SecretAuthorizer>) {
+        self.secret_authorizer.store(Arc::new(authorizer));
+    }
+
+    /// Who may read Secrets.
+    pub fn secret_authorizer(&self) -> Arc<dyn SecretAuthorizer> {
+        Arc::clone(&self.secret_authorizer.load())
     }
 
     /// The latest push.
@@ -131,6 +162,7 @@ impl DiscoveryServer {
         self.metrics
             .virtual_services
             .set(push.virtual_services.len() as i64);
+        let _publishing = self.lock_publishing();
         let prev = self.current();
         log_new_warnings(&push, &prev.push);
         let seq = prev.seq + 1;
@@ -140,10 +172,82 @@ impl DiscoveryServer {
             seq,
             full_seq: if full { seq } else { prev.full_seq },
             triggered_at,
-            cache: GenCache::default(),
+            cache: Arc::default(),
             endpoints_changed,
+            secrets: prev.secrets.clone(),
+            secrets_changed: None,
         };
         self.push_tx.send_replace(Arc::new(event));
+    }
+
+    /// Publishes new Secrets: a push that sends SDS only to streams subscribed to one of
+    /// `changed` (a stream that skipped pushes re-checks all it watches), and nothing
+    /// else: the push context, its generated config and its endpoints stay.
+    pub fn publish_secrets(
+        &self,
+        secrets: Secrets,
+        changed: BTreeSet<SecretKey>,
+        triggered_at: Instant,
+    ) {
+        let _publishing = self.lock_publishing();
+        let prev = self.current();
+        let event = PushEvent {
+            push: prev.push.clone(),
+            seq: prev.seq + 1,
+            full_seq: prev.full_seq,
+            triggered_at,
+            cache: prev.cache.clone(),
+            // No endpoint changed.
+            endpoints_changed: Some(Arc::default()),
+            secrets: Arc::new(secrets),
+            secrets_changed: Some(Arc::new(changed)),
+        };
+        self.push_tx.send_replace(Arc::new(event));
+    }
+
+    /// Turns Secret changes into Secret-only pushes until the store goes away or
+    /// `shutdown` fires. Changes are merged for `PILOT_DEBOUNCE_AFTER`, as config is: a
+    /// certificate manager rewriting several Secrets causes one push.
+    pub async fn run_secret_pushes(
+        self: Arc<Self>,
+        store: SecretStore,
+        mut changes: tokio::sync::mpsc::UnboundedReceiver<BTreeSet<SecretKey>>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            let mut changed = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = changes.recv() => match c { Some(c) => c, None => return },
+            };
+            let first_at = Instant::now();
+            let quiet = tokio::time::sleep(self.features.debounce_after);
+            tokio::pin!(quiet);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = &mut quiet => break,
+                    c = changes.recv() => match c {
+                        Some(c) => changed.extend(c),
+                        None => break,
+                    },
+                }
+            }
+            self.metrics
+                .inbound_updates
+                .get_or_create(&Metrics::label("secret"))
+                .inc();
+            self.metrics
+                .push_triggers
+                .get_or_create(&Metrics::label("secret"))
+                .inc();
+            let names: Vec<String> = changed.iter().map(ToString::to_string).collect();
+            info!(secrets = %names.join(", "), "secrets changed; pushing SDS");
+            self.publish_secrets(store.snapshot(), changed, first_at);
+        }
+    }
+
+    fn lock_publishing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.publishing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A place for one more stream under `PILOT_MAX_XDS_STREAMS`, held for the stream's
@@ -169,8 +273,10 @@ impl DiscoveryServer {
         self: &Arc<Self>,
         proxy: Proxy,
         delta: bool,
-        identity: Option<String>,
+        caller: Option<Identity>,
     ) -> ConnectionGuard {
+        let identity = caller.as_ref().map(ToString::to_string);
+        let verified_identity = caller.filter(|_| self.features.xds_identity_check);
         let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", proxy.node_id);
         let version = self.metrics.connected(&proxy.istio_version);
@@ -180,6 +286,7 @@ impl DiscoveryServer {
             connected_at: SystemTime::now(),
             delta,
             identity,
+            verified_identity,
             watches: ArcSwap::default(),
         });
         self.lock_connections().insert(id, info.clone());
@@ -391,6 +498,46 @@ mod tests {
         let ev = wait_seq(&server, 4).await;
         assert_eq!(ev.full_seq, 4, "a mesh change is a full push");
         assert_eq!(ev.push.mesh.trust_domain, "example.org");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn secret_changes_become_secret_only_pushes() {
+        use crate::config::secrets::SecretData;
+        let env = crate::settings::Env::from_pairs([("PILOT_DEBOUNCE_AFTER", "1ms")]);
+        let features = Features::from_env(&env).unwrap();
+        let server = DiscoveryServer::new(features, Metrics::default(), PushContext::default());
+        let secrets = SecretStore::new();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(server.clone().run_secret_pushes(
+            secrets.clone(),
+            secrets.subscribe(),
+            shutdown.clone(),
+        ));
+        let before = server.current();
+        secrets.upsert("f", SecretKey::new("gw", "a"), SecretData::default());
+        let ev = wait_seq(&server, 2).await;
+        assert_eq!(ev.full_seq, 1, "not a config push");
+        assert!(
+            Arc::ptr_eq(&ev.push, &before.push),
+            "the push context stays"
+        );
+        assert!(
+            Arc::ptr_eq(&ev.cache, &before.cache),
+            "and its generated config"
+        );
+        assert_eq!(ev.endpoints_changed.as_deref().map(HashSet::len), Some(0));
+        assert_eq!(
+            ev.secrets_changed.as_deref(),
+            Some(&BTreeSet::from([SecretKey::new("gw", "a")]))
+        );
+        assert!(ev.secrets.get("gw", "a").is_some());
+
+        // A config push keeps the Secrets and is not a Secret push.
+        server.publish(PushContext::default(), true, Instant::now());
+        let ev = server.current();
+        assert!(ev.secrets.get("gw", "a").is_some());
+        assert_eq!(ev.secrets_changed, None);
         shutdown.cancel();
     }
 }

@@ -11,6 +11,7 @@ pub mod naming;
 pub mod proxyless;
 pub mod rds;
 pub mod route;
+pub mod sds;
 #[cfg(test)]
 pub(crate) mod testing;
 

@@ -129,6 +129,9 @@ pub struct Metrics {
     pub write_timeouts: Counter,
     /// `pilot_xds_rejected_streams`: streams refused at `PILOT_MAX_XDS_STREAMS`.
     pub rejected_streams: Counter,
+    /// `pilot_sds_certificate_errors_total`: SDS names left out of a response (not
+    /// parsable, refused, or a Secret missing or unusable), as upstream counts them.
+    pub sds_certificate_errors: Counter,
 }
 
 impl Metrics {
@@ -154,6 +157,7 @@ impl Metrics {
             internal_errors: Counter::default(),
             write_timeouts: Counter::default(),
             rejected_streams: Counter::default(),
+            sds_certificate_errors: Counter::default(),
         };
         registry.register(
             "pilot_xds",
@@ -231,6 +235,11 @@ impl Metrics {
             "pilot_xds_rejected_streams",
             "xDS streams refused because the replica serves PILOT_MAX_XDS_STREAMS streams.",
             m.rejected_streams.clone(),
+        );
+        registry.register(
+            "pilot_sds_certificate_errors_total",
+            "Total number of failures to fetch SDS key and certificate.",
+            m.sds_certificate_errors.clone(),
         );
         m
     }

@@ -87,7 +87,13 @@ impl Protocol for Sotw {
                 .values()
                 .filter(|w| w.is_active())
                 .map(|w| w.type_url.as_str());
-            types::push_order(active, full)
+            let mut types = types::push_order(active, full);
+            // SDS goes by what changed of Secrets, not by the kind of push.
+            types.retain(|t| t != types::SECRET);
+            if self.stream.secrets_due() && self.is_active(types::SECRET) {
+                types.push(types::SECRET.to_owned());
+            }
+            types
         };
         let mut out = Vec::new();
         for t in &types {
@@ -110,6 +116,13 @@ impl Protocol for Sotw {
 }
 
 impl Sotw {
+    fn is_active(&self, type_url: &str) -> bool {
+        self.stream
+            .watches
+            .get(type_url)
+            .is_some_and(|w| w.is_active())
+    }
+
     /// In an endpoints-only push that follows the last one this stream served, the
     /// subscribed clusters whose endpoints changed; `None` when all must be sent.
     fn changed_endpoints(&self) -> Option<Arc<BTreeSet<String>>> {

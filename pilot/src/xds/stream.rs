@@ -14,14 +14,15 @@ use tokio::sync::SemaphorePermit;
 use tonic::Status;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::cache::ProxyResources;
+use super::cache::{Generated, ProxyResources};
 use super::discovery::{ConnectionGuard, DiscoveryServer, PushEvent};
-use super::gen::{GenContext, Part, Subscription};
+use super::gen::{sds, GenContext, Part, Subscription};
 use super::metrics::Metrics;
 use super::requests::Requests;
 use super::types;
 use super::watch::Watch;
 use super::wire::WireResponse;
+use crate::model::credentials::Access;
 use crate::model::{Proxy, PushContext, SidecarScope};
 use crate::security::Caller;
 
@@ -90,17 +91,24 @@ pub struct Outgoing {
 /// An xDS request that names its proxy in the first message.
 pub trait XdsRequest: Message + Default + Send + 'static {
     fn node(&self) -> Option<&Node>;
+    fn type_url(&self) -> &str;
 }
 
 impl XdsRequest for DiscoveryRequest {
     fn node(&self) -> Option<&Node> {
         self.node.as_ref()
     }
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
 }
 
 impl XdsRequest for DeltaDiscoveryRequest {
     fn node(&self) -> Option<&Node> {
         self.node.as_ref()
+    }
+    fn type_url(&self) -> &str {
+        &self.type_url
     }
 }
 
@@ -151,7 +159,7 @@ pub async fn run<P: Protocol>(
     } else {
         info_span!("ads", node = %proxy.node_id)
     };
-    let guard = server.connect(proxy, P::DELTA, caller.map(|c| c.0.to_string()));
+    let guard = server.connect(proxy, P::DELTA, caller.map(|c| c.0));
     let handler = P::new(ProxyStream::new(server, guard, tx));
     serve(handler, first, inbound).instrument(span).await;
 }
@@ -189,6 +197,9 @@ async fn serve_until_end<P: Protocol>(
     let mut request = Some(first);
     loop {
         if let Some(req) = request.take() {
+            if req.type_url() == types::SECRET {
+                handler.stream_mut().refresh_secret_access().await;
+            }
             let responses = handler.on_request(req);
             handler.stream().publish();
             if let Err(end) = handler.stream().send_all(responses).await {
@@ -212,6 +223,10 @@ async fn serve_until_end<P: Protocol>(
                 // ones it missed and goes straight to the current state.
                 let event = pushes.borrow_and_update().clone();
                 let full = handler.stream_mut().advance(event);
+                if handler.stream().secrets_due() {
+                    // Asked outside the push slot: the authorizer may call the API server.
+                    handler.stream_mut().refresh_secret_access().await;
+                }
                 let server = handler.stream().server.clone();
                 let responses = {
                     let _permit = throttle(&server).await?;
@@ -257,6 +272,10 @@ pub struct ProxyStream {
     /// Per type: what the proxy asked for and was sent. Owned by the stream; the debug
     /// endpoints see the snapshots [`ProxyStream::publish`] makes.
     pub watches: BTreeMap<String, Watch>,
+    /// Which Secrets the proxy may read, as of its last SDS request or push.
+    secret_access: Access,
+    /// Whether the current push may change the SDS resources this stream subscribes to.
+    secrets_due: bool,
 }
 
 impl ProxyStream {
@@ -273,6 +292,8 @@ impl ProxyStream {
             keys,
             endpoints_changed: None,
             watches: BTreeMap::new(),
+            secret_access: Access::Unauthenticated,
+            secrets_due: false,
         }
     }
 
@@ -284,11 +305,29 @@ impl ProxyStream {
     /// Moves to a new push; returns whether it was a full one (scope and key recomputed).
     fn advance(&mut self, event: Arc<PushEvent>) -> bool {
         let full = event.full_seq > self.event.seq;
+        let next = event.seq == self.event.seq + 1;
         // A stream that skipped a push does not know what changed in it: it resends all.
-        self.endpoints_changed = if !full && event.seq == self.event.seq + 1 {
+        self.endpoints_changed = if !full && next {
             event.endpoints_changed.clone()
         } else {
             None
+        };
+        self.secrets_due = match (&event.secrets_changed, self.watches.get(types::SECRET)) {
+            (_, None) => false,
+            // The Secret push that follows the last one served: only the Secrets it names.
+            (Some(changed), Some(w)) if next => super::secrets::concerns(
+                &w.subscription,
+                self.guard
+                    .info
+                    .verified_identity
+                    .as_ref()
+                    .map_or("", |id| id.namespace.as_str()),
+                changed,
+            ),
+            // A config push, or pushes skipped: SDS only if some Secret changed meanwhile
+            // (and then it is sent only if its bytes differ). Upstream, too, leaves SDS out
+            // of pushes that change no Secret.
+            _ => !Arc::ptr_eq(&event.secrets, &self.event.secrets),
         };
         self.event = event;
         if full {
@@ -304,9 +343,39 @@ impl ProxyStream {
         self.endpoints_changed.as_deref()
     }
 
+    /// Whether the current push may change this stream's SDS resources: a Secret push
+    /// naming a Secret it subscribes to, or any push after which the Secrets differ from
+    /// those of the last push this stream served.
+    pub fn secrets_due(&self) -> bool {
+        self.secrets_due
+    }
+
+    /// Asks again which Secrets the proxy may read (the authorizer caches its answers).
+    pub async fn refresh_secret_access(&mut self) {
+        let authorizer = self.server.secret_authorizer();
+        self.secret_access =
+            super::secrets::access_of(self.guard.info.verified_identity.as_ref(), &authorizer)
+                .await;
+    }
+
+    /// The proxy's SDS resources: generated per stream (they depend on its identity and
+    /// are few), with every name left out logged and counted as upstream does.
+    fn generated_secrets(&self, sub: &Subscription) -> ProxyResources {
+        let now = time::OffsetDateTime::now_utc();
+        let out = sds::secrets(&self.event.secrets, &self.secret_access, sub, now);
+        for error in &out.errors {
+            warn!(%error, "SDS: not serving a resource");
+            self.server.metrics.sds_certificate_errors.inc();
+        }
+        ProxyResources::new(vec![Arc::new(Generated::new(out.resources))])
+    }
+
     /// The proxy's resources of `type_url` in the current push, each part shared with
     /// every proxy of the same key for it. `None` if no generator serves the type.
     pub fn generated(&self, type_url: &str, sub: &Subscription) -> Option<ProxyResources> {
+        if type_url == types::SECRET {
+            return Some(self.generated_secrets(sub));
+        }
         let proxy = &self.guard.info.proxy;
         let ctx = GenContext {
             push: &self.event.push,

@@ -170,3 +170,27 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn secrets_are_kept_apart_from_config() {
+    let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: my-cert, namespace: gw}\ntype: kubernetes.io/tls\ndata: {tls.crt: Y2VydA==}\nstringData: {tls.key: key}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: token, namespace: gw}\ntype: kubernetes.io/service-account-token\n";
+    let parsed = parse_manifests(text).unwrap();
+    assert!(parsed.configs.is_empty());
+    assert_eq!(
+        parsed.skipped,
+        vec!["v1/Secret"],
+        "service-account tokens are skipped"
+    );
+    let [(key, data)] = parsed.secrets.as_slice() else {
+        panic!("one Secret: {:?}", parsed.secrets)
+    };
+    assert_eq!(key.to_string(), "gw/my-cert");
+    assert_eq!(data.data["tls.crt"], b"cert");
+    assert_eq!(data.data["tls.key"], b"key");
+    let err = parse_manifests("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ndata: {x: 1}\n")
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("document 0: invalid Secret"),
+        "{err}"
+    );
+}
