@@ -37,7 +37,7 @@ use super::naming::{
 };
 use super::route::{default_route, destination_cluster};
 use super::{GenContext, Resource};
-use crate::config::istio::TcpRoute;
+use crate::config::istio::{TcpRoute, MESH_GATEWAY};
 use crate::model::push_context::host_matches;
 use crate::model::service::{labels_match, Registry, Resolution, Service};
 use crate::model::Proxy;
@@ -246,6 +246,7 @@ fn tcp_rule_matches(rule: &TcpRoute, port: u16, proxy: &Proxy) -> bool {
         || rule.matches.iter().any(|m| {
             m.port.is_none_or(|p| p == u32::from(port))
                 && labels_match(&m.source_labels, &proxy.labels)
+                && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == MESH_GATEWAY))
         })
 }
 

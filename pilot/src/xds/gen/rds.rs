@@ -17,8 +17,9 @@ use prost::Message;
 use super::cds::policy::{hash_policy, merge_traffic_policy};
 use super::lds::egress_allows;
 use super::naming::{cluster_name, parse_cluster_name, Direction, PASSTHROUGH_CLUSTER};
-use super::route::{default_route, duration, http_routes};
+use super::route::{default_route, duration, http_routes, RouteSource};
 use super::{GenContext, Resource, Subscription};
+use crate::config::istio::MESH_GATEWAY;
 use crate::model::service::{Registry, Resolution, Service};
 use crate::model::PushContext;
 
@@ -59,7 +60,7 @@ pub fn route_config(ctx: &GenContext<'_>, name: &str, port: u16) -> RouteConfigu
             continue;
         }
         let mut routes = match ctx.scope.virtual_service_for(&svc.hostname) {
-            Some(vs) => http_routes(ctx.push, &vs.spec.http, port, false),
+            Some(vs) => http_routes(ctx.push, &vs.spec.http, port, false, &mesh_source(ctx)),
             None => vec![default_route(
                 cluster_name(Direction::Outbound, port, "", &svc.hostname),
                 false,
@@ -87,6 +88,15 @@ pub fn route_config(ctx: &GenContext<'_>, name: &str, port: u16) -> RouteConfigu
         // Clients send `Host: name:port` or just `name`; both must hit the same vhost.
         ignore_port_in_host_matching: true,
         ..Default::default()
+    }
+}
+
+/// A sidecar as the source of its routes: the `mesh` gateway, its labels and namespace.
+pub fn mesh_source<'a>(ctx: &'a GenContext<'_>) -> RouteSource<'a> {
+    RouteSource {
+        gateways: &[MESH_GATEWAY],
+        labels: &ctx.proxy.labels,
+        namespace: &ctx.proxy.config_namespace,
     }
 }
 
