@@ -1,6 +1,7 @@
 //! The model generators read: services, endpoints, proxies and the push context snapshot.
 
 pub mod authorization;
+pub mod gateway;
 pub mod mesh;
 pub mod proxy;
 pub mod push_context;

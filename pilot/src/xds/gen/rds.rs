@@ -26,7 +26,7 @@ use crate::model::PushContext;
 pub const ALLOW_ANY_VHOST: &str = "allow_any";
 pub const BLOCK_ALL_VHOST: &str = "block_all";
 /// Upstream's cap on direct response bodies (1 MiB).
-const MAX_DIRECT_RESPONSE_BODY: u32 = 1024 * 1024;
+pub const MAX_DIRECT_RESPONSE_BODY: u32 = 1024 * 1024;
 /// Port whose `host:port` domains upstream leaves out: clients omit it.
 const PORT_NO_SUFFIX: u16 = 80;
 
@@ -159,7 +159,7 @@ fn alt_hosts(host: &str, proxy_dns_domain: &str) -> Vec<String> {
 
 /// Consistent hashing needs the route to say what to hash: taken from the policy of the
 /// route's single destination cluster.
-fn add_hash_policy(push: &PushContext, proxy_ns: &str, route: &mut Route) {
+pub fn add_hash_policy(push: &PushContext, proxy_ns: &str, route: &mut Route) {
     let Some(Action::Route(action)) = &mut route.action else {
         return;
     };
