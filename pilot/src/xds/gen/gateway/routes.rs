@@ -2,7 +2,7 @@
 //! HTTP server route name, with a virtual host per host that a server and a VirtualService
 //! bound to its Gateway have in common.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use envoy_types::pb::envoy::config::route::v3::{
     route_match::PathSpecifier, virtual_host::TlsRequirementType, Route, RouteConfiguration,
@@ -49,14 +49,16 @@ pub fn route_config(
     for s in &servers {
         let port = gateway_port(s);
         let redirect = s.https_redirect();
+        // The server's hosts as each namespace's VirtualServices see them.
+        let mut seen_from: HashMap<&str, ServerHosts> = HashMap::new();
         for vs in ctx
             .push
             .virtual_services_for_gateway(&ctx.proxy.config_namespace, &s.gateway)
         {
-            let hosts = intersect(
-                &server_hosts_for(&s.server.hosts, &vs.namespace),
-                &vs.spec.hosts,
-            );
+            let hosts = seen_from
+                .entry(vs.namespace.as_str())
+                .or_insert_with(|| ServerHosts::new(&s.server.hosts, &vs.namespace))
+                .intersect(&vs.spec.hosts);
             if hosts.is_empty() {
                 continue;
             }
@@ -144,37 +146,63 @@ fn gateway_port(s: &MergedServer) -> u16 {
     u16::try_from(n).unwrap_or_default()
 }
 
-/// Upstream's `NamesForNamespace`: a server's hosts as a VirtualService of `namespace`
-/// sees them (`ns/host` only when `ns` is that namespace or `*`).
-fn server_hosts_for(hosts: &[String], namespace: &str) -> Vec<String> {
-    hosts
-        .iter()
-        .filter_map(|h| match h.split_once('/') {
-            Some((ns, host)) if ns == namespace || ns == "*" => Some(host.to_owned()),
-            Some(_) => None,
-            None => Some(h.clone()),
-        })
-        .collect()
+/// A server's hosts as a VirtualService of one namespace sees them (upstream's
+/// `NamesForNamespace`: `ns/host` only when `ns` is that namespace or `*`), split so that
+/// exact names are found without a scan.
+struct ServerHosts {
+    exact: HashSet<String>,
+    wildcards: Vec<String>,
 }
 
-/// Upstream's `Names.Intersection`: for each overlapping pair, the narrower host.
-fn intersect(server: &[String], vs: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for a in server {
-        for b in vs {
-            let narrower = if host_matches(b, a) {
-                a
-            } else if host_matches(a, b) {
-                b
-            } else {
-                continue;
+impl ServerHosts {
+    fn new(hosts: &[String], namespace: &str) -> Self {
+        let mut out = ServerHosts {
+            exact: HashSet::new(),
+            wildcards: Vec::new(),
+        };
+        for h in hosts {
+            let host = match h.split_once('/') {
+                Some((ns, host)) if ns == namespace || ns == "*" => host,
+                Some(_) => continue,
+                None => h.as_str(),
             };
-            if !out.contains(narrower) {
-                out.push(narrower.clone());
+            if host.starts_with('*') {
+                out.wildcards.push(host.to_owned());
+            } else {
+                out.exact.insert(host.to_owned());
             }
         }
+        out
     }
-    out
+
+    /// Upstream's `Names.Intersection`: for each overlapping pair of a server host and a
+    /// VirtualService host, the narrower one.
+    fn intersect(&self, vs_hosts: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut add = |h: &String| {
+            if !out.contains(h) {
+                out.push(h.clone());
+            }
+        };
+        for b in vs_hosts {
+            if b.starts_with('*') {
+                for a in self.exact.iter().filter(|a| host_matches(b, a)) {
+                    add(a);
+                }
+            } else if self.exact.contains(b) {
+                add(b);
+            }
+            for w in &self.wildcards {
+                if host_matches(b, w) {
+                    add(w);
+                } else if host_matches(w, b) {
+                    add(b);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
 }
 
 /// Upstream's `IsCatchAllRoute`: prefix `/` or regex `.*`, no header or query match.
@@ -188,4 +216,28 @@ fn is_catch_all(r: &Route) -> bool {
         _ => false,
     };
     path && m.headers.is_empty() && m.query_parameters.is_empty() && m.dynamic_metadata.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_intersect_to_the_narrower_name_within_the_namespace() {
+        let server: Vec<String> = [
+            "*.example.com",
+            "apps/a.internal",
+            "other/b.internal",
+            "*/c.internal",
+        ]
+        .map(String::from)
+        .to_vec();
+        let hosts = ServerHosts::new(&server, "apps");
+        let vs = |h: &[&str]| hosts.intersect(&h.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(vs(&["x.example.com"]), ["x.example.com"]);
+        assert_eq!(vs(&["*"]), ["*.example.com", "a.internal", "c.internal"]);
+        assert_eq!(vs(&["b.internal", "a.internal"]), ["a.internal"]);
+        assert_eq!(vs(&["*.internal"]), ["a.internal", "c.internal"]);
+        assert!(vs(&["example.org"]).is_empty());
+    }
 }
