@@ -10,6 +10,10 @@
 //! The `secure` cases put the same 1000 `http` services under mesh-wide STRICT mTLS with 100
 //! namespace-wide AuthorizationPolicies, generated for a sidecar that is a workload (the
 //! endpoint of `svc-0`), so inbound mTLS chains and RBAC filters are part of the output.
+//!
+//! The `router` cases are a gateway proxy selected by one Gateway whose HTTP (80) and HTTPS
+//! (443, `credentialName`) servers list 1000 hosts, each bound by a VirtualService to one of
+//! the 1000 `http` services.
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
@@ -21,7 +25,7 @@ use kube_fake::objects::{manifests, mesh_security, services};
 use pilot::config::object::parse_manifests;
 use pilot::config::ConfigStore;
 use pilot::model::{MeshConfig, PushContext};
-use pilot::testing::{push_context, sidecar};
+use pilot::testing::{push_context, router, sidecar};
 use pilot::xds::gen::rds;
 use pilot::xds::gen::{generate, GenContext, Resource, Subscription};
 use pilot::xds::types;
@@ -135,5 +139,50 @@ fn secure_generation(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, generation, secure_generation, init_push_context);
+/// One Gateway with `n` hosts on HTTP and HTTPS, and a VirtualService per host routing to
+/// `svc-<i>`.
+fn gateway_config(n: usize) -> String {
+    let hosts: Vec<String> = (0..n).map(|i| format!("svc-{i}.example.com")).collect();
+    let hosts = hosts.join(", ");
+    let mut out = format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: ingress, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - {{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [{hosts}]}}\n  - {{port: {{number: 443, name: https, protocol: HTTPS}}, hosts: [{hosts}], tls: {{mode: SIMPLE, credentialName: ingress-cert}}}}\n"
+    );
+    for i in 0..n {
+        out.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc-{i}, namespace: default}}\nspec:\n  hosts: [svc-{i}.example.com]\n  gateways: [istio-system/ingress]\n  http: [{{route: [{{destination: {{host: svc-{i}}}}}]}}]\n"
+        ));
+    }
+    out
+}
+
+/// CDS/EDS/LDS/RDS for a gateway proxy with 1000 hosts on one Gateway.
+fn router_generation(c: &mut Criterion) {
+    let proxy = router(
+        "10.250.0.1",
+        "istio-system",
+        &[("istio", "ingressgateway")],
+        &[],
+    );
+    let yaml = format!(
+        "{}{}",
+        manifests(&services(1000, "http")),
+        gateway_config(1000)
+    );
+    let push = push_context(&yaml);
+    let scope = push.sidecar_scope(&proxy);
+    let ctx = GenContext {
+        push: &push,
+        proxy: &proxy,
+        scope: &scope,
+    };
+    bench_types(c, &ctx, "router", 1000);
+}
+
+criterion_group!(
+    benches,
+    generation,
+    secure_generation,
+    router_generation,
+    init_push_context
+);
 criterion_main!(benches);

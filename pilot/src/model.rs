@@ -2,6 +2,7 @@
 
 pub mod authorization;
 pub mod credentials;
+pub mod gateway;
 pub mod mesh;
 pub mod proxy;
 pub mod push_context;

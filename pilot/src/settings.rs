@@ -197,6 +197,7 @@ pub const VARIABLES: &[Variable] = &[
     var(PILOT_ENABLE_XDS_IDENTITY_CHECK, "true", Rule::Bool, "A caller authenticated on 15012 may only claim its own namespace."),
     var(ENABLE_DEBUG_ON_HTTP, "true", Rule::Bool, "Serve `/debug/*` on the HTTP port (8080) as well as on 15014."),
     var(PILOT_ENABLE_AMBIENT, "false", Rule::Bool, "Accept ztunnel connections."),
+    var(PILOT_SCOPE_GATEWAY_TO_NAMESPACE, "false", Rule::Bool, "A gateway proxy takes only the Gateway resources of its own namespace."),
     var(GRPC_KEEPALIVE_INTERVAL, "30s", Rule::Duration, "`--keepaliveInterval`: HTTP/2 pings on idle gRPC connections (15010, 15012)."),
     var(GRPC_KEEPALIVE_TIMEOUT, "10s", Rule::Duration, "`--keepaliveTimeout`: an unanswered ping closes the connection."),
     // Sidecar injection.
@@ -234,6 +235,7 @@ pub const KUBECONFIG: &str = "KUBECONFIG";
 pub const PILOT_DEBOUNCE_AFTER: &str = "PILOT_DEBOUNCE_AFTER";
 pub const PILOT_DEBOUNCE_MAX: &str = "PILOT_DEBOUNCE_MAX";
 pub const PILOT_ENABLE_EDS_DEBOUNCE: &str = "PILOT_ENABLE_EDS_DEBOUNCE";
+pub const PILOT_SCOPE_GATEWAY_TO_NAMESPACE: &str = "PILOT_SCOPE_GATEWAY_TO_NAMESPACE";
 pub const PILOT_PUSH_THROTTLE: &str = "PILOT_PUSH_THROTTLE";
 pub const PILOT_MAX_REQUESTS_PER_SECOND: &str = "PILOT_MAX_REQUESTS_PER_SECOND";
 pub const PILOT_XDS_SEND_TIMEOUT: &str = "PILOT_XDS_SEND_TIMEOUT";
@@ -318,6 +320,8 @@ pub struct Features {
     pub enable_debug_on_http: bool,
     /// `PILOT_ENABLE_AMBIENT`: accept ztunnel connections.
     pub enable_ambient: bool,
+    /// `PILOT_SCOPE_GATEWAY_TO_NAMESPACE`: a router takes only its namespace's Gateways.
+    pub scope_gateway_to_namespace: bool,
 }
 
 impl Features {
@@ -350,6 +354,7 @@ impl Features {
             xds_identity_check: env.bool(PILOT_ENABLE_XDS_IDENTITY_CHECK, true)?,
             enable_debug_on_http: env.bool(ENABLE_DEBUG_ON_HTTP, true)?,
             enable_ambient: env.bool(PILOT_ENABLE_AMBIENT, false)?,
+            scope_gateway_to_namespace: env.bool(PILOT_SCOPE_GATEWAY_TO_NAMESPACE, false)?,
         })
     }
 }

@@ -61,3 +61,38 @@ pub fn grpc_client(namespace: &str) -> Proxy {
     )))
     .expect("valid fixture node")
 }
+
+/// A gateway proxy (`router`) in `namespace` with `ip`, pod `labels` and extra metadata.
+pub fn router(
+    ip: &str,
+    namespace: &str,
+    labels: &[(&str, &str)],
+    metadata: &[(&str, &str)],
+) -> Proxy {
+    let mut n = node(
+        &format!("router~{ip}~gw.{namespace}~{namespace}.svc.cluster.local"),
+        metadata,
+    );
+    let labels = Struct {
+        fields: labels
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    Value {
+                        kind: Some(ValueKind::StringValue(v.to_string())),
+                    },
+                )
+            })
+            .collect(),
+    };
+    if let Some(md) = n.metadata.as_mut() {
+        md.fields.insert(
+            "LABELS".into(),
+            Value {
+                kind: Some(ValueKind::StructValue(labels)),
+            },
+        );
+    }
+    Proxy::from_node(Some(&n)).expect("valid fixture node")
+}

@@ -67,9 +67,20 @@ pub struct VirtualService {
     pub hosts: Vec<String>,
     pub gateways: Vec<String>,
     pub http: Vec<HttpRoute>,
+    pub tls: Vec<TlsRoute>,
     pub tcp: Vec<TcpRoute>,
     pub export_to: Vec<String>,
 }
+
+impl VirtualService {
+    /// Whether the rule applies to sidecars: no `gateways`, or `mesh` among them.
+    pub fn binds_mesh(&self) -> bool {
+        self.gateways.is_empty() || self.gateways.iter().any(|g| g == MESH_GATEWAY)
+    }
+}
+
+/// The reserved gateway name that means every sidecar of the mesh.
+pub const MESH_GATEWAY: &str = "mesh";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -104,6 +115,7 @@ pub struct HttpMatchRequest {
     pub port: Option<u32>,
     pub source_labels: Labels,
     pub source_namespace: Option<String>,
+    pub gateways: Vec<String>,
     pub ignore_uri_case: bool,
 }
 
@@ -243,6 +255,26 @@ pub struct L4MatchAttributes {
     pub port: Option<u32>,
     pub destination_subnets: Vec<String>,
     pub source_labels: Labels,
+    pub gateways: Vec<String>,
+}
+
+/// A VirtualService `tls` rule: passthrough TLS routed by SNI.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsRoute {
+    #[serde(rename = "match")]
+    pub matches: Vec<TlsMatchAttributes>,
+    pub route: Vec<RouteDestination>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsMatchAttributes {
+    pub sni_hosts: Vec<String>,
+    pub destination_subnets: Vec<String>,
+    pub port: Option<u32>,
+    pub source_labels: Labels,
+    pub gateways: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -419,8 +451,30 @@ pub struct Gateway {
 pub struct GatewayServer {
     pub port: Option<ServicePort>,
     pub hosts: Vec<String>,
+    pub tls: Option<ServerTlsSettings>,
     pub bind: String,
     pub name: String,
+}
+
+/// A Gateway server's `tls` block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServerTlsSettings {
+    pub https_redirect: bool,
+    /// `PASSTHROUGH`, `SIMPLE` (the default), `MUTUAL`, `AUTO_PASSTHROUGH`,
+    /// `ISTIO_MUTUAL` or `OPTIONAL_MUTUAL`.
+    pub mode: Option<String>,
+    pub server_certificate: String,
+    pub private_key: String,
+    pub ca_certificates: String,
+    pub credential_name: String,
+    pub credential_names: Vec<String>,
+    pub ca_cert_credential_name: String,
+    pub subject_alt_names: Vec<String>,
+    pub min_protocol_version: Option<String>,
+    pub max_protocol_version: Option<String>,
+    pub cipher_suites: Vec<String>,
+    pub ecdh_curves: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -74,6 +74,9 @@ pub struct Proxy {
     pub has_proxy_config: bool,
     /// `region/zone/subzone`.
     pub locality: String,
+    /// Metadata `ROUTER_MODE` of a gateway: `sni-dnat` adds the clusters that
+    /// `AUTO_PASSTHROUGH` servers route to by SNI.
+    pub router_mode: String,
 }
 
 impl Proxy {
@@ -134,7 +137,13 @@ impl Proxy {
             generator: string_field(md, "GENERATOR").unwrap_or_default(),
             has_proxy_config: md.is_some_and(|m| m.fields.contains_key("PROXY_CONFIG")),
             locality,
+            router_mode: string_field(md, "ROUTER_MODE").unwrap_or_default(),
         })
+    }
+
+    /// A gateway proxy: served from Gateway resources, not as a sidecar.
+    pub fn is_router(&self) -> bool {
+        self.kind == NodeType::Router
     }
 
     /// Proxyless gRPC clients get gRPC-shaped config.

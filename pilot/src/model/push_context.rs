@@ -5,11 +5,14 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::authorization::AuthorizationPolicies;
+use super::gateway::resolve_gateway_name;
 use super::mesh::MeshConfig;
 use super::proxy::Proxy;
 use super::registry::{self, PodInfo};
 use super::service::{labels_match, Endpoint, ExportTo, Service};
-use crate::config::istio::{DestinationRule, RequestAuthentication, Sidecar, VirtualService};
+use crate::config::istio::{
+    DestinationRule, Gateway, RequestAuthentication, Sidecar, VirtualService,
+};
 use crate::config::store::SourceError;
 use crate::config::{Kind, Snapshot, Spec};
 use crate::security::jwks::JwksKeys;
@@ -39,8 +42,15 @@ pub struct PushContext {
     /// Every endpoint address, to tell a proxy that serves a service from a pure client.
     endpoint_ips: HashSet<String>,
     pub pods_by_ip: HashMap<String, PodInfo>,
-    /// Virtual services with their hosts resolved to FQDNs, sorted by namespace/name.
+    /// Virtual services with their hosts resolved to FQDNs and their gateway names to
+    /// `namespace/name` (or `mesh`), sorted by namespace/name.
     pub virtual_services: Vec<Arc<Named<VirtualService>>>,
+    /// Istio Gateways, oldest first (then by name and namespace), as upstream orders them
+    /// for merging.
+    pub gateways: Vec<Arc<Named<Gateway>>>,
+    /// `PILOT_SCOPE_GATEWAY_TO_NAMESPACE`: a router proxy only takes the Gateways of its own
+    /// namespace (set by the push builder).
+    pub scope_gateway_to_namespace: bool,
     destination_rules: HashMap<String, Vec<Arc<Named<DestinationRule>>>>,
     sidecars: Vec<Arc<Named<Sidecar>>>,
     /// PeerAuthentications: which inbound ports require mTLS.
@@ -80,6 +90,7 @@ impl PushContext {
         let mut destination_rules: HashMap<String, Vec<Arc<Named<DestinationRule>>>> =
             HashMap::new();
         let mut sidecars = Vec::new();
+        let mut gateways = Vec::new();
         for c in snapshot.configs.values() {
             let ns = &c.key.namespace;
             match &c.spec {
@@ -106,6 +117,12 @@ impl PushContext {
                             d.destination.host = resolve_host(&d.destination.host, ns, domain);
                         }
                     }
+                    for route in &mut vs.tls {
+                        for d in &mut route.route {
+                            d.destination.host = resolve_host(&d.destination.host, ns, domain);
+                        }
+                    }
+                    resolve_gateway_names(&mut vs, ns);
                     virtual_services.push(Arc::new(Named {
                         name: c.key.name.clone(),
                         namespace: ns.clone(),
@@ -132,9 +149,32 @@ impl PushContext {
                     export_to: ExportTo::All,
                     spec: sc.as_ref().clone(),
                 })),
+                Spec::Gateway(gw) => {
+                    let created = c
+                        .raw
+                        .as_ref()
+                        .and_then(|r| r.pointer("/metadata/creationTimestamp"))
+                        .and_then(|t| t.as_str())
+                        .unwrap_or_default()
+                        .to_owned();
+                    gateways.push((
+                        created,
+                        Arc::new(Named {
+                            name: c.key.name.clone(),
+                            namespace: ns.clone(),
+                            export_to: ExportTo::All,
+                            spec: gw.as_ref().clone(),
+                        }),
+                    ));
+                }
                 _ => {}
             }
         }
+        // RFC 3339 timestamps of one format sort as text; objects without one come first.
+        gateways.sort_by(|(ta, a), (tb, b)| {
+            (ta, &a.name, &a.namespace).cmp(&(tb, &b.name, &b.namespace))
+        });
+        let gateways = gateways.into_iter().map(|(_, g)| g).collect();
         let endpoint_ips = index
             .endpoints
             .values()
@@ -156,6 +196,8 @@ impl PushContext {
             endpoints: index.endpoints,
             pods_by_ip: index.pods_by_ip,
             virtual_services,
+            gateways,
+            scope_gateway_to_namespace: false,
             destination_rules,
             sidecars,
             request_authentications: index_request_authentications(snapshot),
@@ -237,8 +279,33 @@ impl PushContext {
         best.map(|(_, dr)| dr)
     }
 
-    /// The Sidecar resource that scopes `proxy`, if any.
+    /// The virtual services bound to Gateway `gateway` (`namespace/name`) that a router in
+    /// `proxy_ns` sees: those exported to its namespace only first, then the public ones,
+    /// as upstream's `VirtualServicesForGateway` orders them.
+    pub fn virtual_services_for_gateway(
+        &self,
+        proxy_ns: &str,
+        gateway: &str,
+    ) -> Vec<&Arc<Named<VirtualService>>> {
+        let bound = self
+            .virtual_services
+            .iter()
+            .filter(|vs| vs.spec.gateways.iter().any(|g| g == gateway));
+        let (public, private): (Vec<_>, Vec<_>) =
+            bound.partition(|vs| vs.export_to == ExportTo::All);
+        private
+            .into_iter()
+            .filter(|vs| vs.export_to.visible_in(proxy_ns))
+            .chain(public)
+            .collect()
+    }
+
+    /// The Sidecar resource that scopes `proxy`, if any. Routers take none: their view of
+    /// the mesh is every service exported to them, as upstream's gateway scope.
     pub fn sidecar_for<'a>(&'a self, proxy: &'a Proxy) -> Option<&'a Arc<Named<Sidecar>>> {
+        if proxy.kind == super::proxy::NodeType::Router {
+            return None;
+        }
         fn in_ns<'a>(
             all: &'a [Arc<Named<Sidecar>>],
             ns: &'a str,
@@ -342,9 +409,7 @@ impl PushContext {
         let virtual_services = self
             .virtual_services
             .iter()
-            .filter(|vs| {
-                vs.export_to.visible_in(ns) && vs.spec.gateways.iter().all(|g| g == "mesh")
-            })
+            .filter(|vs| vs.export_to.visible_in(ns) && vs.spec.binds_mesh())
             .filter(|vs| vs.spec.hosts.iter().any(|h| visible(&vs.namespace, h)))
             .cloned()
             .collect();
@@ -377,15 +442,22 @@ pub struct SidecarScope {
 
 impl SidecarScope {
     /// The label keys of clients that the routing rules in scope match on
-    /// (`sourceLabels`): the only labels the proxy's outbound config depends on.
+    /// (`sourceLabels` of TCP and HTTP matches): the only labels the proxy's outbound
+    /// config depends on.
     pub fn source_label_keys(&self) -> BTreeSet<&str> {
-        self.virtual_services
+        let tcp = self
+            .virtual_services
             .iter()
             .flat_map(|vs| vs.spec.tcp.iter())
             .flat_map(|r| r.matches.iter())
-            .flat_map(|m| m.source_labels.keys())
-            .map(String::as_str)
-            .collect()
+            .flat_map(|m| m.source_labels.keys());
+        let http = self
+            .virtual_services
+            .iter()
+            .flat_map(|vs| vs.spec.http.iter())
+            .flat_map(|r| r.matches.iter())
+            .flat_map(|m| m.source_labels.keys());
+        tcp.chain(http).map(String::as_str).collect()
     }
 
     /// The first virtual service (in namespace/name order) that claims `host`.
@@ -402,6 +474,26 @@ impl SidecarScope {
                 })
             })
             .map(|vs| vs.as_ref())
+    }
+}
+
+/// Rewrites every gateway name of a virtual service (its `gateways` and those of its
+/// matches) to `namespace/name`, relative to the service's namespace.
+fn resolve_gateway_names(vs: &mut VirtualService, namespace: &str) {
+    let resolve = |names: &mut Vec<String>| {
+        for g in names.iter_mut() {
+            *g = resolve_gateway_name(g, namespace);
+        }
+    };
+    resolve(&mut vs.gateways);
+    for m in vs.http.iter_mut().flat_map(|r| r.matches.iter_mut()) {
+        resolve(&mut m.gateways);
+    }
+    for m in vs.tcp.iter_mut().flat_map(|r| r.matches.iter_mut()) {
+        resolve(&mut m.gateways);
+    }
+    for m in vs.tls.iter_mut().flat_map(|r| r.matches.iter_mut()) {
+        resolve(&mut m.gateways);
     }
 }
 

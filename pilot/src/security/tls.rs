@@ -21,7 +21,9 @@ use prost::{Message, Name};
 
 use crate::config::istio::ClientTlsSettings;
 use crate::model::mesh::{MeshConfig, TlsConfig};
-use crate::xds::gen::filters::any;
+use crate::xds::gen::filters::{ads_config_source, any};
+
+pub mod gateway;
 
 /// The agent's SDS cluster.
 pub const SDS_CLUSTER: &str = "sds-grpc";
@@ -112,6 +114,15 @@ pub fn credential_resource(name: &str) -> String {
         name.to_owned()
     } else {
         format!("kubernetes://{name}")
+    }
+}
+
+/// A Gateway's `credentialName` secret, fetched from istiod over the ADS stream (not from
+/// the agent), as upstream's `ConstructSdsSecretConfigForCredential`.
+pub fn credential_secret(name: &str) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name: credential_resource(name),
+        sds_config: Some(ads_config_source()),
     }
 }
 

@@ -103,7 +103,8 @@ pub struct DiscoveryServer {
 }
 
 impl DiscoveryServer {
-    pub fn new(features: Features, metrics: Metrics, initial: PushContext) -> Arc<Self> {
+    pub fn new(features: Features, metrics: Metrics, mut initial: PushContext) -> Arc<Self> {
+        initial.scope_gateway_to_namespace = features.scope_gateway_to_namespace;
         log_new_warnings(&initial, &PushContext::default());
         metrics.services.set(initial.services.len() as i64);
         metrics
@@ -157,7 +158,8 @@ impl DiscoveryServer {
     }
 
     /// Publishes a new push context to every connection.
-    pub fn publish(&self, push: PushContext, full: bool, triggered_at: Instant) {
+    pub fn publish(&self, mut push: PushContext, full: bool, triggered_at: Instant) {
+        push.scope_gateway_to_namespace = self.features.scope_gateway_to_namespace;
         self.metrics.services.set(push.services.len() as i64);
         self.metrics
             .virtual_services

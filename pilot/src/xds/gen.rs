@@ -6,6 +6,7 @@
 pub mod cds;
 pub mod eds;
 pub mod filters;
+pub mod gateway;
 pub mod lds;
 pub mod naming;
 pub mod proxyless;
@@ -103,6 +104,9 @@ impl Part {
         if proxy.is_proxyless_grpc() {
             return &[Part::Shared];
         }
+        if proxy.is_router() {
+            return gateway::parts(type_url);
+        }
         match type_url {
             types::CLUSTER | types::LISTENER => &[Part::Shared, Part::Own],
             _ => &[Part::Shared],
@@ -119,7 +123,9 @@ pub fn generate_part(
     ctx: &GenContext<'_>,
     sub: &Subscription,
 ) -> Option<Vec<Resource>> {
-    let mut out = if ctx.proxy.is_proxyless_grpc() {
+    let mut out = if ctx.proxy.is_router() {
+        gateway::generate_part(type_url, part, ctx, sub)?
+    } else if ctx.proxy.is_proxyless_grpc() {
         match (type_url, part) {
             (_, Part::Own) => Vec::new(),
             (types::LISTENER, _) => proxyless::listeners(ctx, sub),

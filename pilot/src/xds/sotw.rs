@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use tracing::debug;
 
-use super::gen::naming::parse_cluster_name;
+use super::gen::naming::parse_any_cluster_name;
 use super::gen::Subscription;
 use super::stream::{
     Outgoing, Protocol, ProxyStream, StreamEnd, MAX_NAMES_PER_TYPE, MAX_TYPES_PER_STREAM,
@@ -131,7 +131,7 @@ impl Sotw {
         let names: BTreeSet<String> = watch
             .subscription
             .names()
-            .filter(|n| parse_cluster_name(n).is_some_and(|k| changed.contains(k.host)))
+            .filter(|n| parse_any_cluster_name(n).is_some_and(|k| changed.contains(k.host)))
             .cloned()
             .collect();
         Some(self.stream.server.name_sets.intern_set(names))

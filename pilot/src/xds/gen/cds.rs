@@ -30,6 +30,7 @@ use policy::{
     apply_policy, merge_traffic_policy, passthrough_protocol_options, PolicyDirection,
     HTTP_PROTOCOL_OPTIONS,
 };
+use tls::istio_mtls_sni;
 
 /// Source address of connections to the local application, so that iptables does not
 /// capture them again.
@@ -50,19 +51,14 @@ pub fn clusters(ctx: &GenContext<'_>) -> Vec<Resource> {
 pub fn outbound(ctx: &GenContext<'_>) -> Vec<Resource> {
     let mut out = Vec::new();
     for svc in &ctx.scope.services {
-        out.extend(outbound_clusters(ctx, svc));
+        out.extend(outbound_clusters(ctx, svc, ClusterMode::Outbound));
     }
     let timeout = Some(duration(ctx.push.mesh.connect_timeout()));
-    out.push(Resource::new(
-        BLACKHOLE_CLUSTER,
-        &Cluster {
-            name: BLACKHOLE_CLUSTER.to_owned(),
-            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
-            connect_timeout: timeout,
-            lb_policy: LbPolicy::RoundRobin as i32,
-            ..Default::default()
-        },
-    ));
+    out.push(blackhole_cluster(timeout));
+    if ctx.proxy.is_router() {
+        // A gateway has no original-destination listeners to pass traffic through.
+        return out;
+    }
     out.push(Resource::new(
         PASSTHROUGH_CLUSTER,
         &passthrough_cluster(PASSTHROUGH_CLUSTER, timeout),
@@ -71,6 +67,41 @@ pub fn outbound(ctx: &GenContext<'_>) -> Vec<Resource> {
     inbound.upstream_bind_config = Some(bind_config(INBOUND_PASSTHROUGH_BIND));
     out.push(Resource::new(INBOUND_PASSTHROUGH_CLUSTER, &inbound));
     out
+}
+
+/// A gateway's `sni-dnat` clusters (`outbound_.<port>_.<subset>_.<host>`), which its
+/// `AUTO_PASSTHROUGH` servers route to by the SNI a client in another network sent: one per
+/// port and subset of every service in the mesh, without TLS (the client's mTLS passes
+/// through).
+pub fn sni_dnat(ctx: &GenContext<'_>) -> Vec<Resource> {
+    ctx.scope
+        .services
+        .iter()
+        .filter(|s| !s.mesh_external)
+        .flat_map(|svc| outbound_clusters(ctx, svc, ClusterMode::SniDnat))
+        .collect()
+}
+
+fn blackhole_cluster(timeout: Option<envoy_types::pb::google::protobuf::Duration>) -> Resource {
+    Resource::new(
+        BLACKHOLE_CLUSTER,
+        &Cluster {
+            name: BLACKHOLE_CLUSTER.to_owned(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+            connect_timeout: timeout,
+            lb_policy: LbPolicy::RoundRobin as i32,
+            ..Default::default()
+        },
+    )
+}
+
+/// How a service's clusters are named and secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClusterMode {
+    /// `outbound|port|subset|host`, with the DestinationRule's (or auto) TLS.
+    Outbound,
+    /// `outbound_.port_.subset_.host`, plaintext to the endpoint (upstream's `sni-dnat`).
+    SniDnat,
 }
 
 fn passthrough_cluster(
@@ -108,7 +139,7 @@ fn bind_config(address: &str) -> BindConfig {
 
 /// The clusters of one service: per port, the default cluster then one per subset of the
 /// DestinationRule the proxy sees.
-fn outbound_clusters(ctx: &GenContext<'_>, svc: &Service) -> Vec<Resource> {
+fn outbound_clusters(ctx: &GenContext<'_>, svc: &Service, mode: ClusterMode) -> Vec<Resource> {
     let dr = ctx
         .push
         .destination_rule(&ctx.proxy.config_namespace, &svc.hostname);
@@ -116,10 +147,18 @@ fn outbound_clusters(ctx: &GenContext<'_>, svc: &Service) -> Vec<Resource> {
     let subsets = dr.map(|dr| dr.spec.subsets.as_slice()).unwrap_or_default();
     let mut out = Vec::new();
     for port in &svc.ports {
+        if mode == ClusterMode::SniDnat && port.protocol == Protocol::Udp {
+            continue;
+        }
         let subset_names = std::iter::once(None).chain(subsets.iter().map(Some));
         for subset in subset_names {
             let subset_name = subset.map_or("", |s| s.name.as_str());
-            let name = cluster_name(Direction::Outbound, port.port, subset_name, &svc.hostname);
+            let name = match mode {
+                ClusterMode::Outbound => {
+                    cluster_name(Direction::Outbound, port.port, subset_name, &svc.hostname)
+                }
+                ClusterMode::SniDnat => istio_mtls_sni(port.port, subset_name, &svc.hostname),
+            };
             let mut cluster = base_cluster(ctx, svc, port, &name, subset_name);
             let policy = merge_traffic_policy(
                 top,
@@ -137,6 +176,10 @@ fn outbound_clusters(ctx: &GenContext<'_>, svc: &Service) -> Vec<Resource> {
                 .as_ref()
                 .and_then(|lb| lb.simple.as_deref())
                 == Some("PASSTHROUGH");
+            if mode == ClusterMode::SniDnat {
+                out.push(Resource::new(name, &cluster));
+                continue;
+            }
             tls::apply(
                 &mut cluster,
                 &tls::UpstreamTls {
@@ -198,6 +241,15 @@ fn base_cluster(
             cluster.load_assignment = Some(cla);
             set_dns_options(&mut cluster, &ctx.proxy.ip_addresses);
             kind
+        }
+        // A gateway cannot pass traffic to the original destination: it load-balances
+        // over the endpoints (upstream's `convertResolution`).
+        Resolution::Passthrough if ctx.proxy.is_router() => {
+            cluster.eds_cluster_config = Some(EdsClusterConfig {
+                eds_config: Some(ads_config_source()),
+                service_name: name.to_owned(),
+            });
+            DiscoveryType::Eds
         }
         Resolution::Passthrough => DiscoveryType::OriginalDst,
     };

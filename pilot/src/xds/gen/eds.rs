@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, UInt32Value, Value};
 
 use super::cds::tls::{tls_mode, TLS_MODE_DISABLED, TLS_MODE_KEY, TRANSPORT_SOCKET_MATCH_KEY};
-use super::naming::{parse_cluster_name, Direction};
+use super::naming::{parse_any_cluster_name, Direction};
 use super::{GenContext, Resource, Subscription};
 use crate::model::service::{labels_match, Endpoint, Health};
 use crate::model::PushContext;
@@ -22,7 +22,7 @@ use crate::model::PushContext;
 pub fn load_assignments(ctx: &GenContext<'_>, sub: &Subscription) -> Vec<Resource> {
     sub.names()
         .filter_map(|name| {
-            let key = parse_cluster_name(name)?;
+            let key = parse_any_cluster_name(name)?;
             if key.direction != Direction::Outbound {
                 return None;
             }

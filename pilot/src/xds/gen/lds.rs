@@ -37,7 +37,7 @@ use super::naming::{
 };
 use super::route::{default_route, destination_cluster};
 use super::{GenContext, Resource};
-use crate::config::istio::TcpRoute;
+use crate::config::istio::{RouteDestination, TcpRoute, MESH_GATEWAY};
 use crate::model::push_context::host_matches;
 use crate::model::service::{labels_match, Registry, Resolution, Service};
 use crate::model::Proxy;
@@ -194,30 +194,44 @@ fn outbound_listener(name: String, bind: &str, port: u16, chain: FilterChain) ->
 /// The TCP proxy for a service port: the first VirtualService `tcp` rule that matches the
 /// port and the proxy's labels, else the service's own cluster.
 fn tcp_proxy(ctx: &GenContext<'_>, svc: &Service, port: u16) -> TcpProxy {
-    let default_cluster = cluster_name(Direction::Outbound, port, "", &svc.hostname);
     let rule = ctx.scope.virtual_service_for(&svc.hostname).and_then(|vs| {
         vs.spec
             .tcp
             .iter()
             .find(|r| tcp_rule_matches(r, port, ctx.proxy))
     });
-    let mut weighted: Vec<(String, u32)> = rule
-        .map(|r| {
-            let single = r.route.len() == 1;
-            r.route
-                .iter()
-                .filter(|d| single || d.weight.unwrap_or(0) > 0)
-                .map(|d| {
-                    (
-                        destination_cluster(ctx.push, &d.destination, port),
-                        d.weight.unwrap_or(0),
-                    )
-                })
-                .collect()
+    rule.and_then(|r| route_tcp_proxy(ctx.push, &r.route, port, &svc.hostname))
+        .unwrap_or_else(|| {
+            let cluster = cluster_name(Direction::Outbound, port, "", &svc.hostname);
+            TcpProxy {
+                stat_prefix: cluster.clone(),
+                cluster_specifier: Some(ClusterSpecifier::Cluster(cluster)),
+                ..Default::default()
+            }
         })
-        .unwrap_or_default();
+}
+
+/// The TCP proxy for the destinations of a `tcp` or `tls` rule on `port`: one cluster, or
+/// weighted clusters (stat prefix `stat_host`). `None` when the rule has no destination.
+pub fn route_tcp_proxy(
+    push: &PushContext,
+    routes: &[RouteDestination],
+    port: u16,
+    stat_host: &str,
+) -> Option<TcpProxy> {
+    let single = routes.len() == 1;
+    let mut weighted: Vec<(String, u32)> = routes
+        .iter()
+        .filter(|d| single || d.weight.unwrap_or(0) > 0)
+        .map(|d| {
+            (
+                destination_cluster(push, &d.destination, port),
+                d.weight.unwrap_or(0),
+            )
+        })
+        .collect();
     let specifier = match weighted.len() {
-        0 => ClusterSpecifier::Cluster(default_cluster.clone()),
+        0 => return None,
         1 => ClusterSpecifier::Cluster(weighted.remove(0).0),
         _ => ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: weighted
@@ -232,13 +246,13 @@ fn tcp_proxy(ctx: &GenContext<'_>, svc: &Service, port: u16) -> TcpProxy {
     };
     let stat_prefix = match &specifier {
         ClusterSpecifier::Cluster(c) => c.clone(),
-        _ => svc.hostname.clone(),
+        _ => stat_host.to_owned(),
     };
-    TcpProxy {
+    Some(TcpProxy {
         stat_prefix,
         cluster_specifier: Some(specifier),
         ..Default::default()
-    }
+    })
 }
 
 fn tcp_rule_matches(rule: &TcpRoute, port: u16, proxy: &Proxy) -> bool {
@@ -246,6 +260,7 @@ fn tcp_rule_matches(rule: &TcpRoute, port: u16, proxy: &Proxy) -> bool {
         || rule.matches.iter().any(|m| {
             m.port.is_none_or(|p| p == u32::from(port))
                 && labels_match(&m.source_labels, &proxy.labels)
+                && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == MESH_GATEWAY))
         })
 }
 

@@ -54,6 +54,26 @@ pub fn parse_cluster_name(name: &str) -> Option<ClusterKey<'_>> {
     })
 }
 
+/// Parses an outbound cluster name in either form: `outbound|port|subset|host`, or the
+/// `sni-dnat` form `outbound_.<port>_.<subset>_.<host>` (a gateway's `AUTO_PASSTHROUGH`
+/// clusters, named like the SNI they are reached by).
+pub fn parse_any_cluster_name(name: &str) -> Option<ClusterKey<'_>> {
+    parse_cluster_name(name).or_else(|| parse_sni_dnat_name(name))
+}
+
+/// Parses `outbound_.<port>_.<subset>_.<host>`.
+pub fn parse_sni_dnat_name(name: &str) -> Option<ClusterKey<'_>> {
+    let rest = name.strip_prefix("outbound_.")?;
+    let (port, rest) = rest.split_once("_.")?;
+    let (subset, host) = rest.split_once("_.")?;
+    Some(ClusterKey {
+        direction: Direction::Outbound,
+        port: port.parse().ok()?,
+        subset,
+        host,
+    })
+}
+
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
@@ -81,5 +101,14 @@ mod tests {
         assert_eq!(inbound_cluster_name(8080), "inbound|8080||");
         assert!(parse_cluster_name(BLACKHOLE_CLUSTER).is_none());
         assert!(parse_cluster_name("outbound|x||h").is_none());
+        let k = parse_any_cluster_name("outbound_.9080_.v1_.reviews.default.svc.cluster.local")
+            .expect("sni-dnat names parse");
+        assert_eq!(
+            (k.port, k.subset, k.host),
+            (9080, "v1", "reviews.default.svc.cluster.local")
+        );
+        let k = parse_any_cluster_name("outbound_.80_._.a.example.com").expect("no subset");
+        assert_eq!((k.port, k.subset, k.host), (80, "", "a.example.com"));
+        assert!(parse_sni_dnat_name("outbound_.x_._.h").is_none());
     }
 }

@@ -81,7 +81,13 @@ pub fn routes(ctx: &GenContext<'_>, sub: &Subscription) -> Vec<Resource> {
             let key = parse_cluster_name(&name)?;
             let svc = ctx.push.service(key.host)?;
             let routes = match ctx.scope.virtual_service_for(&svc.hostname) {
-                Some(vs) => http_routes(ctx.push, &vs.spec.http, key.port, true),
+                Some(vs) => http_routes(
+                    ctx.push,
+                    &vs.spec.http,
+                    key.port,
+                    true,
+                    &super::rds::mesh_source(ctx),
+                ),
                 None => vec![default_route(
                     cluster_name(Direction::Outbound, key.port, "", &svc.hostname),
                     true,

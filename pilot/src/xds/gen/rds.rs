@@ -17,15 +17,16 @@ use prost::Message;
 use super::cds::policy::{hash_policy, merge_traffic_policy};
 use super::lds::egress_allows;
 use super::naming::{cluster_name, parse_cluster_name, Direction, PASSTHROUGH_CLUSTER};
-use super::route::{default_route, duration, http_routes};
+use super::route::{default_route, duration, http_routes, RouteSource};
 use super::{GenContext, Resource, Subscription};
+use crate::config::istio::MESH_GATEWAY;
 use crate::model::service::{Registry, Resolution, Service};
 use crate::model::PushContext;
 
 pub const ALLOW_ANY_VHOST: &str = "allow_any";
 pub const BLOCK_ALL_VHOST: &str = "block_all";
 /// Upstream's cap on direct response bodies (1 MiB).
-const MAX_DIRECT_RESPONSE_BODY: u32 = 1024 * 1024;
+pub const MAX_DIRECT_RESPONSE_BODY: u32 = 1024 * 1024;
 /// Port whose `host:port` domains upstream leaves out: clients omit it.
 const PORT_NO_SUFFIX: u16 = 80;
 
@@ -59,7 +60,7 @@ pub fn route_config(ctx: &GenContext<'_>, name: &str, port: u16) -> RouteConfigu
             continue;
         }
         let mut routes = match ctx.scope.virtual_service_for(&svc.hostname) {
-            Some(vs) => http_routes(ctx.push, &vs.spec.http, port, false),
+            Some(vs) => http_routes(ctx.push, &vs.spec.http, port, false, &mesh_source(ctx)),
             None => vec![default_route(
                 cluster_name(Direction::Outbound, port, "", &svc.hostname),
                 false,
@@ -87,6 +88,15 @@ pub fn route_config(ctx: &GenContext<'_>, name: &str, port: u16) -> RouteConfigu
         // Clients send `Host: name:port` or just `name`; both must hit the same vhost.
         ignore_port_in_host_matching: true,
         ..Default::default()
+    }
+}
+
+/// A sidecar as the source of its routes: the `mesh` gateway, its labels and namespace.
+pub fn mesh_source<'a>(ctx: &'a GenContext<'_>) -> RouteSource<'a> {
+    RouteSource {
+        gateways: &[MESH_GATEWAY],
+        labels: &ctx.proxy.labels,
+        namespace: &ctx.proxy.config_namespace,
     }
 }
 
@@ -149,7 +159,7 @@ fn alt_hosts(host: &str, proxy_dns_domain: &str) -> Vec<String> {
 
 /// Consistent hashing needs the route to say what to hash: taken from the policy of the
 /// route's single destination cluster.
-fn add_hash_policy(push: &PushContext, proxy_ns: &str, route: &mut Route) {
+pub fn add_hash_policy(push: &PushContext, proxy_ns: &str, route: &mut Route) {
     let Some(Action::Route(action)) = &mut route.action else {
         return;
     };

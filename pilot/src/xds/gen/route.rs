@@ -29,28 +29,57 @@ use super::filters::{any, FAULT_FILTER};
 use super::naming::{cluster_name, Direction};
 use crate::config::istio::{
     parse_duration, Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRoute,
-    HttpRouteDestination, StringMatch,
+    HttpRouteDestination, Labels, StringMatch,
 };
+use crate::model::service::labels_match;
 use crate::model::PushContext;
 
 /// Upstream's default retry policy for sidecars: two retries on connection-level failures.
 pub const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
-/// Builds the Envoy routes for the HTTP rules of a virtual service, for traffic on `port`.
-/// Rules whose matches all name another port are skipped.
+/// Who the routes are built for: the gateway names the proxy stands for (`mesh` for a
+/// sidecar, `namespace/name` of each Gateway of a router's server) and the proxy's labels
+/// and namespace, which matches may select on.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSource<'a> {
+    pub gateways: &'a [&'a str],
+    pub labels: &'a Labels,
+    pub namespace: &'a str,
+}
+
+impl RouteSource<'_> {
+    /// Upstream's `sourceMatchHTTP`: a match naming gateways applies to those; otherwise
+    /// its `sourceLabels` and `sourceNamespace` must fit the proxy.
+    pub fn matches(&self, m: &HttpMatchRequest) -> bool {
+        if !m.gateways.is_empty() {
+            return m
+                .gateways
+                .iter()
+                .any(|g| self.gateways.contains(&g.as_str()));
+        }
+        labels_match(&m.source_labels, self.labels)
+            && m.source_namespace
+                .as_deref()
+                .is_none_or(|ns| ns.is_empty() || ns == self.namespace)
+    }
+}
+
+/// Builds the Envoy routes for the HTTP rules of a virtual service, for traffic on `port`
+/// from `source`. Rules whose matches all name another port or another source are skipped.
 pub fn http_routes(
     push: &PushContext,
     rules: &[HttpRoute],
     port: u16,
     proxyless: bool,
+    source: &RouteSource<'_>,
 ) -> Vec<Route> {
     let mut out = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         let matches: Vec<&HttpMatchRequest> = rule
             .matches
             .iter()
-            .filter(|m| m.port.is_none_or(|p| p == u32::from(port)))
+            .filter(|m| m.port.is_none_or(|p| p == u32::from(port)) && source.matches(m))
             .collect();
         if !rule.matches.is_empty() && matches.is_empty() {
             continue;

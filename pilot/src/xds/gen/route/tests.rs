@@ -6,6 +6,17 @@ use super::*;
 use crate::config::istio::{FaultAbort, FaultDelay, HttpFaultInjection, Percent};
 use crate::testing::push_context;
 
+static NO_LABELS: Labels = Labels::new();
+
+/// A sidecar in `default` without labels.
+fn mesh() -> RouteSource<'static> {
+    RouteSource {
+        gateways: &["mesh"],
+        labels: &NO_LABELS,
+        namespace: "default",
+    }
+}
+
 fn pct(value: f64) -> Option<Percent> {
     Some(Percent { value })
 }
@@ -106,7 +117,7 @@ fn proxyless_routes_keep_fault_but_no_default_retries() {
     }))
     .expect("rule parses");
     for (proxyless, retries) in [(true, false), (false, true)] {
-        let routes = http_routes(&push, std::slice::from_ref(&rule), 80, proxyless);
+        let routes = http_routes(&push, std::slice::from_ref(&rule), 80, proxyless, &mesh());
         assert_eq!(routes.len(), 1);
         assert!(routes[0].typed_per_filter_config.contains_key(FAULT_FILTER));
         let Some(Action::Route(a)) = &routes[0].action else {
@@ -114,4 +125,35 @@ fn proxyless_routes_keep_fault_but_no_default_retries() {
         };
         assert_eq!(a.retry_policy.is_some(), retries, "proxyless={proxyless}");
     }
+}
+
+#[test]
+fn matches_apply_to_the_gateways_they_name_else_to_source_labels() {
+    let push = push_context("");
+    let rules: Vec<HttpRoute> = serde_json::from_value(serde_json::json!([
+        {"name": "edge", "match": [{"gateways": ["istio-system/gw"]}], "route": [{"destination": {"host": "a"}}]},
+        {"name": "both", "match": [{"gateways": ["mesh", "istio-system/gw"]}], "route": [{"destination": {"host": "a"}}]},
+        {"name": "v2-clients", "match": [{"sourceLabels": {"version": "v2"}}], "route": [{"destination": {"host": "a"}}]},
+        {"name": "ns", "match": [{"sourceNamespace": "other"}], "route": [{"destination": {"host": "a"}}]},
+        {"name": "rest", "route": [{"destination": {"host": "a"}}]},
+    ]))
+    .expect("rules parse");
+    let names = |source: &RouteSource<'_>| -> Vec<String> {
+        http_routes(&push, &rules, 80, false, source)
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
+    };
+    assert_eq!(names(&mesh()), ["both", "rest"]);
+    let v2: Labels = [("version".to_owned(), "v2".to_owned())].into();
+    let sidecar_v2 = RouteSource {
+        labels: &v2,
+        ..mesh()
+    };
+    assert_eq!(names(&sidecar_v2), ["both", "v2-clients", "rest"]);
+    let router = RouteSource {
+        gateways: &["istio-system/gw"],
+        ..mesh()
+    };
+    assert_eq!(names(&router), ["edge", "both", "rest"]);
 }
