@@ -201,3 +201,28 @@ def test_mesh_tls_settings_and_auto_sni_reach_the_sidecar(tmp_path, istiod_facto
         assert "http_protocol_options" in options["explicit_http_config"]
     finally:
         ads.close()
+
+
+def test_skipping_trust_domain_validation_drops_the_san_check(tmp_path, istiod_factory):
+    """PILOT_SKIP_VALIDATE_TRUST_DOMAIN=true, as upstream: inbound mTLS still requires a client
+    certificate signed by the mesh roots, but no longer checks its trust domain."""
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "mesh.yaml").write_text(MESH)
+    (config / "policy.yaml").write_text(policy("STRICT"))
+    istiod = istiod_factory(config, mesh=MESH_TLS, env={"PILOT_SKIP_VALIDATE_TRUST_DOMAIN": "true"})
+    ads = AdsStream(istiod.grpc_port, NODE, META)
+    try:
+        ads.subscribe(LDS)
+        wait_until(lambda: ads.resources(LDS), what="LDS")
+        chains = by_name(decoded(ads, LDS))["virtualInbound"]["filter_chains"]
+        tls_chains = [c for c in chains if "transport_socket" in c]
+        assert tls_chains, [c["name"] for c in chains]
+        for chain in tls_chains:
+            tls = chain["transport_socket"]["typed_config"]
+            assert tls["require_client_certificate"] is True, chain["name"]
+            validation = tls["common_tls_context"]["combined_validation_context"]
+            assert validation["validation_context_sds_secret_config"]["name"] == "ROOTCA"
+            assert "match_subject_alt_names" not in validation.get("default_validation_context", {}), chain["name"]
+    finally:
+        ads.close()

@@ -198,6 +198,7 @@ pub const VARIABLES: &[Variable] = &[
     var(ENABLE_DEBUG_ON_HTTP, "true", Rule::Bool, "Serve `/debug/*` on the HTTP port (8080) as well as on 15014."),
     var(PILOT_ENABLE_AMBIENT, "false", Rule::Bool, "Accept ztunnel connections."),
     var(PILOT_SCOPE_GATEWAY_TO_NAMESPACE, "false", Rule::Bool, "A gateway proxy takes only the Gateway resources of its own namespace."),
+    var(PILOT_SKIP_VALIDATE_TRUST_DOMAIN, "false", Rule::Bool, "Inbound mTLS accepts peers of any trust domain the mesh roots sign (no SAN check)."),
     var(GRPC_KEEPALIVE_INTERVAL, "30s", Rule::Duration, "`--keepaliveInterval`: HTTP/2 pings on idle gRPC connections (15010, 15012)."),
     var(GRPC_KEEPALIVE_TIMEOUT, "10s", Rule::Duration, "`--keepaliveTimeout`: an unanswered ping closes the connection."),
     // Sidecar injection.
@@ -236,6 +237,7 @@ pub const PILOT_DEBOUNCE_AFTER: &str = "PILOT_DEBOUNCE_AFTER";
 pub const PILOT_DEBOUNCE_MAX: &str = "PILOT_DEBOUNCE_MAX";
 pub const PILOT_ENABLE_EDS_DEBOUNCE: &str = "PILOT_ENABLE_EDS_DEBOUNCE";
 pub const PILOT_SCOPE_GATEWAY_TO_NAMESPACE: &str = "PILOT_SCOPE_GATEWAY_TO_NAMESPACE";
+pub const PILOT_SKIP_VALIDATE_TRUST_DOMAIN: &str = "PILOT_SKIP_VALIDATE_TRUST_DOMAIN";
 pub const PILOT_PUSH_THROTTLE: &str = "PILOT_PUSH_THROTTLE";
 pub const PILOT_MAX_REQUESTS_PER_SECOND: &str = "PILOT_MAX_REQUESTS_PER_SECOND";
 pub const PILOT_XDS_SEND_TIMEOUT: &str = "PILOT_XDS_SEND_TIMEOUT";
@@ -322,6 +324,8 @@ pub struct Features {
     pub enable_ambient: bool,
     /// `PILOT_SCOPE_GATEWAY_TO_NAMESPACE`: a router takes only its namespace's Gateways.
     pub scope_gateway_to_namespace: bool,
+    /// `PILOT_SKIP_VALIDATE_TRUST_DOMAIN`: inbound mTLS checks no peer trust domain.
+    pub skip_validate_trust_domain: bool,
 }
 
 impl Features {
@@ -355,6 +359,7 @@ impl Features {
             enable_debug_on_http: env.bool(ENABLE_DEBUG_ON_HTTP, true)?,
             enable_ambient: env.bool(PILOT_ENABLE_AMBIENT, false)?,
             scope_gateway_to_namespace: env.bool(PILOT_SCOPE_GATEWAY_TO_NAMESPACE, false)?,
+            skip_validate_trust_domain: env.bool(PILOT_SKIP_VALIDATE_TRUST_DOMAIN, false)?,
         })
     }
 }

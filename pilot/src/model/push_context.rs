@@ -51,6 +51,9 @@ pub struct PushContext {
     /// `PILOT_SCOPE_GATEWAY_TO_NAMESPACE`: a router proxy only takes the Gateways of its own
     /// namespace (set by the push builder).
     pub scope_gateway_to_namespace: bool,
+    /// `PILOT_SKIP_VALIDATE_TRUST_DOMAIN`: inbound mTLS leaves peers' trust domains
+    /// unchecked (set by the push builder).
+    pub skip_validate_trust_domain: bool,
     destination_rules: HashMap<String, Vec<Arc<Named<DestinationRule>>>>,
     sidecars: Vec<Arc<Named<Sidecar>>>,
     /// PeerAuthentications: which inbound ports require mTLS.
@@ -198,6 +201,7 @@ impl PushContext {
             virtual_services,
             gateways,
             scope_gateway_to_namespace: false,
+            skip_validate_trust_domain: false,
             destination_rules,
             sidecars,
             request_authentications: index_request_authentications(snapshot),

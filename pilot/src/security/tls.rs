@@ -185,7 +185,9 @@ pub struct InboundMtlsSettings {
 }
 
 impl InboundMtlsSettings {
-    pub fn from_mesh(mesh: &MeshConfig) -> Self {
+    /// `skip_trust_domain` (`PILOT_SKIP_VALIDATE_TRUST_DOMAIN`) leaves the trust domains
+    /// empty, as upstream's `TrustDomainsForValidation`: any peer the roots sign is accepted.
+    pub fn from_mesh(mesh: &MeshConfig, skip_trust_domain: bool) -> Self {
         let mesh_mtls = mesh.mesh_mtls.as_ref();
         let cipher_suites = mesh_mtls
             .map(|t| t.cipher_suites.clone())
@@ -194,7 +196,11 @@ impl InboundMtlsSettings {
         InboundMtlsSettings {
             min_version: min_tls_version(mesh_mtls.map_or("", |t| t.min_protocol_version.as_str())),
             cipher_suites,
-            trust_domains: mesh.trust_domains_for_validation(),
+            trust_domains: if skip_trust_domain {
+                Vec::new()
+            } else {
+                mesh.trust_domains_for_validation()
+            },
         }
     }
 }

@@ -105,6 +105,7 @@ pub struct DiscoveryServer {
 impl DiscoveryServer {
     pub fn new(features: Features, metrics: Metrics, mut initial: PushContext) -> Arc<Self> {
         initial.scope_gateway_to_namespace = features.scope_gateway_to_namespace;
+        initial.skip_validate_trust_domain = features.skip_validate_trust_domain;
         log_new_warnings(&initial, &PushContext::default());
         metrics.services.set(initial.services.len() as i64);
         metrics
@@ -160,6 +161,7 @@ impl DiscoveryServer {
     /// Publishes a new push context to every connection.
     pub fn publish(&self, mut push: PushContext, full: bool, triggered_at: Instant) {
         push.scope_gateway_to_namespace = self.features.scope_gateway_to_namespace;
+        push.skip_validate_trust_domain = self.features.skip_validate_trust_domain;
         self.metrics.services.set(push.services.len() as i64);
         self.metrics
             .virtual_services

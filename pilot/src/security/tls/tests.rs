@@ -50,7 +50,7 @@ fn agent_secrets_come_from_sds_grpc_without_fetch_timeout() {
 fn inbound_mtls_requires_client_certificates_from_the_trust_domain() {
     let ctx = inbound_mtls(
         ListenerProtocol::Http,
-        &InboundMtlsSettings::from_mesh(&MeshConfig::default()),
+        &InboundMtlsSettings::from_mesh(&MeshConfig::default(), false),
     );
     assert_eq!(
         ctx.require_client_certificate,
@@ -86,12 +86,41 @@ fn inbound_mtls_requires_client_certificates_from_the_trust_domain() {
     assert_eq!(params.cipher_suites.len(), SUPPORTED_CIPHERS.len());
     let tcp = inbound_mtls(
         ListenerProtocol::Tcp,
-        &InboundMtlsSettings::from_mesh(&MeshConfig::default()),
+        &InboundMtlsSettings::from_mesh(&MeshConfig::default(), false),
     );
     assert_eq!(
         tcp.common_tls_context.expect("common").alpn_protocols,
         ["istio-peer-exchange", "h2", "http/1.1"]
     );
+}
+
+#[test]
+fn skipping_trust_domain_validation_keeps_the_roots_but_drops_the_san_check() {
+    let mesh = MeshConfig {
+        trust_domain_aliases: vec!["old".into()],
+        ..Default::default()
+    };
+    let ctx = inbound_mtls(
+        ListenerProtocol::Http,
+        &InboundMtlsSettings::from_mesh(&mesh, true),
+    );
+    assert_eq!(
+        ctx.require_client_certificate,
+        Some(BoolValue { value: true })
+    );
+    let v = combined(ctx.common_tls_context.as_ref().expect("common"));
+    assert_eq!(
+        v.validation_context_sds_secret_config
+            .as_ref()
+            .map(|s| s.name.as_str()),
+        Some("ROOTCA")
+    );
+    let sans = &v
+        .default_validation_context
+        .as_ref()
+        .expect("default")
+        .match_subject_alt_names;
+    assert!(sans.is_empty(), "{sans:?}");
 }
 
 #[test]
@@ -246,7 +275,7 @@ fn inbound_mtls_follows_the_mesh_config() {
         },
     ];
     for c in cases {
-        let settings = InboundMtlsSettings::from_mesh(&mesh(c.mesh));
+        let settings = InboundMtlsSettings::from_mesh(&mesh(c.mesh), false);
         for protocol in [ListenerProtocol::Http, ListenerProtocol::Tcp] {
             let ctx = inbound_mtls(protocol, &settings);
             let common = ctx.common_tls_context.as_ref().expect("common");

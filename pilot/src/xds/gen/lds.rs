@@ -420,7 +420,7 @@ fn virtual_inbound(ctx: &GenContext<'_>) -> Listener {
         .push
         .peer_authn
         .inbound_mtls(&ctx.proxy.config_namespace, &ctx.proxy.labels);
-    let tls = InboundMtlsSettings::from_mesh(&ctx.push.mesh);
+    let tls = InboundMtlsSettings::from_mesh(&ctx.push.mesh, ctx.push.skip_validate_trust_domain);
     let mut chains = vec![FilterChain {
         name: VIRTUAL_INBOUND_BLACKHOLE.to_owned(),
         filter_chain_match: port_match(port),
