@@ -253,6 +253,7 @@ fn kube_services(
             registry: Registry::Kubernetes,
             mesh_external: false,
             export_to,
+            service_accounts: Vec::new(),
         });
     }
 }
@@ -375,6 +376,7 @@ fn service_entries(snapshot: &Snapshot, trust_domain: &str, index: &mut ServiceI
                 registry: Registry::ServiceEntry,
                 mesh_external: se.location.as_deref() == Some("MESH_EXTERNAL"),
                 export_to: ExportTo::from_list(&se.export_to, ns),
+                service_accounts: se.subject_alt_names.clone(),
             });
         }
     }

@@ -145,6 +145,9 @@ pub struct Service {
     pub registry: Registry,
     pub mesh_external: bool,
     pub export_to: ExportTo,
+    /// Identities declared for the service's workloads beyond its endpoints' own (a
+    /// ServiceEntry's `subjectAltNames`); clients accept these in ISTIO_MUTUAL.
+    pub service_accounts: Vec<String>,
 }
 
 impl Service {

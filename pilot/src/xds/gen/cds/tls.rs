@@ -39,12 +39,38 @@ pub fn istio_mtls_sni(port: u16, subset: &str, host: &str) -> String {
 /// The identities (SPIFFE URIs) of a service's workloads, sorted: the names a client accepts
 /// on the server's certificate.
 pub fn service_identities(push: &PushContext, svc: &Service) -> Vec<String> {
-    push.endpoints(&svc.hostname)
+    let declared = push
+        .endpoints(&svc.hostname)
         .iter()
-        .filter_map(|e| e.identity.clone())
-        .collect::<BTreeSet<_>>()
+        .filter_map(|e| e.identity.as_deref())
+        .chain(svc.service_accounts.iter().map(String::as_str));
+    with_trust_domain_aliases(declared, &push.mesh.trust_domain_aliases)
         .into_iter()
         .collect()
+}
+
+/// `identities` plus, for each SPIFFE one, the same identity in every alias trust domain
+/// (upstream's `ExpandWithTrustDomains`): a server whose certificate still carries an
+/// alias trust domain is accepted during a trust domain migration.
+fn with_trust_domain_aliases<'a>(
+    identities: impl Iterator<Item = &'a str>,
+    aliases: &[String],
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for id in identities {
+        out.insert(id.to_owned());
+        let Some(path) = id
+            .strip_prefix("spiffe://")
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(_, path)| path)
+        else {
+            continue;
+        };
+        for alias in aliases {
+            out.insert(format!("spiffe://{alias}/{path}"));
+        }
+    }
+    out
 }
 
 /// The mode the client guesses the service accepts, from the namespace- and mesh-level
@@ -214,4 +240,37 @@ fn set_auto_sni_and_san_validation(cluster: &mut Cluster, tls: &ClientTlsSetting
     upstream.auto_sni = true;
     upstream.auto_san_validation = auto_san;
     store_http_protocol_options(cluster, options);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_are_expanded_to_every_alias_trust_domain() {
+        let ids = [
+            "spiffe://cluster.local/ns/default/sa/reviews",
+            "spiffe://cluster.local/ns/default/sa/reviews",
+            "reviews.example.com",
+            "spiffe://no-path",
+        ];
+        let aliases = ["old.example".to_owned(), "new.example".to_owned()];
+        let got: Vec<String> = with_trust_domain_aliases(ids.into_iter(), &aliases)
+            .into_iter()
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "reviews.example.com",
+                "spiffe://cluster.local/ns/default/sa/reviews",
+                "spiffe://new.example/ns/default/sa/reviews",
+                "spiffe://no-path",
+                "spiffe://old.example/ns/default/sa/reviews",
+            ]
+        );
+        let plain: Vec<String> = with_trust_domain_aliases(ids.into_iter(), &[])
+            .into_iter()
+            .collect();
+        assert_eq!(plain.len(), 3, "{plain:?}");
+    }
 }

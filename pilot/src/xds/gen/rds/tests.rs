@@ -119,6 +119,7 @@ fn port_80_domains_have_no_port_suffix() {
         registry: Registry::Kubernetes,
         mesh_external: false,
         export_to: crate::model::service::ExportTo::All,
+        service_accounts: Vec::new(),
     };
     let d = domains(&svc, 80, "default.svc.cluster.local");
     assert_eq!(

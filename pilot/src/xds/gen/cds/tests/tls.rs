@@ -169,6 +169,39 @@ fn istio_mutual_rules_always_use_mtls() {
 }
 
 #[test]
+fn istio_mutual_sans_take_service_entry_names_and_trust_domain_aliases() {
+    let mesh_config = MeshConfig {
+        trust_domain_aliases: vec!["old.example".into()],
+        ..Default::default()
+    };
+    let c = named(
+        &clusters_with(&mesh(&dr("{mode: ISTIO_MUTUAL}")), mesh_config),
+        ECHO,
+        |c| &c.name,
+    )
+    .clone();
+    let ctx = upstream(c.transport_socket.as_ref().expect("socket"));
+    assert_eq!(
+        sans(&ctx),
+        [ECHO_SA, "spiffe://old.example/ns/demo/sa/echo"]
+    );
+
+    let entry = "\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+         metadata: {name: db, namespace: demo}\n\
+         spec: {hosts: [db.internal], location: MESH_INTERNAL, resolution: STATIC,\n\
+         ports: [{number: 5432, name: tcp, protocol: TCP}],\n\
+         endpoints: [{address: 10.1.0.5}],\n\
+         subjectAltNames: [spiffe://cluster.local/ns/db/sa/postgres]}\n\
+         ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {name: db, namespace: demo}\n\
+         spec: {host: db.internal, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}\n";
+    let all = clusters_with(&mesh(entry), MeshConfig::default());
+    let db = named(&all, "outbound|5432||db.internal", |c| &c.name);
+    let ctx = upstream(db.transport_socket.as_ref().expect("socket"));
+    assert_eq!(sans(&ctx), ["spiffe://cluster.local/ns/db/sa/postgres"]);
+}
+
+#[test]
 fn simple_and_disable_rules() {
     let c = echo(&dr(
         "{mode: SIMPLE, sni: echo.example.com, caCertificates: /etc/ca.pem}",
